@@ -1,0 +1,32 @@
+# Two commands matter: `make demo` (whole pipeline on generated demo data) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fatlib-installed
+DEMO := demo
+
+.PHONY: venv test lint demo benchmark clean
+
+venv: $(STAMP)
+
+# Reinstalls only when the dependency files change, so a re-run takes seconds.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	touch $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check fatlib jobs tests
+
+test: lint
+	$(PY) -m pytest -q
+
+demo: venv
+	$(PY) jobs/make_demo_data.py --out $(DEMO)/data --overwrite
+
+benchmark: venv
+	$(PY) jobs/benchmark.py features
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache
