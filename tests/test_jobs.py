@@ -1,0 +1,42 @@
+"""Jobs run as users run them: `python jobs/x.py ...`, output and exit codes checked."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_make_demo_data_writes_and_summarises(tmp_path):
+    out = tmp_path / "data"
+    args = ["jobs/make_demo_data.py", "--out", str(out), "--curated", "6", "--noisy", "4",
+            "--test", "3", "--max-seconds", "1", "--sample-rate", "16000"]
+    done = _run(*args)
+    assert done.returncode == 0, done.stderr
+    assert "train_curated       6" in done.stdout and "classes:" in done.stdout
+    assert len(pd.read_csv(out / "sample_submission.csv")) == 3
+    again = _run(*args)
+    assert again.returncode == 2
+    assert again.stderr.strip().endswith("(pass --overwrite to replace it)")
+    assert _run(*args, "--overwrite").returncode == 0
+
+
+def test_make_demo_data_bad_flag_value_is_one_line_exit_2(tmp_path):
+    done = _run("jobs/make_demo_data.py", "--out", str(tmp_path), "--min-seconds", "0")
+    assert done.returncode == 2
+    expected = ["make_demo_data: need 0 < min_seconds <= max_seconds"]
+    assert done.stderr.strip().splitlines() == expected
+
+
+def test_benchmark_features_reports_speedup_and_error():
+    done = _run("jobs/benchmark.py", "features", "--clips", "2", "--seconds", "1", "--rounds", "1")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split(":")[0]: line.split(":", 1)[1] for line in done.stdout.splitlines()}
+    assert float(lines["speedup per core"].strip().rstrip("x")) > 1.0
+    assert float(lines["max |dB difference|"]) <= 0.01
