@@ -24,6 +24,7 @@ test: lint
 
 demo: venv
 	$(PY) jobs/make_demo_data.py --out $(DEMO)/data --overwrite
+	$(PY) jobs/preprocess.py --data $(DEMO)/data --out $(DEMO)/features --overwrite
 
 benchmark: venv
 	$(PY) jobs/benchmark.py features

@@ -34,9 +34,14 @@ def load_clip(source: AudioSource, cfg: MelConfig, *, name: str | None = None) -
     """Decode a file (path or bytes) into the trimmed, padded mono signal at cfg.sample_rate."""
     name = name or _describe(source)
     y, sr = decode(source, name=name)
+    return prepare_clip(y, sr, cfg, name=name)
+
+
+def prepare_clip(y: np.ndarray, sample_rate: int, cfg: MelConfig, *, name: str) -> np.ndarray:
+    """Decoded mono samples -> resampled, trimmed, padded signal at cfg.sample_rate."""
     if not np.any(y):
         raise AudioError(name, "all samples are zero (silent file)")
-    y = resample(y, sr, cfg.sample_rate)
+    y = resample(y, sample_rate, cfg.sample_rate)
     if cfg.trim_top_db is not None:
         y, _ = trim_silence(
             y,

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from fatlib.dataset import SPLITS
 from fatlib.labels import join_labels
-
-SPLITS = ("train_curated", "train_noisy", "test")
 
 
 @dataclass(frozen=True)

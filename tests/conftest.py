@@ -37,3 +37,60 @@ def wav_dir(tmp_path: Path) -> Path:
     for name, y in signals().items():
         sf.write(tmp_path / f"{name}.wav", y, SR, subtype="PCM_16")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 reached through the standard AWS environment variables.
+
+    Session-wide and started before Ray, so Ray's workers inherit the same environment.
+    """
+    import logging
+    import os
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "fatlib-test-key",
+        "AWS_SECRET_ACCESS_KEY": "fatlib-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint):
+    """A fresh, empty bucket; returns its s3:// root."""
+    import uuid
+
+    import boto3
+
+    name = f"fatlib-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_endpoint):
+    """One local Ray instance (2 CPUs) for every test that needs Ray."""
+    import ray
+
+    ray.init(num_cpus=2, dashboard_host="127.0.0.1", log_to_driver=False)
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()

@@ -40,3 +40,33 @@ def test_benchmark_features_reports_speedup_and_error():
     lines = {line.split(":")[0]: line.split(":", 1)[1] for line in done.stdout.splitlines()}
     assert float(lines["speedup per core"].strip().rstrip("x")) > 1.0
     assert float(lines["max |dB difference|"]) <= 0.01
+
+
+def test_preprocess_job_bad_manifest_is_one_line_exit_2(tmp_path):
+    from fatlib.synth import SynthConfig, generate_dataset
+
+    root = tmp_path / "data"
+    generate_dataset(root, SynthConfig(n_curated=2, n_noisy=1, n_test=1, max_seconds=0.5,
+                                       sample_rate=8000))
+    (root / "train_noisy.csv").write_text("fname,labels\n../../etc/x.wav,Hum\n")
+    done = _run("jobs/preprocess.py", "--data", str(root), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "preprocess: train_noisy.csv line 2: unsafe fname '../../etc/x.wav' "
+        "(must be a plain file name)"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_preprocess_job_converts_and_summarises(tmp_path):
+    from fatlib.synth import SynthConfig, generate_dataset
+
+    root = tmp_path / "data"
+    generate_dataset(root, SynthConfig(n_curated=4, n_noisy=2, n_test=2, max_seconds=1.0,
+                                       sample_rate=16000))
+    done = _run("jobs/preprocess.py", "--data", str(root), "--out", str(tmp_path / "out"),
+                "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-4].startswith("train_curated: 4 converted, 0 failed;")
+    assert lines[-1].startswith(f"features: {tmp_path / 'out'} (mel fingerprint ")

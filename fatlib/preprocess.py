@@ -1,0 +1,225 @@
+"""Preprocessing stage: Kaggle-layout audio -> Parquet log-mel feature store, with Ray Data.
+
+Every clip is decoded, trimmed, padded and turned into a log-mel on CPU workers (one thread per
+task, one Parquet part per batch); bad files become rows of the split's errors table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import ray.data
+import torch
+
+from fatlib import storage
+from fatlib.audio import AudioError, decode, prepare_clip
+from fatlib.config import MelConfig
+from fatlib.dataset import Clip, available_splits, class_vocabulary, read_split
+from fatlib.feature_store import (
+    ERRORS_FILE,
+    FeatureStoreError,
+    SplitInfo,
+    commit_split,
+    encode_logmel,
+    errors_to_parquet,
+    new_manifest,
+    read_manifest,
+    rows_to_parquet,
+)
+from fatlib.features import log_mel
+from fatlib.runtime import cluster_cpus, ensure_ray
+
+STAGING = "_staging"
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Inputs of the preprocessing stage."""
+
+    data: str  # dataset root, local or s3://
+    out: str  # feature store root, local or s3://
+    splits: tuple[str, ...] = ()  # empty: every split the dataset has
+    workers: int | None = None  # concurrent conversion tasks; None: one per cluster CPU
+    batch_size: int = 32  # clips per task and per Parquet part
+    mel: MelConfig = field(default_factory=MelConfig)
+    overwrite: bool = False
+
+
+@dataclass
+class SplitResult:
+    """Outcome for one split."""
+
+    split: str
+    converted: int = 0
+    failed: int = 0
+    skipped: bool = False
+    audio_seconds: float = 0.0
+    bytes: int = 0
+    wall_seconds: float = 0.0
+    errors_uri: str = ""
+
+    def summary(self) -> str:
+        """One line: counts, and where the errors are when there are any."""
+        if self.skipped:
+            return f"{self.split}: already preprocessed with this configuration, skipped"
+        line = (f"{self.split}: {self.converted} converted, {self.failed} failed"
+                f"{f' (see {self.errors_uri})' if self.failed else ''}; "
+                f"{self.audio_seconds:.0f} audio-s in {self.wall_seconds:.1f} s")
+        return line
+
+
+@dataclass
+class PreprocessResult:
+    """Outcome of the stage: the store, its fingerprint, one result per split."""
+
+    out: str
+    fingerprint: str
+    splits: list[SplitResult]
+
+    def summary(self) -> str:
+        """Lines for the job to print."""
+        lines = [r.summary() for r in self.splits]
+        lines.append(f"features: {self.out} (mel fingerprint {self.fingerprint})")
+        return "\n".join(lines)
+
+
+def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
+    """Convert the requested splits, skipping those already done with the same configuration."""
+    classes = class_vocabulary(cfg.data)
+    splits = list(cfg.splits) or available_splits(cfg.data)
+    if not splits:
+        raise FeatureStoreError(f"{cfg.data}: no train_curated.csv, train_noisy.csv or test/")
+    # Every manifest is validated before anything is written.
+    clips = {split: read_split(cfg.data, split, classes) for split in splits}
+    manifest = _open_manifest(cfg, classes)
+    ensure_ray()
+    workers = cfg.workers or cluster_cpus()
+    results = []
+    for split in splits:
+        if split in manifest["splits"] and not cfg.overwrite:
+            results.append(SplitResult(split, skipped=True))
+            continue
+        results.append(_convert_split(cfg, manifest, split, clips[split], workers))
+    storage.remove_tree(storage.join(cfg.out, STAGING))
+    return PreprocessResult(cfg.out, cfg.mel.fingerprint, results)
+
+
+def _open_manifest(cfg: PreprocessConfig, classes: list[str]) -> dict:
+    """The store's manifest if compatible; refusal, or a clean slate with overwrite."""
+    manifest = read_manifest(cfg.out)
+    if manifest is None:
+        return new_manifest(cfg.mel, classes, cfg.data)
+    conflict = None
+    if manifest["fingerprint"] != cfg.mel.fingerprint:
+        conflict = (f"holds features with mel fingerprint {manifest['fingerprint']}, "
+                    f"this configuration has {cfg.mel.fingerprint}")
+    elif manifest["classes"] != classes:
+        conflict = "holds features of a dataset with another class vocabulary"
+    if conflict is None:
+        return manifest
+    if not cfg.overwrite:
+        raise FeatureStoreError(f"{cfg.out} {conflict}; refusing to mix (use overwrite)")
+    for split in manifest["splits"]:
+        storage.remove_tree(storage.join(cfg.out, split))
+    return new_manifest(cfg.mel, classes, cfg.data)
+
+
+def _convert_split(
+    cfg: PreprocessConfig, manifest: dict, split: str, clips: list[Clip], workers: int
+) -> SplitResult:
+    """Convert one split into a staging folder with Ray Data, then commit it."""
+    start = time.perf_counter()
+    staged = storage.join(cfg.out, STAGING, f"{split}-{uuid.uuid4().hex[:8]}")
+    reports: list[dict] = []
+    if clips:
+        items = [{"fname": c.fname, "labels": list(c.labels), "uri": c.uri} for c in clips]
+        # At least one block per worker, at most batch_size clips per block.
+        n_blocks = min(len(items), max(workers, math.ceil(len(items) / cfg.batch_size)))
+        ds = ray.data.from_items(items, override_num_blocks=n_blocks)
+        reports = ds.map_batches(
+            _convert_batch,
+            fn_kwargs={"mel": cfg.mel, "split": split, "staged": staged},
+            batch_size=cfg.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.TaskPoolStrategy(size=workers),
+            num_cpus=1,
+        ).take_all()
+    parts = sorted((r for r in reports if r["kind"] == "part"), key=lambda r: r["name"])
+    errors = sorted((r["name"], r["reason"]) for r in reports if r["kind"] == "error")
+    converted = sum(r["rows"] for r in parts)
+    if converted + len(errors) != len(clips):  # every clip lands exactly once, or it is a bug
+        raise RuntimeError(f"{split}: {len(clips)} clips in, {converted + len(errors)} out")
+    storage.write_bytes(storage.join(staged, ERRORS_FILE), errors_to_parquet(errors))
+    info = SplitInfo(
+        name=split,
+        files=[r["name"] for r in parts],
+        rows=converted,
+        errors=len(errors),
+        audio_seconds=sum(r["audio_seconds"] for r in reports),
+        frames=sum(r["frames"] for r in parts),
+        bytes=sum(r["bytes"] for r in parts),
+        wall_seconds=time.perf_counter() - start,
+    )
+    commit_split(cfg.out, manifest, staged, info)
+    return SplitResult(
+        split,
+        converted=converted,
+        failed=len(errors),
+        audio_seconds=info.audio_seconds,
+        bytes=info.bytes,
+        wall_seconds=info.wall_seconds,
+        errors_uri=storage.join(cfg.out, split, ERRORS_FILE),
+    )
+
+
+def _convert_batch(batch: pa.Table, mel: MelConfig, split: str, staged: str) -> pa.Table:
+    """Ray Data task: convert a batch of clips, write one Parquet part, report rows and errors."""
+    torch.set_num_threads(1)  # one thread per task: Ray schedules one task per CPU
+    rows = {name: [] for name in ("fname", "labels", "n_frames", "seconds", "logmel")}
+    errors: list[tuple[str, str]] = []
+    for clip in batch.to_pylist():
+        try:
+            y, sample_rate = decode(storage.read_bytes(clip["uri"]), name=clip["fname"])
+            logmel = log_mel(prepare_clip(y, sample_rate, mel, name=clip["fname"]), mel)
+            if not np.isfinite(logmel).all():
+                raise AudioError(clip["fname"], "log-mel has non-finite values")
+        except storage.StorageError:
+            errors.append((clip["fname"], "file not found"))
+            continue
+        except AudioError as e:
+            errors.append((clip["fname"], e.reason))
+            continue
+        rows["fname"].append(clip["fname"])
+        rows["labels"].append(list(clip["labels"]))
+        rows["n_frames"].append(logmel.shape[1])
+        rows["seconds"].append(len(y) / sample_rate)
+        rows["logmel"].append(encode_logmel(logmel))
+    reports = [_report("error", fname, reason=reason) for fname, reason in errors]
+    if rows["fname"]:
+        # Named by content, so a retried task overwrites its own part instead of adding one.
+        digest = hashlib.sha1("\n".join(rows["fname"]).encode()).hexdigest()[:16]
+        name = f"part-{digest}.parquet"
+        data = rows_to_parquet(rows, mel, split)
+        storage.write_bytes(storage.join(staged, name), data)
+        reports.append(_report("part", name, rows=len(rows["fname"]), size=len(data),
+                               seconds=float(sum(rows["seconds"])),
+                               frames=int(sum(rows["n_frames"]))))
+    return pa.Table.from_pylist(reports, schema=_REPORT_SCHEMA)
+
+
+_REPORT_SCHEMA = pa.schema([("kind", pa.string()), ("name", pa.string()), ("rows", pa.int64()),
+                            ("bytes", pa.int64()), ("audio_seconds", pa.float64()),
+                            ("frames", pa.int64()), ("reason", pa.string())])
+
+
+def _report(kind: str, name: str, *, rows: int = 0, size: int = 0, seconds: float = 0.0,
+            frames: int = 0, reason: str = "") -> dict:
+    """One row of a batch's report to the driver."""
+    return {"kind": kind, "name": name, "rows": rows, "bytes": size, "audio_seconds": seconds,
+            "frames": frames, "reason": reason}

@@ -1,0 +1,48 @@
+"""Convert a Kaggle-layout dataset (local or s3://) into the Parquet log-mel feature store."""
+
+import argparse
+import sys
+
+from fatlib.audio import AudioError
+from fatlib.config import ConfigError, MelConfig
+from fatlib.dataset import ManifestError
+from fatlib.feature_store import FeatureStoreError
+from fatlib.preprocess import PreprocessConfig, preprocess
+from fatlib.storage import StorageError
+
+USER_ERRORS = (ManifestError, FeatureStoreError, StorageError, ConfigError, AudioError)
+
+
+def main() -> int:
+    """Parse flags, run the stage, print its summary; user errors: one line, exit code 2."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data", required=True, help="dataset root: a directory or s3://bucket/prefix")
+    p.add_argument("--out", required=True, help="feature store root: a directory or s3://...")
+    p.add_argument("--splits", default="",
+                   help="comma-separated subset of train_curated,train_noisy,test (default: all)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="concurrent conversion tasks (default: one per CPU in the cluster)")
+    p.add_argument("--batch-size", type=int, default=32, help="clips per task and Parquet part")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo finished splits; replace a store built with another config")
+    args = p.parse_args()
+    try:
+        cfg = PreprocessConfig(
+            data=args.data,
+            out=args.out,
+            splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
+            workers=args.workers,
+            batch_size=args.batch_size,
+            mel=MelConfig(),
+            overwrite=args.overwrite,
+        )
+        result = preprocess(cfg)
+    except USER_ERRORS as e:
+        print(f"preprocess: {e}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
