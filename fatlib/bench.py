@@ -93,3 +93,76 @@ def _best_time(work: Callable[[], object], rounds: int) -> float:
         work()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+@dataclass
+class PreprocessBench:
+    """Preprocessing throughput: seed loop vs the Ray Data stage with 1..N workers."""
+
+    n_clips: int
+    audio_seconds: float
+    seed_audio_s_per_s: float
+    stage_audio_s_per_s: dict[int, float]  # workers -> audio-seconds per second (warm)
+    cold_audio_s_per_s: float  # first run, worker processes starting
+    bytes_per_audio_second: float
+
+    def format(self) -> str:
+        """Human-readable report."""
+        lines = [f"clips: {self.n_clips} ({self.audio_seconds:.0f} audio-s), 16-bit WAV 44.1 kHz",
+                 f"seed loop (librosa, 1 process):  {self.seed_audio_s_per_s:8.0f} audio-s/s"]
+        one = self.stage_audio_s_per_s.get(1)
+        for workers, rate in sorted(self.stage_audio_s_per_s.items()):
+            scaling = f", {rate / one:.2f}x of 1 worker" if one and workers > 1 else ""
+            lines.append(f"fatlib stage, {workers} worker(s):     {rate:8.0f} audio-s/s "
+                         f"({rate / self.seed_audio_s_per_s:.2f}x seed{scaling})")
+        lines.append(f"first run (cold workers):         {self.cold_audio_s_per_s:8.0f} audio-s/s")
+        lines.append(f"stored: {self.bytes_per_audio_second / 1024:.1f} KiB per audio-second "
+                     f"(16-bit WAV: {2 * 44100 / 1024:.1f} KiB)")
+        return "\n".join(lines)
+
+
+def bench_preprocess(
+    n_clips: int = 300, workers: tuple[int, ...] = (1, 2), rounds: int = 2
+) -> PreprocessBench:
+    """Time the preprocessing stage per worker count and the seed's per-clip loop, same files."""
+    import ray
+
+    from fatlib.dataset import read_split
+    from fatlib.feature_store import read_manifest
+    from fatlib.preprocess import PreprocessConfig, preprocess
+    from fatlib.synth import generate_dataset
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="fatlib-bench-") as tmp:
+        data = Path(tmp) / "data"
+        # FAT2019-like lengths: 1-15 s, log-uniform (mean ~5 s).
+        generate_dataset(data, SynthConfig(n_curated=n_clips, n_noisy=0, n_test=0,
+                                           min_seconds=1.0, max_seconds=15.0))
+        clips = read_split(str(data), "train_curated", sorted(SOUND_CLASSES))
+        seed_s = _best_time(lambda: [seed_log_mel(c.uri) for c in clips], rounds)
+        ray.init(num_cpus=max(workers), include_dashboard=False, log_to_driver=False)
+        try:
+            ray.data.DataContext.get_current().enable_progress_bars = False
+            out = str(Path(tmp) / "features")
+
+            def run(n_workers: int) -> float:
+                cfg = PreprocessConfig(data=str(data), out=out, splits=("train_curated",),
+                                       workers=n_workers, overwrite=True)
+                start = time.perf_counter()
+                preprocess(cfg)
+                return time.perf_counter() - start
+
+            cold_s = run(max(workers))
+            stage_s = {w: min(run(w) for _ in range(rounds)) for w in workers}
+            split = read_manifest(out)["splits"]["train_curated"]
+        finally:
+            ray.shutdown()
+    audio = split["audio_seconds"]
+    return PreprocessBench(
+        n_clips=n_clips,
+        audio_seconds=audio,
+        seed_audio_s_per_s=audio / seed_s,
+        stage_audio_s_per_s={w: audio / s for w, s in stage_s.items()},
+        cold_audio_s_per_s=audio / cold_s,
+        bytes_per_audio_second=split["bytes"] / audio,
+    )

@@ -8,7 +8,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 
-from fatlib.bench import bench_features  # noqa: E402
+from fatlib.bench import bench_features, bench_preprocess  # noqa: E402
 
 
 def main() -> None:
@@ -19,9 +19,16 @@ def main() -> None:
     feats.add_argument("--clips", type=int, default=40, help="number of clips")
     feats.add_argument("--seconds", type=float, default=5.0, help="length of each clip")
     feats.add_argument("--rounds", type=int, default=5, help="timed rounds; the best counts")
+    prep = sub.add_parser("preprocess", help="Ray Data preprocessing vs the seed's loop")
+    prep.add_argument("--clips", type=int, default=300, help="synthetic clips (1-15 s)")
+    prep.add_argument("--workers", default="1,2", help="worker counts to time, comma-separated")
+    prep.add_argument("--rounds", type=int, default=2, help="timed rounds; the best counts")
     args = parser.parse_args()
     if args.bench == "features":
         print(bench_features(args.clips, args.seconds, args.rounds).format())
+    elif args.bench == "preprocess":
+        workers = tuple(int(w) for w in args.workers.split(","))
+        print(bench_preprocess(args.clips, workers, args.rounds).format())
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def main() -> int:
                    help="comma-separated subset of train_curated,train_noisy,test (default: all)")
     p.add_argument("--workers", type=int, default=None,
                    help="concurrent conversion tasks (default: one per CPU in the cluster)")
-    p.add_argument("--batch-size", type=int, default=32, help="clips per task and Parquet part")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="clips per task and Parquet part, at most")
     p.add_argument("--overwrite", action="store_true",
                    help="redo finished splits; replace a store built with another config")
     args = p.parse_args()
