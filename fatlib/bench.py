@@ -166,3 +166,104 @@ def bench_preprocess(
         cold_audio_s_per_s=audio / cold_s,
         bytes_per_audio_second=split["bytes"] / audio,
     )
+
+
+@dataclass
+class TrainBench:
+    """Training throughput: Ray Train DDP vs a plain PyTorch loop, same model/batch/threads."""
+
+    arch: str
+    batch_size: int
+    crop_frames: int
+    threads: int
+    plain_samples_per_s: float
+    ray_samples_per_s: float
+    ray_workers: int
+    worker_peak_rss_mb: list[float]
+
+    def format(self) -> str:
+        """Human-readable report."""
+        return "\n".join([
+            f"{self.arch}, global batch {self.batch_size}, 1 x 128 x {self.crop_frames} crops, "
+            f"{self.threads} threads in total, forward + backward + AdamW",
+            f"plain PyTorch loop (1 process):   {self.plain_samples_per_s:8.1f} samples/s",
+            f"Ray Train DDP ({self.ray_workers} workers, gloo):   "
+            f"{self.ray_samples_per_s:8.1f} samples/s",
+            f"ratio Ray Train / plain:          "
+            f"{self.ray_samples_per_s / self.plain_samples_per_s:8.2f}",
+            "peak RSS per worker: " + ", ".join(f"{r:.0f} MB" for r in self.worker_peak_rss_mb),
+        ])
+
+
+def bench_train(
+    steps: int = 12, batch_size: int = 64, crop_frames: int = 128, workers: int = 2,
+    arch: str = "resnet18",
+) -> TrainBench:
+    """Samples/s of training steps on random inputs: one process with `workers` threads vs
+    Ray Train with `workers` single-thread DDP workers (the data path is measured elsewhere)."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    config = {"steps": steps, "batch": batch_size, "crop": crop_frames, "arch": arch}
+    torch.set_num_threads(workers)
+    plain = _training_steps(config, batch_size)
+    ray.init(num_cpus=workers, log_to_driver=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="fatlib-bench-") as tmp:
+            result = TorchTrainer(
+                _ray_training_steps,
+                train_loop_config=config,
+                scaling_config=ray.train.ScalingConfig(num_workers=workers,
+                                                       resources_per_worker={"CPU": 1}),
+                run_config=ray.train.RunConfig(storage_path=tmp, name="bench"),
+            ).fit()
+    finally:
+        ray.shutdown()
+    return TrainBench(arch=arch, batch_size=batch_size, crop_frames=crop_frames, threads=workers,
+                      plain_samples_per_s=plain, ray_samples_per_s=result.metrics["samples_per_s"],
+                      ray_workers=workers, worker_peak_rss_mb=result.metrics["peak_rss_mb"])
+
+
+def _training_steps(config: dict, local_batch: int, wrap=lambda m: m) -> float:
+    """Samples/s (counting local_batch per step) of timed steps after two warm-up steps."""
+    from fatlib.models import build_model
+
+    torch.manual_seed(0)
+    model = wrap(build_model(config["arch"], 80))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(local_batch, 1, 128, config["crop"])
+    y = (torch.rand(local_batch, 80) < 0.05).float()
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    for _ in range(config["steps"]):
+        step()
+    return config["steps"] * local_batch / (time.perf_counter() - start)
+
+
+def _ray_training_steps(config: dict) -> None:
+    """Ray Train worker of `bench_train`: one thread, DDP, report global samples/s and RSS."""
+    import resource
+
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(1)
+    world = ray.train.get_context().get_world_size()
+    local = _training_steps(config, config["batch"] // world, ray.train.torch.prepare_model)
+    rss = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0])
+    rates = torch.tensor([local])
+    if world > 1:
+        gathered_rss = [torch.zeros(1) for _ in range(world)]
+        torch.distributed.all_gather(gathered_rss, rss)
+        torch.distributed.all_reduce(rates)
+        rss = torch.cat(gathered_rss)
+    ray.train.report({"samples_per_s": float(rates.sum()), "peak_rss_mb": rss.tolist()})

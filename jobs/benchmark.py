@@ -8,7 +8,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 
-from fatlib.bench import bench_features, bench_preprocess  # noqa: E402
+from fatlib.bench import bench_features, bench_preprocess, bench_train  # noqa: E402
 
 
 def main() -> None:
@@ -23,12 +23,22 @@ def main() -> None:
     prep.add_argument("--clips", type=int, default=300, help="synthetic clips (1-15 s)")
     prep.add_argument("--workers", default="1,2", help="worker counts to time, comma-separated")
     prep.add_argument("--rounds", type=int, default=2, help="timed rounds; the best counts")
+    tr = sub.add_parser("train", help="Ray Train DDP vs a plain PyTorch loop, CPU")
+    tr.add_argument("--steps", type=int, default=12, help="timed training steps")
+    tr.add_argument("--batch-size", type=int, default=64, help="global batch")
+    tr.add_argument("--crop-frames", type=int, default=128)
+    tr.add_argument("--workers", type=int, default=2,
+                    help="DDP workers = threads of the plain loop")
+    tr.add_argument("--arch", default="resnet18")
     args = parser.parse_args()
     if args.bench == "features":
         print(bench_features(args.clips, args.seconds, args.rounds).format())
     elif args.bench == "preprocess":
         workers = tuple(int(w) for w in args.workers.split(","))
         print(bench_preprocess(args.clips, workers, args.rounds).format())
+    elif args.bench == "train":
+        print(bench_train(args.steps, args.batch_size, args.crop_frames, args.workers,
+                          args.arch).format())
 
 
 if __name__ == "__main__":
