@@ -22,9 +22,14 @@ lint: venv
 test: lint
 	$(PY) -m pytest -q
 
+# The whole pipeline on fresh demo data: generate -> preprocess -> train -> infer.
 demo: venv
 	$(PY) jobs/make_demo_data.py --out $(DEMO)/data --overwrite
 	$(PY) jobs/preprocess.py --data $(DEMO)/data --out $(DEMO)/features --overwrite
+	rm -rf $(DEMO)/run
+	$(PY) jobs/train.py --features $(DEMO)/features --out $(DEMO)/run --epochs 6
+	$(PY) jobs/infer.py --model $(DEMO)/run/model --data $(DEMO)/data --out $(DEMO)/predictions \
+		--run-id demo
 
 benchmark: venv
 	$(PY) jobs/benchmark.py features

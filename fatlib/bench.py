@@ -266,4 +266,131 @@ def _ray_training_steps(config: dict) -> None:
         torch.distributed.all_gather(gathered_rss, rss)
         torch.distributed.all_reduce(rates)
         rss = torch.cat(gathered_rss)
-    ray.train.report({"samples_per_s": float(rates.sum()), "peak_rss_mb": rss.tolist()})
+    metrics = {"samples_per_s": float(rates.sum()), "peak_rss_mb": rss.tolist()}
+    if ray.train.get_context().get_world_rank() != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    # Train V2 keeps the metrics of reports that carry a checkpoint only.
+    with tempfile.TemporaryDirectory() as folder:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+@dataclass
+class TtaBench:
+    """Test lwlrap per number of TTA crops and per way of combining them."""
+
+    n_clips: int
+    lwlrap: dict[tuple[int, str], float]  # (n_crops, combination) -> lwlrap
+
+    def format(self) -> str:
+        """A table: one row per crop count, one column per combination."""
+        from fatlib.scoring import COMBINATIONS
+
+        lines = [f"{self.n_clips} clips; lwlrap by TTA crops (rows) and combination (columns)",
+                 f"{'crops':>5}  " + "  ".join(f"{c:>12}" for c in COMBINATIONS)]
+        for n in sorted({n for n, _ in self.lwlrap}):
+            lines.append(f"{n:>5}  " + "  ".join(f"{self.lwlrap[(n, c)]:>12.4f}"
+                                                 for c in COMBINATIONS))
+        return "\n".join(lines)
+
+
+def bench_tta(
+    model_uri: str, features: str, truth_csv: str | None = None, split: str = "test",
+    crops: tuple[int, ...] = (1, 2, 4, 8),
+) -> TtaBench:
+    """lwlrap of one model on a feature split for each TTA crop count and combination."""
+    import io
+
+    import pandas as pd
+
+    from fatlib import storage
+    from fatlib.artifact import load_model
+    from fatlib.feature_store import decode_logmel, read_split_table
+    from fatlib.labels import multi_hot, parse_labels
+    from fatlib.metrics import lwlrap
+    from fatlib.scoring import COMBINATIONS, combine, tta_logits
+
+    meta, model = load_model(model_uri)
+    table = read_split_table(features, split, meta.mel).to_pylist()
+    if truth_csv:
+        frame = pd.read_csv(io.BytesIO(storage.read_bytes(truth_csv)), dtype=str,
+                            keep_default_na=False)
+        labels = {f: parse_labels(v) for f, v in zip(frame.fname, frame.labels, strict=True)}
+    else:
+        labels = {row["fname"]: row["labels"] for row in table}
+    rows = [row for row in table if labels.get(row["fname"])]
+    truth = multi_hot([labels[r["fname"]] for r in rows], meta.classes)
+    clips = [meta.normalisation.clip(decode_logmel(r["logmel"], meta.mel.n_mels, r["n_frames"]))
+             for r in rows]
+    results = {}
+    for n in crops:
+        logits = torch.cat([tta_logits(model, clips[i : i + 32], meta.normalisation,
+                                       meta.crop_frames, n, torch.device("cpu"))
+                            for i in range(0, len(clips), 32)])
+        for how in COMBINATIONS:
+            results[(n, how)] = lwlrap(truth, combine(logits, how))
+    return TtaBench(n_clips=len(rows), lwlrap=results)
+
+
+@dataclass
+class InferBench:
+    """Inference throughput: the Ray Data stage vs a notebook-style per-clip loop."""
+
+    n_clips: int
+    naive_clips_per_s: dict[int, float]  # tta -> clips/s
+    stage_clips_per_s: dict[int, float]
+
+    def format(self) -> str:
+        """Human-readable report."""
+        lines = [f"{self.n_clips} clips (1-15 s, 16-bit WAV 44.1 kHz), ResNet-18, 2 CPUs"]
+        for tta in sorted(self.stage_clips_per_s):
+            naive, stage = self.naive_clips_per_s[tta], self.stage_clips_per_s[tta]
+            lines.append(f"TTA {tta}: notebook loop {naive:6.1f} clips/s, fatlib stage "
+                         f"{stage:6.1f} clips/s ({stage / naive:.2f}x)")
+        return "\n".join(lines)
+
+
+def bench_infer(n_clips: int = 100, ttas: tuple[int, ...] = (1, 8), threads: int = 2) -> InferBench:
+    """Clips/s from audio to scores: jobs/infer's stage vs a per-clip librosa + model loop."""
+    import ray
+
+    from fatlib.artifact import ModelMeta, load_model, save_artifact
+    from fatlib.augment import Normalisation
+    from fatlib.dataset import read_split
+    from fatlib.infer import InferConfig, infer
+    from fatlib.models import build_model
+    from fatlib.scoring import combine, tta_logits
+    from fatlib.synth import generate_dataset
+
+    with tempfile.TemporaryDirectory(prefix="fatlib-bench-") as tmp:
+        data, model_uri = Path(tmp) / "data", str(Path(tmp) / "model")
+        generate_dataset(data, SynthConfig(n_curated=0, n_noisy=0, n_test=n_clips,
+                                           min_seconds=1.0, max_seconds=15.0))
+        classes = sorted(SOUND_CLASSES)
+        meta = ModelMeta(arch="resnet18", classes=classes, mel=MelConfig(), crop_frames=128,
+                         normalisation=Normalisation("global", -50.0, 20.0), recipe="default")
+        save_artifact(model_uri, meta, build_model("resnet18", len(classes)).state_dict())
+        clips = read_split(str(data), "test", classes)
+        torch.set_num_threads(threads)
+        _, model = load_model(model_uri)
+        naive = {}
+        for tta in ttas:
+            start = time.perf_counter()
+            for clip in clips:  # the notebook way: one clip at a time, librosa features
+                x = meta.normalisation.clip(seed_log_mel(clip.uri))
+                combine(tta_logits(model, [x], meta.normalisation, 128, tta, torch.device("cpu")))
+            naive[tta] = len(clips) / (time.perf_counter() - start)
+        ray.init(num_cpus=threads, log_to_driver=False)
+        try:
+            ray.data.DataContext.get_current().enable_progress_bars = False
+            stage = {}
+            for i, tta in enumerate(ttas):
+                cfg = InferConfig(models=(model_uri,), data=str(data), out=str(Path(tmp) / "p"),
+                                  run_id=f"b{i}", tta=tta)
+                infer(cfg)  # warm: worker processes and actors start
+                start = time.perf_counter()
+                infer(cfg)
+                stage[tta] = len(clips) / (time.perf_counter() - start)
+        finally:
+            ray.shutdown()
+    return InferBench(n_clips=len(clips), naive_clips_per_s=naive, stage_clips_per_s=stage)

@@ -155,8 +155,15 @@ def require_fingerprint(manifest: dict, cfg: MelConfig, root: str) -> None:
         )
 
 
-def read_split_table(root: str, split: str, cfg: MelConfig | None = None) -> pa.Table:
-    """A committed split as one Arrow table (small splits, tests and tools; stages stream)."""
+def read_split_table(
+    root: str, split: str, cfg: MelConfig | None = None, columns: list[str] | None = None
+) -> pa.Table:
+    """A committed split (or some of its columns) as one Arrow table, read on the caller.
+
+    Fine for label columns or small splits; stages stream log-mels through Ray Data instead.
+    """
     files = split_files(root, split, cfg)
-    tables = [pq.read_table(io.BytesIO(storage.read_bytes(uri))) for uri in files]
-    return pa.concat_tables(tables) if tables else ROW_SCHEMA.empty_table()
+    tables = [pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=columns)
+              for uri in files]
+    schema = ROW_SCHEMA if columns is None else pa.schema([ROW_SCHEMA.field(c) for c in columns])
+    return pa.concat_tables(tables) if tables else schema.empty_table()

@@ -188,6 +188,19 @@ def _convert_split(
     )
 
 
+def clip_log_mel(uri: str, fname: str, mel: MelConfig) -> tuple[np.ndarray, float]:
+    """(log-mel (n_mels, n_frames), decoded seconds) of the clip at uri; AudioError if bad."""
+    try:
+        data = storage.read_bytes(uri)
+    except storage.StorageError:
+        raise AudioError(fname, "file not found") from None
+    y, sample_rate = decode(data, name=fname)
+    logmel = log_mel(prepare_clip(y, sample_rate, mel, name=fname), mel)
+    if not np.isfinite(logmel).all():
+        raise AudioError(fname, "log-mel has non-finite values")
+    return logmel, len(y) / sample_rate
+
+
 def _convert_batch(batch: pa.Table, mel: MelConfig, split: str, staged: str) -> pa.Table:
     """Ray Data task: convert a batch of clips, write one Parquet part, report rows and errors."""
     torch.set_num_threads(1)  # one thread per task: Ray schedules one task per CPU
@@ -195,20 +208,14 @@ def _convert_batch(batch: pa.Table, mel: MelConfig, split: str, staged: str) -> 
     errors: list[tuple[str, str]] = []
     for clip in batch.to_pylist():
         try:
-            y, sample_rate = decode(storage.read_bytes(clip["uri"]), name=clip["fname"])
-            logmel = log_mel(prepare_clip(y, sample_rate, mel, name=clip["fname"]), mel)
-            if not np.isfinite(logmel).all():
-                raise AudioError(clip["fname"], "log-mel has non-finite values")
-        except storage.StorageError:
-            errors.append((clip["fname"], "file not found"))
-            continue
+            logmel, seconds = clip_log_mel(clip["uri"], clip["fname"], mel)
         except AudioError as e:
             errors.append((clip["fname"], e.reason))
             continue
         rows["fname"].append(clip["fname"])
         rows["labels"].append(list(clip["labels"]))
         rows["n_frames"].append(logmel.shape[1])
-        rows["seconds"].append(len(y) / sample_rate)
+        rows["seconds"].append(seconds)
         rows["logmel"].append(encode_logmel(logmel))
     reports = [_report("error", fname, reason=reason) for fname, reason in errors]
     if rows["fname"]:

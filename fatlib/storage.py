@@ -111,6 +111,20 @@ def list_files(uri: str) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
 
 
+def list_dirs(uri: str) -> list[str]:
+    """Names of the directories directly under uri, sorted ([] if it does not exist)."""
+    fs, path = resolve(uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
+def remove(uri: str) -> None:
+    """Delete one file; nothing happens if it does not exist."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
 def remove_tree(uri: str) -> None:
     """Delete a directory and everything under it; nothing happens if it does not exist."""
     fs, path = resolve(uri)

@@ -32,6 +32,7 @@ from fatlib.feature_store import (
     FeatureStoreError,
     decode_logmel,
     read_manifest,
+    read_split_table,
     require_fingerprint,
     split_files,
 )
@@ -355,13 +356,10 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def _read_labels(features: str, split: str, mel: MelConfig, classes: list[str]) -> dict:
     """fname, labels, n_frames and multi-hot targets of a split (no log-mels)."""
-    fnames, labels, frames = [], [], []
-    for uri in split_files(features, split, mel):
-        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)),
-                              columns=["fname", "labels", "n_frames"])
-        fnames += table.column("fname").to_pylist()
-        labels += table.column("labels").to_pylist()
-        frames += table.column("n_frames").to_pylist()
+    table = read_split_table(features, split, mel, columns=["fname", "labels", "n_frames"])
+    fnames = table.column("fname").to_pylist()
+    labels = table.column("labels").to_pylist()
+    frames = table.column("n_frames").to_pylist()
     if not fnames:
         raise FeatureStoreError(f"{features}: split {split} has no clips")
     try:

@@ -8,7 +8,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 
-from fatlib.bench import bench_features, bench_preprocess, bench_train  # noqa: E402
+from fatlib.bench import (  # noqa: E402
+    bench_features,
+    bench_infer,
+    bench_preprocess,
+    bench_train,
+    bench_tta,
+)
 
 
 def main() -> None:
@@ -30,12 +36,26 @@ def main() -> None:
     tr.add_argument("--workers", type=int, default=2,
                     help="DDP workers = threads of the plain loop")
     tr.add_argument("--arch", default="resnet18")
+    inf = sub.add_parser("infer", help="inference stage vs a per-clip notebook loop, CPU")
+    inf.add_argument("--clips", type=int, default=100)
+    inf.add_argument("--tta", default="1,8", help="TTA crop counts to time, comma-separated")
+    tta = sub.add_parser("tta", help="test lwlrap per TTA crop count and combination")
+    tta.add_argument("--model", required=True, help="model artifact")
+    tta.add_argument("--features", required=True, help="feature store holding the split")
+    tta.add_argument("--split", default="test")
+    tta.add_argument("--truth", default=None, help="test_truth.csv (else the split's labels)")
+    tta.add_argument("--crops", default="1,2,4,8")
     args = parser.parse_args()
     if args.bench == "features":
         print(bench_features(args.clips, args.seconds, args.rounds).format())
     elif args.bench == "preprocess":
         workers = tuple(int(w) for w in args.workers.split(","))
         print(bench_preprocess(args.clips, workers, args.rounds).format())
+    elif args.bench == "infer":
+        print(bench_infer(args.clips, tuple(int(t) for t in args.tta.split(","))).format())
+    elif args.bench == "tta":
+        crops = tuple(int(c) for c in args.crops.split(","))
+        print(bench_tta(args.model, args.features, args.truth, args.split, crops).format())
     elif args.bench == "train":
         print(bench_train(args.steps, args.batch_size, args.crop_frames, args.workers,
                           args.arch).format())

@@ -1,0 +1,355 @@
+"""Inference stage: score clips with model artifacts and TTA as a Ray Data batch job.
+
+Input: a dataset root (test audio), a folder of audio files, or a feature store split. Clips are
+decoded by the same core as preprocessing, scored by a pool of actors that load the models once,
+and written to <out>/<run_id>/ as submission.csv + scores.parquet, with _SUCCESS (JSON) last.
+`incremental` skips clips that an earlier successful run under <out> already scored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray.data
+import torch
+
+from fatlib import storage
+from fatlib.artifact import ModelMeta, load_meta, load_model
+from fatlib.audio import AudioError
+from fatlib.dataset import AUDIO_SUFFIXES, read_split
+from fatlib.feature_store import MANIFEST, decode_logmel, read_split_table, split_files
+from fatlib.labels import LabelError, multi_hot, parse_labels
+from fatlib.metrics import lwlrap
+from fatlib.preprocess import clip_log_mel
+from fatlib.runtime import cluster_cpus, ensure_ray
+from fatlib.scoring import COMBINATIONS, combine, tta_logits
+
+SUCCESS = "_SUCCESS"
+LEDGER = "_ledger.parquet"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class InferenceError(Exception):
+    """Models, input or output cannot be used together (mismatch, bad run id, no clips)."""
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Inputs of the inference stage."""
+
+    models: tuple[str, ...]
+    data: str
+    out: str
+    split: str = "test"  # which split, when data is a feature store
+    tta: int = 4  # crops per clip; 1 = one centred crop
+    combine: str = "mean_sigmoid"  # how a clip's crop scores become one score per class
+    workers: int | None = None  # scoring actors; None: one per 2 CPUs (at least 1)
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 0.5  # fractional, so decode tasks always find a CPU
+    batch_size: int = 32  # clips per scoring call
+    run_id: str | None = None  # None: the UTC time, e.g. 20261125T181500Z
+    incremental: bool = False
+
+
+@dataclass
+class InferResult:
+    """What a run wrote and measured."""
+
+    run_id: str
+    run_dir: str
+    scored: int
+    failed: int
+    skipped: int
+    models: int
+    tta: int
+    wall_seconds: float
+    lwlrap: float | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    written: bool = True  # False: incremental run with nothing new, no run directory
+
+    @property
+    def submission(self) -> str:
+        """Location of submission.csv."""
+        return storage.join(self.run_dir, "submission.csv")
+
+    def summary(self) -> str:
+        """One line for the job to print."""
+        if not self.written:
+            return f"run {self.run_id}: nothing new to score ({self.skipped} already scored)"
+        parts = [f"run {self.run_id}: {self.scored} clips scored"]
+        extra = [f"{self.failed} failed"] if self.failed else []
+        extra += [f"{self.skipped} already scored"] if self.skipped else []
+        parts.append(f" ({', '.join(extra)})" if extra else "")
+        parts.append(f" with {self.models} model(s) x TTA {self.tta} in {self.wall_seconds:.1f} s")
+        if self.lwlrap is not None:
+            parts.append(f"; lwlrap {self.lwlrap:.4f}")
+        parts.append(f"; submission: {self.submission}")
+        return "".join(parts)
+
+
+def infer(cfg: InferConfig) -> InferResult:
+    """Score the input's clips, write the run's outputs, and _SUCCESS last."""
+    started = time.perf_counter()
+    metas = _check_models(cfg)
+    classes, mel = metas[0].classes, metas[0].mel
+    run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    if not _RUN_ID.match(run_id):
+        raise InferenceError(f"run id {run_id!r}: use letters, digits, '.', '_' or '-'")
+    run_dir = storage.join(cfg.out, run_id)
+    done = scored_fnames(cfg.out, exclude=run_id) if cfg.incremental else set()
+    ensure_ray()
+    rows, truth, skipped = _input_rows(cfg, mel, classes, done)
+    if rows is None and cfg.incremental:  # a scheduled run with nothing new leaves no run
+        return InferResult(run_id=run_id, run_dir=run_dir, scored=0, failed=0, skipped=skipped,
+                           models=len(metas), tta=cfg.tta,
+                           wall_seconds=time.perf_counter() - started, written=False)
+    # Replacing a run: its marker goes first, so it is never visible half-replaced.
+    storage.remove(storage.join(run_dir, SUCCESS))
+    storage.remove_tree(run_dir)
+    results = _score(cfg, rows, metas) if rows is not None else []
+    errors = sorted((r["fname"], r["error"]) for r in results if r["error"])
+    good = sorted((r for r in results if not r["error"]), key=lambda r: r["fname"])
+    fnames = [r["fname"] for r in good]
+    scores = np.stack([r["scores"] for r in good]) if good else np.zeros((0, len(classes)))
+    score = _lwlrap(fnames, scores, truth, classes)
+    _write_outputs(run_dir, fnames, scores, classes, errors)
+    result = InferResult(run_id=run_id, run_dir=run_dir, scored=len(good), failed=len(errors),
+                         skipped=skipped, models=len(metas), tta=cfg.tta,
+                         wall_seconds=time.perf_counter() - started, lwlrap=score,
+                         errors=errors)
+    storage.write_json(storage.join(run_dir, SUCCESS), _success_doc(cfg, metas, result))
+    return result
+
+
+def scored_fnames(out: str, exclude: str | None = None) -> set[str]:
+    """Clips scored by the successful runs under out (the ledger), except run `exclude`.
+
+    <out>/_ledger.parquet caches (fname, run_id) of the runs folded in so far; it is derived
+    from the runs' own scores.parquet, so a crash between a run's _SUCCESS and the ledger
+    update only delays the fold-in to the next run.
+    """
+    runs = {d for d in storage.list_dirs(out)
+            if d != exclude and storage.is_file(storage.join(out, d, SUCCESS))}
+    ledger_uri = storage.join(out, LEDGER)
+    ledger = pd.DataFrame({"fname": pd.Series(dtype=str), "run_id": pd.Series(dtype=str)})
+    if storage.is_file(ledger_uri):
+        ledger = pd.read_parquet(io.BytesIO(storage.read_bytes(ledger_uri)))
+    kept = ledger[ledger.run_id.isin(runs)]
+    missing = sorted(runs - set(kept.run_id))
+    added = [pd.DataFrame({"fname": _run_fnames(out, run), "run_id": run}) for run in missing]
+    current = pd.concat([kept, *added], ignore_index=True)
+    if missing or len(kept) != len(ledger):
+        sink = io.BytesIO()
+        current.to_parquet(sink, index=False)
+        storage.write_bytes(ledger_uri, sink.getvalue())
+    return set(current.fname)
+
+
+class Scorer:
+    """Ray Data actor: holds the models, scores batches of log-mels with TTA crops."""
+
+    def __init__(self, models: list[str], tta: int, how: str, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.models = []
+        for uri in models:
+            meta, model = load_model(uri)
+            model = model.to(self.device)
+            if self.device.type == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+            self.models.append((meta, model))
+        self.tta, self.how = tta, how
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """(fname, logmel, n_frames, error) rows -> (fname, scores (n, C), error) rows."""
+        n_classes = len(self.models[0][0].classes)
+        scores = np.full((len(batch["fname"]), n_classes), np.nan, dtype=np.float32)
+        ok = np.flatnonzero(batch["error"] == "")
+        if len(ok):
+            n_mels = self.models[0][0].mel.n_mels
+            logmels = [decode_logmel(batch["logmel"][i], n_mels, int(batch["n_frames"][i]))
+                       for i in ok]
+            total = np.zeros((len(ok), n_classes), dtype=np.float64)
+            for meta, model in self.models:
+                clips = [meta.normalisation.clip(m) for m in logmels]
+                logits = tta_logits(model, clips, meta.normalisation, meta.crop_frames, self.tta,
+                                    self.device)
+                total += combine(logits, self.how)
+            scores[ok] = total / len(self.models)  # fold ensembles: the mean probability
+        return {"fname": batch["fname"], "scores": scores, "error": batch["error"]}
+
+
+def _check_models(cfg: InferConfig) -> list[ModelMeta]:
+    """Load every artifact's meta; refuse mixed vocabularies or fingerprints, bad settings."""
+    if not cfg.models:
+        raise InferenceError("no --model given")
+    if cfg.tta < 1:
+        raise InferenceError("--tta must be >= 1")
+    if cfg.combine not in COMBINATIONS:
+        raise InferenceError(f"--tta-combine must be one of {COMBINATIONS}")
+    metas = [load_meta(uri) for uri in cfg.models]
+    first = metas[0]
+    for uri, meta in zip(cfg.models[1:], metas[1:], strict=True):
+        if meta.classes != first.classes:
+            raise InferenceError(f"{uri}: its classes differ from {cfg.models[0]}'s; "
+                                 "an ensemble needs one vocabulary")
+        if meta.mel.fingerprint != first.mel.fingerprint:
+            raise InferenceError(f"{uri}: mel fingerprint {meta.mel.fingerprint} differs from "
+                                 f"{cfg.models[0]}'s {first.mel.fingerprint}")
+    return metas
+
+
+def _input_rows(cfg: InferConfig, mel, classes, done: set[str]):
+    """(Dataset of fname/logmel/n_frames/error rows or None, truth, skipped count)."""
+    if storage.is_file(storage.join(cfg.data, MANIFEST)):
+        files = split_files(cfg.data, cfg.split, mel)
+        table = read_split_table(cfg.data, cfg.split, mel, columns=["fname", "labels"])
+        labels = dict(zip(table.column("fname").to_pylist(), table.column("labels").to_pylist(),
+                          strict=True))
+        truth = {f: v for f, v in labels.items() if v} or None
+        skipped = len(set(labels) & done)
+        if skipped == len(labels):
+            return None, truth, skipped
+        fs, _ = storage.resolve(files[0])
+        ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs)
+        ds = ds.select_columns(["fname", "logmel", "n_frames"]).map_batches(
+            _not_done, fn_kwargs={"done": sorted(done)}, batch_format="numpy")
+        return ds, truth, skipped
+    clips, truth = _audio_clips(cfg.data, classes)
+    todo = [c for c in clips if c[0] not in done]
+    if not todo:
+        return None, truth, len(clips)
+    items = [{"fname": fname, "uri": uri} for fname, uri in todo]
+    workers = max(1, cluster_cpus())
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4 * workers))
+    ds = ds.map_batches(_log_mels, fn_kwargs={"mel": mel}, batch_size=16, batch_format="pyarrow")
+    return ds, truth, len(clips) - len(todo)
+
+
+def _audio_clips(data: str, classes: list[str]):
+    """[(fname, uri)] of a dataset root's test split or of a folder of audio files, and truth."""
+    if storage.exists(storage.join(data, "test")):
+        clips = [(c.fname, c.uri) for c in read_split(data, "test", classes)]
+    else:
+        names = [n for n in storage.list_files(data) if n.lower().endswith(AUDIO_SUFFIXES)]
+        clips = [(n, storage.join(data, n)) for n in names]
+    if not clips:
+        raise InferenceError(f"{data}: no audio clips to score")
+    truth_uri = storage.join(data, "test_truth.csv")
+    truth = None
+    if storage.is_file(truth_uri):
+        table = pd.read_csv(io.BytesIO(storage.read_bytes(truth_uri)), dtype=str,
+                            keep_default_na=False)
+        truth = {f: parse_labels(v) for f, v in zip(table.fname, table.labels, strict=True)}
+    return clips, truth
+
+
+def _log_mels(batch: pa.Table, mel) -> dict[str, np.ndarray]:
+    """Ray Data task: decode + log-mel each clip; failures become rows with an error reason."""
+    torch.set_num_threads(1)
+    fnames, logmels, frames, errors = [], [], [], []
+    for clip in batch.to_pylist():
+        try:
+            logmel, _ = clip_log_mel(clip["uri"], clip["fname"], mel)
+            logmels.append(np.ascontiguousarray(logmel, dtype="<f2").tobytes())
+            frames.append(logmel.shape[1])
+            errors.append("")
+        except AudioError as e:
+            logmels.append(b"")
+            frames.append(0)
+            errors.append(e.reason)
+        fnames.append(clip["fname"])
+    return {"fname": np.array(fnames, dtype=object), "logmel": np.array(logmels, dtype=object),
+            "n_frames": np.array(frames), "error": np.array(errors, dtype=object)}
+
+
+def _not_done(batch: dict, done: list[str]) -> dict:
+    """Feature rows not yet scored, with an empty error column."""
+    keep = ~np.isin(batch["fname"], done)
+    out = {key: value[keep] for key, value in batch.items()}
+    out["error"] = np.full(int(keep.sum()), "", dtype=object)
+    return out
+
+
+def _score(cfg: InferConfig, rows: ray.data.Dataset, metas: list[ModelMeta]) -> list[dict]:
+    """Run the actor pool over the rows; results come back to the driver (scores are small)."""
+    workers = cfg.workers or max(1, cluster_cpus() // 2)
+    threads = max(1, int(cfg.cpus_per_worker))
+    scored = rows.map_batches(
+        Scorer,
+        fn_constructor_kwargs={"models": list(cfg.models), "tta": cfg.tta, "how": cfg.combine,
+                               "threads": threads},
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=cfg.cpus_per_worker,
+        num_gpus=cfg.gpus_per_worker,
+    )
+    return scored.take_all()
+
+
+def _lwlrap(fnames, scores, truth, classes) -> float | None:
+    """lwlrap over the scored clips that have known labels, or None."""
+    if not truth:
+        return None
+    known = [i for i, f in enumerate(fnames) if truth.get(f)]
+    if not known:
+        return None
+    try:
+        targets = multi_hot([truth[fnames[i]] for i in known], classes,
+                            names=[fnames[i] for i in known])
+    except LabelError as e:
+        raise InferenceError(f"truth: {e}") from None
+    return lwlrap(targets, scores[known])
+
+
+def _write_outputs(run_dir, fnames, scores, classes, errors) -> None:
+    """submission.csv (Kaggle format), scores.parquet, errors.parquet when clips failed."""
+    table = pd.DataFrame(scores.astype(np.float32), columns=classes)
+    table.insert(0, "fname", fnames)
+    storage.write_bytes(storage.join(run_dir, "submission.csv"),
+                        table.to_csv(index=False, float_format="%.6f").encode())
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), sink)
+    storage.write_bytes(storage.join(run_dir, "scores.parquet"), sink.getvalue())
+    if errors:
+        frame = pd.DataFrame(errors, columns=["fname", "reason"])
+        sink = io.BytesIO()
+        frame.to_parquet(sink, index=False)
+        storage.write_bytes(storage.join(run_dir, "errors.parquet"), sink.getvalue())
+
+
+def _success_doc(cfg: InferConfig, metas: list[ModelMeta], result: InferResult) -> dict:
+    """The _SUCCESS marker's JSON: models, fingerprint, counts, timings."""
+    return {
+        "run_id": result.run_id,
+        "models": [{"uri": uri, "recipe": m.recipe, "arch": m.arch,
+                    "valid_lwlrap": m.metrics.get("lwlrap")}
+                   for uri, m in zip(cfg.models, metas, strict=True)],
+        "mel_fingerprint": metas[0].mel.fingerprint,
+        "classes": len(metas[0].classes),
+        "tta": cfg.tta,
+        "combine": cfg.combine,
+        "scored": result.scored,
+        "failed": result.failed,
+        "skipped_already_scored": result.skipped,
+        "incremental": cfg.incremental,
+        "lwlrap": result.lwlrap,
+        "wall_seconds": round(result.wall_seconds, 3),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _run_fnames(out: str, run: str) -> list[str]:
+    """The fnames a finished run scored."""
+    data = storage.read_bytes(storage.join(out, run, "scores.parquet"))
+    return pq.read_table(io.BytesIO(data), columns=["fname"]).column("fname").to_pylist()
+
