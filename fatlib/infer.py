@@ -12,7 +12,7 @@ import datetime as dt
 import io
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -98,6 +98,8 @@ class InferResult:
 def infer(cfg: InferConfig) -> InferResult:
     """Score the input's clips, write the run's outputs, and _SUCCESS last."""
     started = time.perf_counter()
+    cfg = replace(cfg, models=tuple(storage.absolute(m) for m in cfg.models),
+                  data=storage.absolute(cfg.data), out=storage.absolute(cfg.out))
     metas = _check_models(cfg)
     classes, mel = metas[0].classes, metas[0].mel
     run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

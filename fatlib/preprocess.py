@@ -10,7 +10,7 @@ import hashlib
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -91,6 +91,7 @@ class PreprocessResult:
 
 def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
     """Convert the requested splits, skipping those already done with the same configuration."""
+    cfg = replace(cfg, data=storage.absolute(cfg.data), out=storage.absolute(cfg.out))
     classes = class_vocabulary(cfg.data)
     splits = list(cfg.splits) or available_splits(cfg.data)
     if not splits:

@@ -51,6 +51,14 @@ def is_remote(uri: str) -> bool:
     return True
 
 
+def absolute(uri: str) -> str:
+    """uri with a local path made absolute, so it means the same in every Ray worker."""
+    if is_remote(uri):
+        return uri
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def join(uri: str, *parts: str) -> str:
     """Child location of uri, keeping its scheme."""
     uri = str(uri)

@@ -44,6 +44,9 @@ from fatlib.runtime import cluster_cpus, ensure_ray
 from fatlib.scoring import combine, tta_logits
 
 RECIPES = ("default", "seed")
+# Loading the store is I/O-bound and brief; fractional CPUs let it run beside training workers
+# that hold whole CPUs (concurrent Tune trials on a small cluster would otherwise wait forever).
+_LOADING_CPUS = 0.25
 STATE_FILE = "state.pt"
 
 
@@ -118,10 +121,19 @@ class TrainResult:
         return format_history(self.history)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train on the feature store's curated fold (plus noisy clips), export the best model."""
+@dataclass
+class TrainingInputs:
+    """What the driver derives from the store before training: classes, fold, normalisation."""
+
+    classes: list[str]
+    curated: dict  # fname, labels, n_frames, targets of train_curated
+    valid_names: set[str]
+    norm: Normalisation
+
+
+def training_inputs(cfg: TrainConfig) -> TrainingInputs:
+    """Validate the store against cfg, split the curated clips, fit the input normalisation."""
     cfg.check()
-    _check_run_dir(cfg)
     manifest = read_manifest(cfg.features)
     if manifest is None:
         raise FeatureStoreError(f"{cfg.features}: no feature store here (_MANIFEST.json missing)")
@@ -133,15 +145,26 @@ def train(cfg: TrainConfig) -> TrainResult:
                                 f"too few for {cfg.n_folds} folds (need >= {cfg.n_folds * 2})")
     folds = stratified_folds(curated["targets"], cfg.n_folds, cfg.seed)
     valid_names = set(np.asarray(curated["fname"])[folds == cfg.fold])
-    norm = _normalisation(cfg, curated, valid_names)
+    return TrainingInputs(classes, curated, valid_names, _normalisation(cfg, curated, valid_names))
 
+
+def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
+    """Train on the feature store's curated fold (plus noisy clips), export the best model.
+
+    callbacks: extra Ray Train callbacks (Tune passes its report callback here).
+    """
+    cfg = replace(cfg, features=storage.absolute(cfg.features), out=storage.absolute(cfg.out))
+    cfg.check()
+    _check_run_dir(cfg)
+    inputs = training_inputs(cfg)
+    classes, valid_names, norm = inputs.classes, inputs.valid_names, inputs.norm
     ensure_ray()
     train_ds, valid_ds = _datasets(cfg, valid_names)
     n_train, n_valid = train_ds.count(), valid_ds.count()
     cpus = cfg.cpus_per_worker or max(1.0, cluster_cpus() // cfg.workers)
     loop_config = {"cfg": cfg, "classes": classes, "norm": norm, "n_train": n_train,
                    "n_valid": n_valid, "threads": max(1, int(cpus))}
-    storage_path, name = _split_run_dir(cfg.out)
+    storage_path, name = run_location(cfg.out)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -160,6 +183,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 checkpoint_score_order="max",
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            callbacks=list(callbacks),
         ),
         datasets={"train": train_ds, "valid": valid_ds},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
@@ -239,17 +263,7 @@ def _train_epoch(model, optimizer, scheduler, shard, config, rng, device) -> flo
         local_shuffle_seed=int(rng.integers(2**31)),
     )
     for batch in batches:
-        clips = [norm.clip(decode_logmel(b, cfg.mel.n_mels, n))
-                 for b, n in zip(batch["logmel"], batch["n_frames"], strict=True)]
-        x = crop_batch(clips, random_starts(batch["n_frames"], cfg.crop_frames, rng),
-                       cfg.crop_frames)
-        x = torch.from_numpy(x).unsqueeze(1).expand(-1, norm.channels, -1, -1).contiguous()
-        y = torch.from_numpy(_targets(batch["labels"], index))
-        w = torch.from_numpy(batch["weight"].astype(np.float32))
-        if cfg.mixup > 0:
-            x, y, w = mixup(x, y, w, cfg.mixup, rng)
-        if cfg.specaugment:
-            x = spec_augment(x, rng)
+        x, y, w = training_batch(batch, cfg, norm, index, rng)
         x, y, w = x.to(device), y.to(device), w.to(device)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -303,6 +317,23 @@ def validation_scores(model, shard, classes, norm, cfg: TrainConfig, device, *, 
     all_losses = np.concatenate([p[2] for p in parts])
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
             float(all_losses.mean()))
+
+
+def training_batch(batch: dict, cfg: TrainConfig, norm: Normalisation, index: dict[str, int],
+                   rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Feature rows (logmel, n_frames, labels, weight) -> inputs (B, C, n_mels, crop),
+    targets (B, n_classes) and loss weights (B,): random crops, then mixup / SpecAugment."""
+    clips = [norm.clip(decode_logmel(b, cfg.mel.n_mels, n))
+             for b, n in zip(batch["logmel"], batch["n_frames"], strict=True)]
+    x = crop_batch(clips, random_starts(batch["n_frames"], cfg.crop_frames, rng), cfg.crop_frames)
+    x = torch.from_numpy(x).unsqueeze(1).expand(-1, norm.channels, -1, -1).contiguous()
+    y = torch.from_numpy(_targets(batch["labels"], index))
+    w = torch.from_numpy(np.asarray(batch["weight"], dtype=np.float32))
+    if cfg.mixup > 0:
+        x, y, w = mixup(x, y, w, cfg.mixup, rng)
+    if cfg.specaugment:
+        x = spec_augment(x, rng)
+    return x, y, w
 
 
 def _targets(label_lists, index: dict[str, int]) -> np.ndarray:
@@ -393,15 +424,16 @@ def _datasets(cfg: TrainConfig, valid_names: set) -> tuple[ray.data.Dataset, ray
     weight); materialised so no read task waits for a CPU the training workers hold."""
     curated = _read_split_dataset(cfg, "train_curated")
     valid = sorted(valid_names)
-    train_ds = curated.map_batches(_select, fn_kwargs={"names": valid, "keep": False,
-                                                       "weight": 1.0}, batch_format="numpy")
-    valid_ds = curated.map_batches(_select, fn_kwargs={"names": valid, "keep": True,
-                                                       "weight": 1.0}, batch_format="numpy")
+
+    def select(ds: ray.data.Dataset, names: list[str], keep: bool, weight: float):
+        return ds.map_batches(_select, fn_kwargs={"names": names, "keep": keep, "weight": weight},
+                              batch_format="numpy", num_cpus=_LOADING_CPUS)
+
+    train_ds = select(curated, valid, False, 1.0)
+    valid_ds = select(curated, valid, True, 1.0)
     if cfg.noisy == "mix":
-        noisy = _read_split_dataset(cfg, "train_noisy")
-        train_ds = train_ds.union(noisy.map_batches(
-            _select, fn_kwargs={"names": [], "keep": False, "weight": cfg.noisy_weight},
-            batch_format="numpy"))
+        train_ds = train_ds.union(select(_read_split_dataset(cfg, "train_noisy"), [], False,
+                                         cfg.noisy_weight))
     return train_ds.materialize(), valid_ds.materialize()
 
 
@@ -410,8 +442,8 @@ def _read_split_dataset(cfg: TrainConfig, split: str) -> ray.data.Dataset:
     files = split_files(cfg.features, split, cfg.mel)
     fs, _ = storage.resolve(files[0])
     paths = [storage.resolve(f)[1] for f in files]
-    return ray.data.read_parquet(paths, filesystem=fs).select_columns(
-        ["fname", "labels", "n_frames", "logmel"])
+    ds = ray.data.read_parquet(paths, filesystem=fs, ray_remote_args={"num_cpus": _LOADING_CPUS})
+    return ds.select_columns(["fname", "labels", "n_frames", "logmel"])
 
 
 def _select(batch: dict, names: list[str], keep: bool, weight: float) -> dict:
@@ -441,8 +473,8 @@ def _run_entries(uri: str) -> list:
     return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
 
 
-def _split_run_dir(out: str) -> tuple[str, str]:
-    """Ray Train's (storage_path, name) for a run directory."""
+def run_location(out: str) -> tuple[str, str]:
+    """Ray's (storage_path, name) for a run or experiment directory."""
     out = out.rstrip("/")
     if storage.is_remote(out):
         parent, name = out.rsplit("/", 1)
