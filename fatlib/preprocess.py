@@ -26,10 +26,12 @@ from fatlib.feature_store import (
     FeatureStoreError,
     SplitInfo,
     commit_split,
+    decode_logmel,
     encode_logmel,
     errors_to_parquet,
     new_manifest,
     read_manifest,
+    read_split_table,
     rows_to_parquet,
 )
 from fatlib.features import log_mel
@@ -49,6 +51,7 @@ class PreprocessConfig:
     batch_size: int = 64  # clips per task and per Parquet part (at most)
     mel: MelConfig = field(default_factory=MelConfig)
     overwrite: bool = False
+    preview: int = 0  # spectrogram PNGs of this many clips per split, under <out>/preview/
 
 
 @dataclass
@@ -108,7 +111,26 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
             continue
         results.append(_convert_split(cfg, manifest, split, clips[split], workers))
     storage.remove_tree(storage.join(cfg.out, STAGING))
+    if cfg.preview > 0:
+        write_previews(cfg.out, splits, cfg.preview, cfg.mel)
     return PreprocessResult(cfg.out, cfg.mel.fingerprint, results)
+
+
+def write_previews(out: str, splits: list[str], count: int, mel: MelConfig) -> list[str]:
+    """Spectrogram PNGs of the first `count` clips of each split: a first look at new data."""
+    from fatlib.viz import save_png, spectrogram_figure  # matplotlib only where it is drawn
+
+    written = []
+    for split in splits:
+        table = read_split_table(out, split, mel).slice(0, count)
+        for row in table.to_pylist():
+            logmel = decode_logmel(row["logmel"], mel.n_mels, row["n_frames"]).astype(np.float32)
+            title = f"{split}/{row['fname']}" + (f": {', '.join(row['labels'])}"
+                                                  if row["labels"] else "")
+            uri = storage.join(out, "preview", f"{split}_{row['fname']}.png")
+            save_png(spectrogram_figure(logmel, mel, title), uri)
+            written.append(uri)
+    return written
 
 
 def _open_manifest(cfg: PreprocessConfig, classes: list[str]) -> dict:

@@ -82,6 +82,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # best by lwlrap; the latest is always kept too
     max_failures: int = 3
     mel: MelConfig = field(default_factory=MelConfig)
+    report: bool = True  # draw <run>/report.html and its pictures at the end
     fail_after_epoch: int | None = None  # fault drill: one worker dies once after this epoch
 
     def check(self) -> None:
@@ -189,7 +190,13 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
     result = trainer.fit()
-    return _export(cfg, result, classes, norm)
+    steps_per_epoch = math.ceil((n_train // cfg.workers) / (cfg.batch_size // cfg.workers))
+    exported = _export(cfg, result, classes, norm, steps_per_epoch)
+    if cfg.report:
+        from fatlib.report import write_report  # the report draws on this module
+
+        write_report(cfg.out, cfg.features)
+    return exported
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -483,7 +490,8 @@ def run_location(out: str) -> tuple[str, str]:
     return os.path.dirname(path), os.path.basename(path)
 
 
-def _export(cfg: TrainConfig, result, classes: list[str], norm: Normalisation) -> TrainResult:
+def _export(cfg: TrainConfig, result, classes: list[str], norm: Normalisation,
+            steps_per_epoch: int) -> TrainResult:
     """The best checkpoint by lwlrap becomes <run>/model; history and metrics beside it."""
     if result.error is not None:
         raise result.error
@@ -496,7 +504,8 @@ def _export(cfg: TrainConfig, result, classes: list[str], norm: Normalisation) -
                            weights_only=False)
     metrics = {"best_epoch": int(best["epoch"]), "lwlrap": float(best["lwlrap"]),
                "valid_loss": float(best["valid_loss"]), "epochs": cfg.epochs,
-               "fold": f"{cfg.fold}/{cfg.n_folds}", "config": _config_dict(cfg)}
+               "fold": f"{cfg.fold}/{cfg.n_folds}", "steps_per_epoch": steps_per_epoch,
+               "config": _config_dict(cfg)}
     meta = ModelMeta(arch=cfg.arch, classes=classes, mel=cfg.mel, crop_frames=cfg.crop_frames,
                      normalisation=norm, recipe=cfg.recipe, metrics=metrics)
     artifact = storage.join(cfg.out, "model")
@@ -509,7 +518,7 @@ def _export(cfg: TrainConfig, result, classes: list[str], norm: Normalisation) -
 
 def _config_dict(cfg: TrainConfig) -> dict:
     """The run's settings, JSON-ready (the mel config is in the artifact already)."""
-    d = asdict(replace(cfg, fail_after_epoch=None))
+    d = asdict(replace(cfg, fail_after_epoch=None, resume=False))
     d.pop("mel")
     return json.loads(json.dumps(d))
 

@@ -74,7 +74,7 @@ def tune_training(settings: TuneSettings) -> TuneResult:
         # workers would never fit (2 CPUs - 0.01 < 2): take a little under an equal share.
         share = 0.98 * cluster_cpus() / (settings.max_concurrent * base.workers)
         base = replace(base, cpus_per_worker=round(share, 2))
-    base = replace(base, features=storage.absolute(base.features))
+    base = replace(base, features=storage.absolute(base.features), report=False)
     settings = replace(settings, out=storage.absolute(settings.out), base=base)
     settings.base.check()
     storage_path, name = run_location(settings.out)

@@ -24,6 +24,8 @@ def main() -> int:
                    help="concurrent conversion tasks (default: one per CPU in the cluster)")
     p.add_argument("--batch-size", type=int, default=64,
                    help="clips per task and Parquet part, at most")
+    p.add_argument("--preview", type=int, default=0, metavar="N",
+                   help="also write spectrogram PNGs of N clips per split to <out>/preview/")
     p.add_argument("--overwrite", action="store_true",
                    help="redo finished splits; replace a store built with another config")
     args = p.parse_args()
@@ -36,6 +38,7 @@ def main() -> int:
             batch_size=args.batch_size,
             mel=MelConfig(),
             overwrite=args.overwrite,
+            preview=args.preview,
         )
         result = preprocess(cfg)
     except USER_ERRORS as e:

@@ -45,6 +45,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-failures", type=int, default=d.max_failures)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=d.report,
+                   help="write <out>/report.html with the run's pictures (default: on)")
     args = p.parse_args()
     cfg = TrainConfig(
         features=args.features, out=args.out, workers=args.workers,
@@ -54,7 +56,7 @@ def main() -> int:
         n_folds=args.fold[1], noisy=args.noisy, noisy_weight=args.noisy_weight,
         mixup=args.mixup, specaugment=args.specaugment, arch=args.arch, recipe=args.recipe,
         valid_crops=args.valid_crops, seed=args.seed, max_failures=args.max_failures,
-        resume=args.resume,
+        resume=args.resume, report=args.report,
     )
     try:
         result = train(cfg)
@@ -64,6 +66,8 @@ def main() -> int:
     print(result.table())
     print(f"best epoch {result.best_epoch}: lwlrap {result.best_lwlrap:.4f}; "
           f"model: {result.artifact}")
+    if cfg.report:
+        print(f"report: {result.out}/report.html")
     return 0
 
 

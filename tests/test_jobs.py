@@ -65,8 +65,10 @@ def test_preprocess_job_converts_and_summarises(tmp_path):
     generate_dataset(root, SynthConfig(n_curated=4, n_noisy=2, n_test=2, max_seconds=1.0,
                                        sample_rate=16000))
     done = _run("jobs/preprocess.py", "--data", str(root), "--out", str(tmp_path / "out"),
-                "--workers", "1")
+                "--workers", "1", "--preview", "1")
     assert done.returncode == 0, done.stderr
+    previews = sorted(p.name for p in (tmp_path / "out" / "preview").iterdir())
+    assert len(previews) == 3 and previews[0].startswith("test_")  # one per split
     lines = done.stdout.strip().splitlines()
     assert lines[-4].startswith("train_curated: 4 converted, 0 failed;")
     assert lines[-1].startswith(f"features: {tmp_path / 'out'} (mel fingerprint ")

@@ -1,0 +1,31 @@
+"""Draw a training run's pictures and write <run>/report.html (spectrograms, curves, Grad-CAM)."""
+
+import argparse
+import sys
+
+from fatlib.artifact import ArtifactError
+from fatlib.config import ConfigError
+from fatlib.feature_store import FeatureStoreError
+from fatlib.report import write_report
+from fatlib.storage import StorageError
+
+
+def main() -> int:
+    """Parse flags, write the report, print where it is; user errors exit with code 2."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--run", required=True, help="run directory (local or s3://)")
+    p.add_argument("--features", default=None,
+                   help="feature store (default: the one the run was trained on)")
+    p.add_argument("--clips", type=int, default=4, help="validation clips to show with Grad-CAM")
+    args = p.parse_args()
+    try:
+        report = write_report(args.run, args.features, args.clips)
+    except (ArtifactError, ConfigError, FeatureStoreError, StorageError) as e:
+        print(f"report: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {report.html} ({len(report.pictures)} pictures)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
