@@ -16,9 +16,13 @@ import torch
 
 @dataclass(frozen=True)
 class Normalisation:
-    """How dB values become network inputs: 'global' standardisation or the seed's 'color'."""
+    """How dB values become network inputs.
 
-    mode: str = "global"  # "global": (dB - mean) / std, 1 channel; "color": seed, 3 channels
+    "clip": each clip standardised by its own mean/std (1 channel); "global": by the training
+    set's (1 channel); "color": the seed's per-clip min-max uint8, 3 identical channels.
+    """
+
+    mode: str = "clip"
     mean: float = 0.0
     std: float = 1.0
 
@@ -33,6 +37,9 @@ class Normalisation:
             return seed_color(logmel).astype(np.float32) / 255.0
         if self.mode == "global":
             return (logmel.astype(np.float32) - self.mean) / self.std
+        if self.mode == "clip":
+            x = logmel.astype(np.float32)
+            return (x - x.mean()) / (x.std() + 1e-6)
         raise ValueError(f"unknown normalisation {self.mode!r}")
 
     def to_dict(self) -> dict:

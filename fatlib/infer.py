@@ -57,6 +57,7 @@ class InferConfig:
     batch_size: int = 32  # clips per scoring call
     run_id: str | None = None  # None: the UTC time, e.g. 20261125T181500Z
     incremental: bool = False
+    node_resource: str | None = None  # decoding runs only on nodes offering it (fatlib_cpu)
 
 
 @dataclass
@@ -232,7 +233,8 @@ def _input_rows(cfg: InferConfig, mel, classes, done: set[str]):
     items = [{"fname": fname, "uri": uri} for fname, uri in todo]
     workers = max(1, cluster_cpus())
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4 * workers))
-    ds = ds.map_batches(_log_mels, fn_kwargs={"mel": mel}, batch_size=16, batch_format="pyarrow")
+    ds = ds.map_batches(_log_mels, fn_kwargs={"mel": mel}, batch_size=16, batch_format="pyarrow",
+                        resources={cfg.node_resource: 1} if cfg.node_resource else None)
     return ds, truth, len(clips) - len(todo)
 
 

@@ -52,6 +52,8 @@ class PreprocessConfig:
     mel: MelConfig = field(default_factory=MelConfig)
     overwrite: bool = False
     preview: int = 0  # spectrogram PNGs of this many clips per split, under <out>/preview/
+    node_resource: str | None = None  # custom resource a node must offer (cluster.yaml's
+    #                                   fatlib_cpu keeps conversion on the CPU workers)
 
 
 @dataclass
@@ -180,6 +182,7 @@ def _convert_split(
                 batch_format="pyarrow",
                 compute=ray.data.TaskPoolStrategy(size=workers),
                 num_cpus=1,
+                resources={cfg.node_resource: 1} if cfg.node_resource else None,
             ).take_all()
         finally:
             context.op_resource_reservation_enabled = reserving

@@ -12,9 +12,12 @@ def ensure_ray() -> None:
     """Join the running Ray (job submission sets RAY_ADDRESS) or start a local one; idempotent."""
     if ray.is_initialized():
         return
-    # A local instance gets the dashboard on loopback only; a cluster keeps its own settings.
-    local = {} if os.environ.get("RAY_ADDRESS") else {"dashboard_host": "127.0.0.1"}
-    ray.init(log_to_driver=True, **local)
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return
+    # No address: always a fresh embedded instance (never a stray `ray start` cluster found on
+    # this machine), its dashboard on loopback only.
+    ray.init(address="local", dashboard_host="127.0.0.1", log_to_driver=True)
 
 
 def cluster_cpus() -> int:

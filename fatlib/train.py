@@ -76,6 +76,7 @@ class TrainConfig:
     specaugment: bool = False
     arch: str = "resnet18"
     recipe: str = "default"  # "seed": the seed kernel's 3-channel per-clip uint8 input
+    normalisation: str = "clip"  # default recipe's input scaling: "clip" or "global"
     valid_crops: int = 3  # evenly spaced windows per validation clip, sigmoids averaged
     resume: bool = False
     seed: int = 0
@@ -101,6 +102,7 @@ class TrainConfig:
             (self.recipe != "seed" or (self.mixup == 0 and not self.specaugment),
              "the seed recipe has no mixup or SpecAugment"),
             (self.valid_crops >= 1, "valid crops must be >= 1"),
+            (self.normalisation in ("clip", "global"), "normalisation must be clip or global"),
         ]
         for ok, message in checks:
             if not ok:
@@ -408,9 +410,11 @@ def _read_labels(features: str, split: str, mel: MelConfig, classes: list[str]) 
 
 
 def _normalisation(cfg: TrainConfig, curated: dict, valid_names: set) -> Normalisation:
-    """The seed's per-clip colour mapping, or global dB mean/std over training clips."""
+    """The seed's per-clip colour mapping, per-clip standardisation, or global dB mean/std."""
     if cfg.recipe == "seed":
         return Normalisation(mode="color")
+    if cfg.normalisation == "clip":
+        return Normalisation(mode="clip")
     train_names = [f for f in curated["fname"] if f not in valid_names]
     rng = np.random.default_rng(cfg.seed)
     sample = set(rng.choice(train_names, size=min(500, len(train_names)), replace=False))

@@ -128,6 +128,7 @@ def train_command(cfg: TrainConfig) -> str:
              "lr": "--lr", "weight_decay": "--weight-decay", "batch_size": "--batch-size",
              "crop_frames": "--crop-frames", "noisy": "--noisy", "noisy_weight": "--noisy-weight",
              "mixup": "--mixup", "arch": "--arch", "recipe": "--recipe",
+             "normalisation": "--normalisation",
              "valid_crops": "--valid-crops", "seed": "--seed"}
     for field_name, flag in flags.items():
         value = getattr(cfg, field_name)

@@ -32,6 +32,8 @@ def main() -> int:
     p.add_argument("--cpus-per-worker", type=float, default=d.cpus_per_worker)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per scoring call")
     p.add_argument("--run-id", default=None, help="default: the UTC time")
+    p.add_argument("--node-resource", default=None, metavar="NAME",
+                   help="decode audio only on nodes offering this resource (fatlib_cpu)")
     p.add_argument("--incremental", action="store_true",
                    help="score only clips no earlier successful run under --out scored")
     args = p.parse_args()
@@ -39,7 +41,7 @@ def main() -> int:
                       tta=args.tta, combine=args.tta_combine, workers=args.workers,
                       gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                       batch_size=args.batch_size, run_id=args.run_id,
-                      incremental=args.incremental)
+                      incremental=args.incremental, node_resource=args.node_resource)
     try:
         result = infer(cfg)
     except USER_ERRORS as e:

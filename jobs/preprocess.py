@@ -26,6 +26,9 @@ def main() -> int:
                    help="clips per task and Parquet part, at most")
     p.add_argument("--preview", type=int, default=0, metavar="N",
                    help="also write spectrogram PNGs of N clips per split to <out>/preview/")
+    p.add_argument("--node-resource", default=None, metavar="NAME",
+                   help="run conversion only on nodes offering this custom resource "
+                        "(cluster.yaml: fatlib_cpu)")
     p.add_argument("--overwrite", action="store_true",
                    help="redo finished splits; replace a store built with another config")
     args = p.parse_args()
@@ -39,6 +42,7 @@ def main() -> int:
             mel=MelConfig(),
             overwrite=args.overwrite,
             preview=args.preview,
+            node_resource=args.node_resource,
         )
         result = preprocess(cfg)
     except USER_ERRORS as e:

@@ -41,6 +41,8 @@ def main() -> int:
     p.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=d.specaugment)
     p.add_argument("--arch", default=d.arch, help="resnet18 or resnet34")
     p.add_argument("--recipe", choices=["default", "seed"], default=d.recipe)
+    p.add_argument("--normalisation", choices=["clip", "global"], default=d.normalisation,
+                   help="default recipe: standardise each clip, or by the training set's stats")
     p.add_argument("--valid-crops", type=int, default=d.valid_crops)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-failures", type=int, default=d.max_failures)
@@ -55,7 +57,8 @@ def main() -> int:
         batch_size=args.batch_size, crop_frames=args.crop_frames, fold=args.fold[0],
         n_folds=args.fold[1], noisy=args.noisy, noisy_weight=args.noisy_weight,
         mixup=args.mixup, specaugment=args.specaugment, arch=args.arch, recipe=args.recipe,
-        valid_crops=args.valid_crops, seed=args.seed, max_failures=args.max_failures,
+        valid_crops=args.valid_crops, normalisation=args.normalisation, seed=args.seed,
+        max_failures=args.max_failures,
         resume=args.resume, report=args.report,
     )
     try:

@@ -43,6 +43,9 @@ def test_normalisations():
     g = Normalisation("global", mean=-20.0, std=40.0)
     np.testing.assert_allclose(g.clip(x), [[-1.5, -0.5], [0.5, 1.5]])
     assert g.channels == 1 and Normalisation("color").channels == 3
+    c = Normalisation("clip").clip(x)
+    assert c.mean() == pytest.approx(0, abs=1e-6) and c.std() == pytest.approx(1, abs=1e-5)
+    np.testing.assert_allclose(Normalisation("clip").clip(x + 30), c, atol=1e-5)  # level-free
     assert Normalisation("color").clip(x).max() == 1.0
 
 
