@@ -15,6 +15,7 @@ import torch
 from fatlib import __version__, storage
 from fatlib.augment import Normalisation
 from fatlib.config import MelConfig
+from fatlib.errors import UserError
 from fatlib.models import build_model
 
 ARTIFACT_FORMAT = 1
@@ -22,7 +23,7 @@ WEIGHTS = "weights.pt"
 META = "meta.json"
 
 
-class ArtifactError(Exception):
+class ArtifactError(UserError):
     """A model artifact is missing, incomplete, or of an unknown format."""
 
 

@@ -17,11 +17,12 @@ import soundfile as sf
 import soxr
 
 from fatlib.config import MelConfig
+from fatlib.errors import UserError
 
 AudioSource = str | os.PathLike | bytes
 
 
-class AudioError(Exception):
+class AudioError(UserError):
     """A clip cannot be turned into audio; `name` says which, `reason` says why."""
 
     def __init__(self, name: str, reason: str) -> None:

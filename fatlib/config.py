@@ -12,12 +12,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from fatlib.errors import UserError
+
 # Bumped when the feature computation itself changes in a way that alters stored values, so
 # features computed by an older fatlib are refused rather than silently mixed.
 FEATURE_ALGORITHM_VERSION = 1
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value a user supplied is invalid."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from fatlib import storage
+from fatlib.errors import UserError
 from fatlib.labels import LabelError, parse_labels, vocabulary
 
 SPLITS = ("train_curated", "train_noisy", "test")
@@ -20,7 +21,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 SUBMISSION_CSV = "sample_submission.csv"
 
 
-class ManifestError(Exception):
+class ManifestError(UserError):
     """A dataset manifest (CSV) is unusable; the message names the file and the row."""
 
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from fatlib import __version__, storage
 from fatlib.config import MelConfig
+from fatlib.errors import UserError
 
 MANIFEST = "_MANIFEST.json"
 ERRORS_FILE = "_errors.parquet"
@@ -37,7 +38,7 @@ ROW_SCHEMA = pa.schema(
 ERROR_SCHEMA = pa.schema([("fname", pa.string()), ("reason", pa.string())])
 
 
-class FeatureStoreError(Exception):
+class FeatureStoreError(UserError):
     """Features are missing, incomplete, or were computed with another configuration."""
 
 

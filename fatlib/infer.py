@@ -25,6 +25,7 @@ from fatlib import storage
 from fatlib.artifact import ModelMeta, load_meta, load_model
 from fatlib.audio import AudioError
 from fatlib.dataset import AUDIO_SUFFIXES, read_split
+from fatlib.errors import UserError
 from fatlib.feature_store import MANIFEST, decode_logmel, read_split_table, split_files
 from fatlib.labels import LabelError, multi_hot, parse_labels
 from fatlib.metrics import lwlrap
@@ -37,7 +38,7 @@ LEDGER = "_ledger.parquet"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-class InferenceError(Exception):
+class InferenceError(UserError):
     """Models, input or output cannot be used together (mismatch, bad run id, no clips)."""
 
 

@@ -6,8 +6,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from fatlib.errors import UserError
 
-class LabelError(ValueError):
+
+class LabelError(UserError, ValueError):
     """A label is malformed or outside the class vocabulary."""
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from fatlib import storage
+from fatlib.config import ConfigError
 from fatlib.feature_store import read_split_table
 from fatlib.models import build_model
 from fatlib.train import TrainConfig, training_batch, training_inputs
@@ -56,7 +57,7 @@ def lr_range_test(
     Stops early once the smoothed loss exceeds `diverge` x its best value.
     """
     if not 0 < start < end or steps < 3:
-        raise ValueError("need 0 < start < end and at least 3 steps")
+        raise ConfigError("LR range test: need 0 < start < end and at least 3 steps")
     saved = copy.deepcopy(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=start)
     schedule = np.geomspace(start, end, steps)
@@ -94,7 +95,7 @@ def suggestions(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
     lr = np.asarray(lrs)[finite]
     values = values[finite]
     if len(values) < 3:
-        raise ValueError("too few finite losses to suggest an LR")
+        raise ConfigError("LR range test: the loss diverged at once; lower --start")
     slope = np.gradient(values, np.log(lr))
     # The last points are where divergence starts; they are never the answer.
     usable = max(2, len(values) - max(1, len(values) // 10))

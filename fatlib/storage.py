@@ -17,10 +17,12 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
+from fatlib.errors import UserError
+
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "abfs", "hdfs")
 
 
-class StorageError(Exception):
+class StorageError(UserError):
     """A location is unusable: bad URI, credentials in it, missing object."""
 
 

@@ -28,6 +28,7 @@ from fatlib import storage
 from fatlib.artifact import ModelMeta, save_artifact
 from fatlib.augment import Normalisation, crop_batch, mixup, random_starts, spec_augment
 from fatlib.config import ConfigError, MelConfig
+from fatlib.errors import UserError
 from fatlib.feature_store import (
     FeatureStoreError,
     decode_logmel,
@@ -50,7 +51,7 @@ _LOADING_CPUS = 0.25
 STATE_FILE = "state.pt"
 
 
-class RunDirError(Exception):
+class RunDirError(UserError):
     """The run directory is in a state the request does not fit (exists / nothing to resume)."""
 
 
@@ -119,9 +120,17 @@ class TrainResult:
     best_lwlrap: float
     history: list[dict]
 
+    report: str = ""
+
     def table(self) -> str:
         """The per-epoch history as fastai prints it."""
         return format_history(self.history)
+
+    def summary(self) -> str:
+        """The table, the best epoch and where the model (and report) are."""
+        lines = [self.table(), f"best epoch {self.best_epoch}: lwlrap {self.best_lwlrap:.4f}; "
+                               f"model: {self.artifact}"]
+        return "\n".join(lines + ([f"report: {self.report}"] if self.report else []))
 
 
 @dataclass
@@ -197,7 +206,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
     if cfg.report:
         from fatlib.report import write_report  # the report draws on this module
 
-        write_report(cfg.out, cfg.features)
+        exported.report = write_report(cfg.out, cfg.features).html
     return exported
 
 

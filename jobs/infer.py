@@ -3,16 +3,9 @@
 import argparse
 import sys
 
-from fatlib.artifact import ArtifactError
-from fatlib.config import ConfigError
-from fatlib.dataset import ManifestError
-from fatlib.feature_store import FeatureStoreError
-from fatlib.infer import InferConfig, InferenceError, infer
+from fatlib.cli import run_job
+from fatlib.infer import InferConfig, InferResult, infer
 from fatlib.scoring import COMBINATIONS
-from fatlib.storage import StorageError
-
-USER_ERRORS = (ArtifactError, ConfigError, FeatureStoreError, InferenceError, ManifestError,
-               StorageError)
 
 
 def main() -> int:
@@ -42,13 +35,7 @@ def main() -> int:
                       gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                       batch_size=args.batch_size, run_id=args.run_id,
                       incremental=args.incremental, node_resource=args.node_resource)
-    try:
-        result = infer(cfg)
-    except USER_ERRORS as e:
-        print(f"infer: {e}", file=sys.stderr)
-        return 2
-    print(result.summary())
-    return 0
+    return run_job("infer", lambda: infer(cfg), InferResult.summary)
 
 
 if __name__ == "__main__":

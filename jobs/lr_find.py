@@ -3,10 +3,8 @@
 import argparse
 import sys
 
-from fatlib.config import ConfigError
-from fatlib.feature_store import FeatureStoreError
-from fatlib.lr_find import find_lr
-from fatlib.storage import StorageError
+from fatlib.cli import run_job
+from fatlib.lr_find import LRFinderResult, find_lr
 from fatlib.train import TrainConfig
 
 
@@ -30,13 +28,9 @@ def main() -> int:
     cfg = TrainConfig(features=args.features, out="", batch_size=args.batch_size,
                       crop_frames=args.crop_frames, arch=args.arch, recipe=args.recipe,
                       mixup=args.mixup, specaugment=args.specaugment, seed=args.seed)
-    try:
-        result = find_lr(cfg, start=args.start, end=args.end, steps=args.steps, plot=args.plot)
-    except (ConfigError, FeatureStoreError, StorageError, ValueError) as e:
-        print(f"lr_find: {e}", file=sys.stderr)
-        return 2
-    print(result.summary())
-    return 0
+    return run_job("lr_find", lambda: find_lr(cfg, start=args.start, end=args.end,
+                                                steps=args.steps, plot=args.plot),
+                   LRFinderResult.summary)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,9 @@
 import argparse
 import sys
 
-from fatlib.audio import AudioError
-from fatlib.config import ConfigError, MelConfig
-from fatlib.dataset import ManifestError
-from fatlib.feature_store import FeatureStoreError
-from fatlib.preprocess import PreprocessConfig, preprocess
-from fatlib.storage import StorageError
-
-USER_ERRORS = (ManifestError, FeatureStoreError, StorageError, ConfigError, AudioError)
+from fatlib.cli import run_job
+from fatlib.config import MelConfig
+from fatlib.preprocess import PreprocessConfig, PreprocessResult, preprocess
 
 
 def main() -> int:
@@ -32,24 +27,18 @@ def main() -> int:
     p.add_argument("--overwrite", action="store_true",
                    help="redo finished splits; replace a store built with another config")
     args = p.parse_args()
-    try:
-        cfg = PreprocessConfig(
-            data=args.data,
-            out=args.out,
-            splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
-            workers=args.workers,
-            batch_size=args.batch_size,
-            mel=MelConfig(),
-            overwrite=args.overwrite,
-            preview=args.preview,
-            node_resource=args.node_resource,
-        )
-        result = preprocess(cfg)
-    except USER_ERRORS as e:
-        print(f"preprocess: {e}", file=sys.stderr)
-        return 2
-    print(result.summary())
-    return 0
+    cfg = PreprocessConfig(
+        data=args.data,
+        out=args.out,
+        splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
+        workers=args.workers,
+        batch_size=args.batch_size,
+        mel=MelConfig(),
+        overwrite=args.overwrite,
+        preview=args.preview,
+        node_resource=args.node_resource,
+    )
+    return run_job("preprocess", lambda: preprocess(cfg), PreprocessResult.summary)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,8 @@
 import argparse
 import sys
 
-from fatlib.artifact import ArtifactError
-from fatlib.config import ConfigError
-from fatlib.feature_store import FeatureStoreError
+from fatlib.cli import run_job
 from fatlib.report import write_report
-from fatlib.storage import StorageError
 
 
 def main() -> int:
@@ -18,13 +15,8 @@ def main() -> int:
                    help="feature store (default: the one the run was trained on)")
     p.add_argument("--clips", type=int, default=4, help="validation clips to show with Grad-CAM")
     args = p.parse_args()
-    try:
-        report = write_report(args.run, args.features, args.clips)
-    except (ArtifactError, ConfigError, FeatureStoreError, StorageError) as e:
-        print(f"report: {e}", file=sys.stderr)
-        return 2
-    print(f"report: {report.html} ({len(report.pictures)} pictures)")
-    return 0
+    return run_job("report", lambda: write_report(args.run, args.features, args.clips),
+                   lambda r: f"report: {r.html} ({len(r.pictures)} pictures)")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,8 @@
 import argparse
 import sys
 
-from fatlib.config import ConfigError
-from fatlib.feature_store import FeatureStoreError
-from fatlib.storage import StorageError
-from fatlib.train import RunDirError, TrainConfig, train
-
-USER_ERRORS = (ConfigError, FeatureStoreError, StorageError, RunDirError)
+from fatlib.cli import run_job
+from fatlib.train import TrainConfig, TrainResult, train
 
 
 def _fold(text: str) -> tuple[int, int]:
@@ -61,17 +57,7 @@ def main() -> int:
         max_failures=args.max_failures,
         resume=args.resume, report=args.report,
     )
-    try:
-        result = train(cfg)
-    except USER_ERRORS as e:
-        print(f"train: {e}", file=sys.stderr)
-        return 2
-    print(result.table())
-    print(f"best epoch {result.best_epoch}: lwlrap {result.best_lwlrap:.4f}; "
-          f"model: {result.artifact}")
-    if cfg.report:
-        print(f"report: {result.out}/report.html")
-    return 0
+    return run_job("train", lambda: train(cfg), TrainResult.summary)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,9 @@
 import argparse
 import sys
 
-from fatlib.config import ConfigError
-from fatlib.feature_store import FeatureStoreError
-from fatlib.storage import StorageError
+from fatlib.cli import run_job
 from fatlib.train import TrainConfig
-from fatlib.tune import TuneSettings, tune_training
+from fatlib.tune import TuneResult, TuneSettings, tune_training
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -38,21 +36,16 @@ def main() -> int:
     args = p.parse_args()
     try:
         k, n_folds = (int(v) for v in args.fold.split("/"))
-        base = TrainConfig(features=args.features, out="", workers=args.workers,
-                           epochs=args.epochs, batch_size=args.batch_size, fold=k,
-                           n_folds=n_folds, seed=args.seed)
-        settings = TuneSettings(base=base, out=args.out, samples=args.samples,
-                                max_concurrent=args.max_concurrent,
-                                gpus_per_trial=args.gpus_per_trial, lr_min=args.lr_min,
-                                lr_max=args.lr_max,
-                                crops=tuple(int(c) for c in args.crops.split(",")),
-                                mixups=_floats(args.mixups), seed=args.seed)
-        result = tune_training(settings)
-    except (ConfigError, FeatureStoreError, StorageError, ValueError) as e:
-        print(f"tune: {e}", file=sys.stderr)
-        return 2
-    print(result.summary())
-    return 0
+    except ValueError:
+        p.error(f"--fold wants k/K, e.g. 0/5 (got {args.fold!r})")
+    base = TrainConfig(features=args.features, out="", workers=args.workers, epochs=args.epochs,
+                       batch_size=args.batch_size, fold=k, n_folds=n_folds, seed=args.seed)
+    settings = TuneSettings(base=base, out=args.out, samples=args.samples,
+                            max_concurrent=args.max_concurrent,
+                            gpus_per_trial=args.gpus_per_trial, lr_min=args.lr_min,
+                            lr_max=args.lr_max, crops=tuple(int(c) for c in args.crops.split(",")),
+                            mixups=_floats(args.mixups), seed=args.seed)
+    return run_job("tune", lambda: tune_training(settings), TuneResult.summary)
 
 
 if __name__ == "__main__":
