@@ -27,7 +27,7 @@ demo: venv
 	$(PY) jobs/make_demo_data.py --out $(DEMO)/data --overwrite
 	$(PY) jobs/preprocess.py --data $(DEMO)/data --out $(DEMO)/features --overwrite
 	rm -rf $(DEMO)/run
-	$(PY) jobs/train.py --features $(DEMO)/features --out $(DEMO)/run --epochs 6
+	$(PY) jobs/train.py --features $(DEMO)/features --out $(DEMO)/run --epochs 8 --batch-size 16
 	$(PY) jobs/infer.py --model $(DEMO)/run/model --data $(DEMO)/data --out $(DEMO)/predictions \
 		--run-id demo
 

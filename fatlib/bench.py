@@ -140,7 +140,8 @@ def bench_preprocess(
                                            min_seconds=1.0, max_seconds=15.0))
         clips = read_split(str(data), "train_curated", sorted(SOUND_CLASSES))
         seed_s = _best_time(lambda: [seed_log_mel(c.uri) for c in clips], rounds)
-        ray.init(num_cpus=max(workers), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=max(workers), include_dashboard=False,
+                 log_to_driver=False)
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False
             out = str(Path(tmp) / "features")
@@ -208,7 +209,7 @@ def bench_train(
     config = {"steps": steps, "batch": batch_size, "crop": crop_frames, "arch": arch}
     torch.set_num_threads(workers)
     plain = _training_steps(config, batch_size)
-    ray.init(num_cpus=workers, log_to_driver=False)
+    ray.init(address="local", num_cpus=workers, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory(prefix="fatlib-bench-") as tmp:
             result = TorchTrainer(
@@ -380,7 +381,7 @@ def bench_infer(n_clips: int = 100, ttas: tuple[int, ...] = (1, 8), threads: int
                 x = meta.normalisation.clip(seed_log_mel(clip.uri))
                 combine(tta_logits(model, [x], meta.normalisation, 128, tta, torch.device("cpu")))
             naive[tta] = len(clips) / (time.perf_counter() - start)
-        ray.init(num_cpus=threads, log_to_driver=False)
+        ray.init(address="local", num_cpus=threads, log_to_driver=False)
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False
             stage = {}

@@ -52,7 +52,7 @@ class InferConfig:
     split: str = "test"  # which split, when data is a feature store
     tta: int = 4  # crops per clip; 1 = one centred crop
     combine: str = "mean_sigmoid"  # how a clip's crop scores become one score per class
-    workers: int | None = None  # scoring actors; None: one per 2 CPUs (at least 1)
+    workers: int | None = None  # scoring actors; None: one per CPU in the cluster
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 0.5  # fractional, so decode tasks always find a CPU
     batch_size: int = 32  # clips per scoring call
@@ -286,19 +286,29 @@ def _not_done(batch: dict, done: list[str]) -> dict:
 
 def _score(cfg: InferConfig, rows: ray.data.Dataset, metas: list[ModelMeta]) -> list[dict]:
     """Run the actor pool over the rows; results come back to the driver (scores are small)."""
-    workers = cfg.workers or max(1, cluster_cpus() // 2)
+    # One single-thread actor per CPU: the network is the bulk of the work, and the actors'
+    # fractional CPU leaves room for the decoding tasks that feed them.
+    workers = cfg.workers or cluster_cpus()
     threads = max(1, int(cfg.cpus_per_worker))
-    scored = rows.map_batches(
-        Scorer,
-        fn_constructor_kwargs={"models": list(cfg.models), "tta": cfg.tta, "how": cfg.combine,
-                               "threads": threads},
-        batch_size=cfg.batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=cfg.cpus_per_worker,
-        num_gpus=cfg.gpus_per_worker,
-    )
-    return scored.take_all()
+    context = ray.data.DataContext.get_current()
+    reserving = context.op_resource_reservation_enabled
+    # As in preprocessing: on a small cluster the per-operator reservation starves the actor
+    # pool (one actor busy, the other idle), so it is off for this two-operator pipeline.
+    context.op_resource_reservation_enabled = False
+    try:
+        scored = rows.map_batches(
+            Scorer,
+            fn_constructor_kwargs={"models": list(cfg.models), "tta": cfg.tta,
+                                   "how": cfg.combine, "threads": threads},
+            batch_size=cfg.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=cfg.cpus_per_worker,
+            num_gpus=cfg.gpus_per_worker,
+        )
+        return scored.take_all()
+    finally:
+        context.op_resource_reservation_enabled = reserving
 
 
 def _lwlrap(fnames, scores, truth, classes) -> float | None:

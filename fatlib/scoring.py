@@ -28,13 +28,17 @@ def tta_logits(
     windows = [clip for clip in clips for _ in range(n_crops)]
     starts = [s for clip in clips for s in tta_starts(clip.shape[1], crop_frames, n_crops)]
     x = torch.from_numpy(crop_batch(windows, starts, crop_frames)).unsqueeze(1)
-    x = x.expand(-1, norm.channels, -1, -1).to(device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.expand(-1, norm.channels, -1, -1)
+    chunk = 256 if device.type == "cuda" else 32  # CPU: small batches stay in cache
+    outputs = []
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
                                          enabled=device.type == "cuda"):
-        logits = model(x).float()
-    return logits.view(len(clips), n_crops, -1).cpu()
+        for part in x.split(chunk):
+            part = part.to(device)
+            if device.type == "cuda":
+                part = part.contiguous(memory_format=torch.channels_last)
+            outputs.append(model(part).float().cpu())
+    return torch.cat(outputs).view(len(clips), n_crops, -1)
 
 
 def combine(logits: torch.Tensor, how: str = "mean_sigmoid") -> np.ndarray:

@@ -37,8 +37,10 @@ def main() -> int:
     p.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=d.specaugment)
     p.add_argument("--arch", default=d.arch, help="resnet18 or resnet34")
     p.add_argument("--recipe", choices=["default", "seed"], default=d.recipe)
-    p.add_argument("--normalisation", choices=["clip", "global"], default=d.normalisation,
-                   help="default recipe: standardise each clip, or by the training set's stats")
+    p.add_argument("--normalisation", choices=["color", "clip", "global"],
+                   default=d.normalisation,
+                   help="input scaling: the seed's per-clip uint8 colour mapping (3 channels), "
+                        "per-clip standardisation, or the training set's dB statistics")
     p.add_argument("--valid-crops", type=int, default=d.valid_crops)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-failures", type=int, default=d.max_failures)

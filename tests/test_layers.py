@@ -7,13 +7,15 @@ from pathlib import Path
 
 import fatlib
 
-CORE = ["audio", "config", "features", "labels", "metrics", "models", "synth"]
-CORE_IF_PRESENT = ["augment"]
+CORE = ["audio", "config", "features", "labels", "metrics", "models", "synth", "augment",
+        "folds", "scoring", "errors"]
 
 
 def _core_modules():
     root = Path(fatlib.__file__).parent
-    return [m for m in CORE + CORE_IF_PRESENT if (root / f"{m}.py").exists()]
+    missing = [m for m in CORE if not (root / f"{m}.py").exists()]
+    assert not missing, f"core modules renamed or removed: {missing}"
+    return CORE
 
 
 def test_core_sources_have_no_ray_import():

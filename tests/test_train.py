@@ -63,17 +63,17 @@ def test_worker_crash_resumes_from_the_checkpoint(drilled_run):
 def test_artifact_holds_everything_inference_needs(drilled_run, features):
     out, result = drilled_run
     meta_doc = json.loads((out / "model" / "meta.json").read_text())
-    assert meta_doc["arch"] == "resnet18" and meta_doc["in_channels"] == 1
+    assert meta_doc["arch"] == "resnet18" and meta_doc["in_channels"] == 3
     assert meta_doc["classes"] == json.loads(
         storage.read_bytes(f"{features}/_MANIFEST.json"))["classes"]
     assert meta_doc["mel_fingerprint"] == MelConfig().fingerprint
     assert meta_doc["crop_frames"] == 64
-    assert meta_doc["normalisation"]["mode"] == "clip"  # the default recipe
+    assert meta_doc["normalisation"]["mode"] == "color"  # the default (measured best)
     assert meta_doc["metrics"]["lwlrap"] == pytest.approx(result.best_lwlrap)
     assert meta_doc["metrics"]["best_epoch"] == result.best_epoch
     meta, model = load_model(str(out / "model"))
     with torch.no_grad():
-        logits = model(torch.zeros(2, 1, 128, 64))
+        logits = model(torch.zeros(2, 3, 128, 64))
     assert logits.shape == (2, len(meta.classes))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["lwlrap"] == pytest.approx(max(h["lwlrap"] for h in result.history))
