@@ -33,12 +33,14 @@ def dev_cluster():
            "FATLIB_RAY_TEMP": f"/tmp/fr-{uuid.uuid4().hex[:6]}",
            "FATLIB_GCS_PORT": str(_free_port()), "FATLIB_DASHBOARD_PORT": str(dashboard)}
     env.pop("RAY_ADDRESS", None)
+    # No pipes: the Ray daemons it starts would hold them open and the call would never return.
     subprocess.run([str(ROOT / "cluster" / "local-up.sh"), "2", "1"], env=env, check=True,
-                   timeout=180, capture_output=True)
+                   timeout=180, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield {**env, "RAY_ADDRESS": f"http://127.0.0.1:{dashboard}", "RAY_AUTH_MODE": "token"}
     finally:
-        subprocess.run([str(ROOT / "cluster" / "local-down.sh")], env=env, timeout=60)
+        subprocess.run([str(ROOT / "cluster" / "local-down.sh")], env=env, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         leftover = subprocess.run(["pgrep", "-f", env["FATLIB_RAY_TEMP"]], capture_output=True)
         assert leftover.returncode == 1, "local-down.sh left processes running"
 
