@@ -19,6 +19,11 @@ for _ in $(seq "$workers"); do
   ray start --address "127.0.0.1:$port" --num-cpus "$cpus" \
     --resources "{\"fatlib_cpu\": $cpus}" --disable-usage-stats >/dev/null
 done
+# The job server answers before its agent can take jobs; wait until it does.
+for _ in $(seq 60); do
+  ray job list --address "http://127.0.0.1:$dashboard" >/dev/null 2>&1 && break
+  sleep 1
+done
 echo "Ray: head + $workers worker node(s) of $cpus CPU(s); temp dir $temp"
 echo "for ray job submit:   export RAY_ADDRESS=http://127.0.0.1:$dashboard RAY_AUTH_MODE=token"
 echo "for python jobs/...:  export RAY_ADDRESS=127.0.0.1:$port RAY_AUTH_MODE=token"

@@ -19,10 +19,13 @@ from fatlib.preprocess import PreprocessConfig, preprocess
 from fatlib.synth import SynthConfig, generate_dataset
 from fatlib.train import TrainConfig, train
 
+CLUSTERS: list[Cluster] = []
+
 
 def _cluster(n_workers: int = 2) -> tuple[Cluster, list]:
     """A head with no CPU and 1-CPU worker nodes, so work must spread over them."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    CLUSTERS.append(cluster)
     workers = [cluster.add_node(num_cpus=1) for _ in range(n_workers)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
@@ -94,6 +97,16 @@ def train_loses_a_node(tmp: Path) -> dict:
 
 
 if __name__ == "__main__":
+    import os
+
     scenario, folder = sys.argv[1], Path(sys.argv[2])
     print(json.dumps({"preprocess": preprocess_loses_a_node,
                       "train": train_loses_a_node}[scenario](folder)), flush=True)
+    ray.shutdown()
+    # Ray's exit hooks trip over the nodes the drill removed (AttributeError at exit): stop
+    # the remaining nodes here and leave without running them.
+    try:
+        CLUSTERS[0].shutdown()
+    except Exception as e:  # noqa: BLE001 - best effort; the result is already printed
+        print(f"cluster shutdown: {e}", file=sys.stderr)
+    os._exit(0)

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -49,8 +50,12 @@ def _submit(env, *job_args):
     """`ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- python ...`."""
     command = ["ray", "job", "submit", "--working-dir", ".", "--runtime-env",
                "cluster/runtime_env.yaml", "--", "python", *job_args]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=420)
+    for _ in range(6):  # a fresh head's job agent may need a few more seconds
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=420)
+        if "No available agent to submit job" not in done.stderr:
+            break
+        time.sleep(10)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "succeeded" in done.stdout
     return done.stdout

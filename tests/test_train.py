@@ -39,7 +39,7 @@ def _cfg(features, out, **kw):
 def drilled_run(features, tmp_path_factory):
     """2 workers, 5 epochs, one worker crashes after epoch 2 (after its checkpoint)."""
     out = tmp_path_factory.mktemp("runs") / "drill"
-    return out, train(_cfg(features, out, epochs=5, fail_after_epoch=2))
+    return out, train(_cfg(features, out, epochs=5, fail_after_epoch=2, normalisation="global"))
 
 
 def test_two_worker_training_learns(drilled_run):
@@ -63,17 +63,18 @@ def test_worker_crash_resumes_from_the_checkpoint(drilled_run):
 def test_artifact_holds_everything_inference_needs(drilled_run, features):
     out, result = drilled_run
     meta_doc = json.loads((out / "model" / "meta.json").read_text())
-    assert meta_doc["arch"] == "resnet18" and meta_doc["in_channels"] == 3
+    assert meta_doc["arch"] == "resnet18" and meta_doc["in_channels"] == 1
     assert meta_doc["classes"] == json.loads(
         storage.read_bytes(f"{features}/_MANIFEST.json"))["classes"]
     assert meta_doc["mel_fingerprint"] == MelConfig().fingerprint
     assert meta_doc["crop_frames"] == 64
-    assert meta_doc["normalisation"]["mode"] == "color"  # the default (measured best)
+    norm = meta_doc["normalisation"]
+    assert norm["mode"] == "global" and norm["std"] > 1  # dB statistics of the training fold
     assert meta_doc["metrics"]["lwlrap"] == pytest.approx(result.best_lwlrap)
     assert meta_doc["metrics"]["best_epoch"] == result.best_epoch
     meta, model = load_model(str(out / "model"))
     with torch.no_grad():
-        logits = model(torch.zeros(2, 3, 128, 64))
+        logits = model(torch.zeros(2, 1, 128, 64))
     assert logits.shape == (2, len(meta.classes))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["lwlrap"] == pytest.approx(max(h["lwlrap"] for h in result.history))
@@ -82,7 +83,7 @@ def test_artifact_holds_everything_inference_needs(drilled_run, features):
 def test_stopped_run_continues_with_resume(features, tmp_path):
     out = tmp_path / "stopped"
     cfg = _cfg(features, out, workers=1, epochs=2, max_failures=0, fail_after_epoch=1,
-               normalisation="global", report=False)
+               report=False)
     with pytest.raises(Exception):  # noqa: B017 - the crash surfaces as Ray's own error type
         train(cfg)
     with pytest.raises(RunDirError, match="--resume"):
@@ -90,7 +91,7 @@ def test_stopped_run_continues_with_resume(features, tmp_path):
     resumed = train(replace(cfg, fail_after_epoch=None, resume=True))
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     norm = json.loads((out / "model" / "meta.json").read_text())["normalisation"]
-    assert norm["mode"] == "global" and norm["std"] > 1  # dB statistics of the training fold
+    assert norm["mode"] == "color"  # the default input: the seed's colour mapping
 
 
 def test_seed_recipe_with_noisy_mix_writes_its_run_to_s3(features, s3_bucket):
