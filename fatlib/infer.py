@@ -26,7 +26,13 @@ from fatlib.artifact import ModelMeta, load_meta, load_model
 from fatlib.audio import AudioError
 from fatlib.dataset import AUDIO_SUFFIXES, read_split
 from fatlib.errors import UserError
-from fatlib.feature_store import MANIFEST, decode_logmel, read_split_table, split_files
+from fatlib.feature_store import (
+    MANIFEST,
+    decode_logmel,
+    encode_logmel,
+    read_split_table,
+    split_files,
+)
 from fatlib.labels import LabelError, multi_hot, parse_labels
 from fatlib.metrics import lwlrap
 from fatlib.preprocess import clip_log_mel
@@ -264,7 +270,7 @@ def _log_mels(batch: pa.Table, mel) -> dict[str, np.ndarray]:
     for clip in batch.to_pylist():
         try:
             logmel, _ = clip_log_mel(clip["uri"], clip["fname"], mel)
-            logmels.append(np.ascontiguousarray(logmel, dtype="<f2").tobytes())
+            logmels.append(encode_logmel(logmel))
             frames.append(logmel.shape[1])
             errors.append("")
         except AudioError as e:
