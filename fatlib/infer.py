@@ -217,6 +217,9 @@ def _check_models(cfg: InferConfig) -> list[ModelMeta]:
     return metas
 
 
+_DECODE_CPUS = 0.5
+
+
 def _input_rows(cfg: InferConfig, mel, classes, done: set[str]):
     """(Dataset of fname/logmel/n_frames/error rows or None, truth, skipped count)."""
     if storage.is_file(storage.join(cfg.data, MANIFEST)):
@@ -240,7 +243,10 @@ def _input_rows(cfg: InferConfig, mel, classes, done: set[str]):
     items = [{"fname": fname, "uri": uri} for fname, uri in todo]
     workers = max(1, cluster_cpus())
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4 * workers))
+    # Fractional like the scoring actors: on one-CPU nodes, each holding a 0.5-CPU actor, a
+    # 1-CPU decode task fits nowhere and the pipeline stalls (seen on cluster/local-up.sh).
     ds = ds.map_batches(_log_mels, fn_kwargs={"mel": mel}, batch_size=16, batch_format="pyarrow",
+                        num_cpus=_DECODE_CPUS,
                         resources={cfg.node_resource: 1} if cfg.node_resource else None)
     return ds, truth, len(clips) - len(todo)
 

@@ -4,8 +4,11 @@ an embedded local instance when there is none."""
 from __future__ import annotations
 
 import os
+import socket
 
 import ray
+
+GCS_PORT_VARIABLE = "RAY_GCS_SERVER_PORT"  # read by Ray when it starts a local head
 
 
 def ensure_ray() -> None:
@@ -15,9 +18,41 @@ def ensure_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
         return
-    # No address: always a fresh embedded instance (never a stray `ray start` cluster found on
-    # this machine), its dashboard on loopback only.
-    ray.init(address="local", dashboard_host="127.0.0.1", log_to_driver=True)
+    start_local_ray(log_to_driver=True)
+
+
+def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> str:
+    """Start an embedded Ray instance whose own processes know its address; returns it.
+
+    Ray code that runs inside workers and finds "the" cluster by itself (Ray Train's placement
+    group cleaner, which frees a Tune trial's workers after ASHA stops it) otherwise reads
+    /tmp/ray/ray_current_cluster, left by the last `ray start` on the machine: stale or another
+    cluster, so the cleaner dies and the stopped trial's CPUs stay reserved (later trials hang).
+    """
+    host = ray.util.get_node_ip_address()
+    port = _free_port(host)
+    address = f"{host}:{port}"
+    saved = os.environ.get(GCS_PORT_VARIABLE)
+    os.environ[GCS_PORT_VARIABLE] = str(port)
+    try:
+        # address="local": a fresh instance, never a stray `ray start` cluster found here;
+        # the dashboard on loopback only.
+        ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
+                 log_to_driver=log_to_driver,
+                 runtime_env={"env_vars": {"RAY_ADDRESS": address}})
+    finally:
+        if saved is None:
+            os.environ.pop(GCS_PORT_VARIABLE, None)
+        else:
+            os.environ[GCS_PORT_VARIABLE] = saved
+    return address
+
+
+def _free_port(host: str) -> int:
+    """A TCP port nothing listens on at the moment."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def cluster_cpus() -> int:

@@ -478,20 +478,20 @@ def _select(batch: dict, names: list[str], keep: bool, weight: float) -> dict:
 
 def _check_run_dir(cfg: TrainConfig) -> None:
     """A new run needs a fresh directory; --resume needs an existing one."""
-    has_run = storage.exists(cfg.out) and bool(_run_entries(cfg.out))
-    if has_run and not cfg.resume:
+    exists = has_run(cfg.out)
+    if exists and not cfg.resume:
         raise RunDirError(f"{cfg.out} already holds a run; pass --resume to continue it "
                           "or choose another --out")
-    if cfg.resume and not has_run:
+    if cfg.resume and not exists:
         raise RunDirError(f"{cfg.out}: no run to resume")
 
 
-def _run_entries(uri: str) -> list:
-    """Entries directly under a directory (files and folders)."""
+def has_run(uri: str) -> bool:
+    """Whether a run directory holds anything of a run (an empty folder does not count)."""
     import pyarrow.fs as pafs
 
     fs, path = storage.resolve(uri)
-    return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return bool(fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
 
 
 def run_location(out: str) -> tuple[str, str]:

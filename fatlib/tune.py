@@ -19,7 +19,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from fatlib import storage
 from fatlib.runtime import cluster_cpus, ensure_ray
-from fatlib.train import TrainConfig, run_location, train
+from fatlib.train import TrainConfig, has_run, run_location, train
 
 SEARCHED = ("lr", "crop_frames", "mixup", "specaugment")
 
@@ -147,7 +147,7 @@ def _trial(config: dict, base: TrainConfig, gpus: float, experiment: str) -> Non
     cfg = replace(base, out=out, gpus_per_worker=gpus, lr=float(config["lr"]),
                   crop_frames=int(config["crop_frames"]), mixup=float(config["mixup"]),
                   specaugment=bool(config["specaugment"]),
-                  resume=storage.exists(out))  # a restored trial continues its own run
+                  resume=has_run(out))  # a restored trial continues its own run
     train(cfg, callbacks=(TuneReportCallback(),))
 
 

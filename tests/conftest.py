@@ -87,10 +87,11 @@ def s3_bucket(s3_endpoint):
 def ray_local(s3_endpoint):
     """One local Ray instance (2 CPUs) for every test that needs Ray."""
     import ray
-
-    # address="local": a fresh instance even if a `ray start` cluster ran on this machine
-    ray.init(address="local", num_cpus=2, dashboard_host="127.0.0.1", log_to_driver=False)
     import ray.data
+
+    from fatlib.runtime import start_local_ray
+
+    start_local_ray(num_cpus=2, log_to_driver=False)
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield

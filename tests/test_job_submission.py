@@ -3,10 +3,10 @@ stages submitted with `ray job submit` exactly as the README says."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -16,13 +16,7 @@ from fatlib.synth import SynthConfig, generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-pytestmark = [
-    pytest.mark.slow,
-    # Opt-in (FATLIB_CLUSTER_DRILLS=1): they start extra Ray clusters beside the suite's and were
-    # not yet reliable inside the full run on a 2-core machine (see the closing note).
-    pytest.mark.skipif(os.environ.get("FATLIB_CLUSTER_DRILLS") != "1",
-                       reason="cluster drills are opt-in: FATLIB_CLUSTER_DRILLS=1"),
-]
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -43,25 +37,28 @@ def dev_cluster():
     # No pipes: the Ray daemons it starts would hold them open and the call would never return.
     subprocess.run([str(ROOT / "cluster" / "local-up.sh"), "2", "1"], env=env, check=True,
                    timeout=180, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    group = Path(env["FATLIB_RAY_TEMP"], "local-up.pgid").read_text().strip()
     try:
         yield {**env, "RAY_ADDRESS": f"http://127.0.0.1:{dashboard}", "RAY_AUTH_MODE": "token"}
     finally:
         subprocess.run([str(ROOT / "cluster" / "local-down.sh")], env=env, timeout=60,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        leftover = subprocess.run(["pgrep", "-f", env["FATLIB_RAY_TEMP"]], capture_output=True)
-        assert leftover.returncode == 1, "local-down.sh left processes running"
+        assert not _live_members(group), "local-down.sh left processes running"
+        shutil.rmtree(env["FATLIB_RAY_TEMP"], ignore_errors=True)
+
+
+def _live_members(group: str) -> list[str]:
+    """Processes of a process group that are still running (zombies excluded)."""
+    listing = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True)
+    return [line for line in listing.stdout.splitlines()
+            if line.split()[0] == group and not line.split()[1].startswith("Z")]
 
 
 def _submit(env, *job_args):
     """`ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- python ...`."""
     command = ["ray", "job", "submit", "--working-dir", ".", "--runtime-env",
                "cluster/runtime_env.yaml", "--", "python", *job_args]
-    for _ in range(6):  # a fresh head's job agent may need a few more seconds
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=420)
-        if "No available agent to submit job" not in done.stderr:
-            break
-        time.sleep(10)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "succeeded" in done.stdout
     return done.stdout
