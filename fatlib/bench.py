@@ -351,7 +351,7 @@ class InferBench:
         return "\n".join(lines)
 
 
-def bench_infer(n_clips: int = 100, ttas: tuple[int, ...] = (1, 8), threads: int = 2) -> InferBench:
+def bench_infer(n_clips: int = 400, ttas: tuple[int, ...] = (1, 8), threads: int = 2) -> InferBench:
     """Clips/s from audio to scores: jobs/infer's stage vs a per-clip librosa + model loop."""
     import ray
 
@@ -374,6 +374,9 @@ def bench_infer(n_clips: int = 100, ttas: tuple[int, ...] = (1, 8), threads: int
         clips = read_split(str(data), "test", classes)
         torch.set_num_threads(threads)
         _, model = load_model(model_uri)
+        # Warm, as the stage is: librosa compiles its kernels on the first clip.
+        combine(tta_logits(model, [meta.normalisation.clip(seed_log_mel(clips[0].uri))],
+                           meta.normalisation, 128, 1, torch.device("cpu")))
         naive = {}
         for tta in ttas:
             start = time.perf_counter()

@@ -37,7 +37,9 @@ def main() -> None:
                     help="DDP workers = threads of the plain loop")
     tr.add_argument("--arch", default="resnet18")
     inf = sub.add_parser("infer", help="inference stage vs a per-clip notebook loop, CPU")
-    inf.add_argument("--clips", type=int, default=100)
+    inf.add_argument("--clips", type=int, default=400,
+                     help="test clips; a run pays ~3 s to start its actors, so few clips "
+                          "measure mostly that")
     inf.add_argument("--tta", default="1,8", help="TTA crop counts to time, comma-separated")
     tta = sub.add_parser("tta", help="test lwlrap per TTA crop count and combination")
     tta.add_argument("--model", required=True, help="model artifact")

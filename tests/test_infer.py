@@ -164,3 +164,11 @@ def test_incremental_scores_every_clip_exactly_once(setup, ray_local, tmp_path, 
     assert sorted(rows.fname) == sorted(p.name for p in clips)  # each clip exactly once
     assert scored_fnames(str(out)) == {p.name for p in clips}
     assert (out / "_ledger.parquet").exists()
+
+
+def test_small_runs_split_into_enough_scoring_calls_for_every_actor():
+    from fatlib.infer import _batch_size
+
+    assert _batch_size(32, 100, 2) == 13  # 8 calls: 4 per actor instead of 76 / 24 clips
+    assert _batch_size(32, 10_000, 2) == 32  # large runs: the configured size
+    assert _batch_size(32, 3, 4) == 1
