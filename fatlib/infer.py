@@ -37,7 +37,7 @@ from fatlib.feature_store import (
 from fatlib.labels import LabelError, multi_hot, parse_labels
 from fatlib.metrics import lwlrap
 from fatlib.preprocess import clip_log_mel
-from fatlib.runtime import cluster_cpus, ensure_ray
+from fatlib.runtime import cluster_cpus, ensure_ray, without_op_reservation
 from fatlib.scoring import COMBINATIONS, combine, tta_logits
 
 SUCCESS = "_SUCCESS"
@@ -301,16 +301,11 @@ def _not_done(batch: dict, done: list[str]) -> dict:
 def _score(cfg: InferConfig, rows: ray.data.Dataset, metas: list[ModelMeta],
            n_rows: int) -> list[dict]:
     """Run the actor pool over the rows; results come back to the driver (scores are small)."""
-    # One single-thread actor per CPU: the network is the bulk of the work, and the actors'
-    # fractional CPU leaves room for the decoding tasks that feed them.
+    # One single-thread actor per CPU: the network is the bulk of the work. Decoding asks for
+    # the same fractional CPU, so without GPUs Ray Data runs it inside the actors' processes.
     workers = cfg.workers or cluster_cpus()
     threads = max(1, int(cfg.cpus_per_worker))
-    context = ray.data.DataContext.get_current()
-    reserving = context.op_resource_reservation_enabled
-    # As in preprocessing: on a small cluster the per-operator reservation starves the actor
-    # pool (one actor busy, the other idle), so it is off for this two-operator pipeline.
-    context.op_resource_reservation_enabled = False
-    try:
+    with without_op_reservation():
         scored = rows.map_batches(
             Scorer,
             fn_constructor_kwargs={"models": list(cfg.models), "tta": cfg.tta,
@@ -322,8 +317,6 @@ def _score(cfg: InferConfig, rows: ray.data.Dataset, metas: list[ModelMeta],
             num_gpus=cfg.gpus_per_worker,
         )
         return scored.take_all()
-    finally:
-        context.op_resource_reservation_enabled = reserving
 
 
 def _batch_size(largest: int, n_rows: int, workers: int) -> int:

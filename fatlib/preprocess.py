@@ -35,7 +35,7 @@ from fatlib.feature_store import (
     rows_to_parquet,
 )
 from fatlib.features import log_mel
-from fatlib.runtime import cluster_cpus, ensure_ray
+from fatlib.runtime import cluster_cpus, ensure_ray, without_op_reservation
 
 STAGING = "_staging"
 
@@ -167,13 +167,7 @@ def _convert_split(
         # One task per block. Tasks of ~batch_size clips amortise the ~30 ms Ray spends between
         # tasks; at least 4 blocks per worker keep the last tasks from leaving a core idle.
         n_blocks = min(len(items), max(4 * workers, math.ceil(len(items) / cfg.batch_size)))
-        context = ray.data.DataContext.get_current()
-        reserving = context.op_resource_reservation_enabled
-        # Ray Data's per-operator reservation splits a small cluster's CPUs between the input
-        # and the conversion operator, so on 2 CPUs only one conversion task ran at a time
-        # (measured: 2 workers no faster than 1). This pipeline has one real operator.
-        context.op_resource_reservation_enabled = False
-        try:
+        with without_op_reservation():  # this pipeline has one real operator
             ds = ray.data.from_items(items, override_num_blocks=n_blocks)
             reports = ds.map_batches(
                 _convert_batch,
@@ -184,8 +178,6 @@ def _convert_split(
                 num_cpus=1,
                 resources={cfg.node_resource: 1} if cfg.node_resource else None,
             ).take_all()
-        finally:
-            context.op_resource_reservation_enabled = reserving
     parts = sorted((r for r in reports if r["kind"] == "part"), key=lambda r: r["name"])
     errors = sorted((r["name"], r["reason"]) for r in reports if r["kind"] == "error")
     converted = sum(r["rows"] for r in parts)

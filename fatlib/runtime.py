@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
+import ray.data
 
 GCS_PORT_VARIABLE = "RAY_GCS_SERVER_PORT"  # read by Ray when it starts a local head
 
@@ -58,3 +61,20 @@ def _free_port(host: str) -> int:
 def cluster_cpus() -> int:
     """Whole CPUs in the cluster (at least 1)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+@contextmanager
+def without_op_reservation() -> Iterator[None]:
+    """Ray Data with its per-operator resource reservation off, for the pipelines run inside.
+
+    The reservation splits a small cluster's CPUs between operators: on 2 CPUs only one
+    conversion task ran at a time in preprocessing (2 workers no faster than 1), and one
+    scoring actor sat idle in inference.
+    """
+    context = ray.data.DataContext.get_current()
+    saved = context.op_resource_reservation_enabled
+    context.op_resource_reservation_enabled = False
+    try:
+        yield
+    finally:
+        context.op_resource_reservation_enabled = saved
