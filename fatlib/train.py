@@ -234,6 +234,11 @@ def train_loop_per_worker(config: dict) -> None:
         optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch
     )
     start_epoch, history = _restore(model, optimizer, scheduler)
+    # A restored run first replays its finished epochs' metrics (no checkpoints), so whoever
+    # watches the reports from scratch - a Tune trial resumed after its job was killed - sees
+    # the whole run, even when no epoch is left to train.
+    for metrics in history:
+        ray.train.report(metrics, checkpoint=None)
     train_shard = ray.train.get_dataset_shard("train")
     valid_shard = ray.train.get_dataset_shard("valid")
     for epoch in range(start_epoch, cfg.epochs):

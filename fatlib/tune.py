@@ -95,9 +95,11 @@ def tune_training(settings: TuneSettings) -> TuneResult:
                 mode="max",
                 num_samples=settings.samples,
                 max_concurrent_trials=settings.max_concurrent,
+                # Rungs by epoch, not by reports received: a trial resumed from its
+                # checkpoint replays its finished epochs and carries on from there.
                 scheduler=tune.schedulers.ASHAScheduler(
-                    max_t=settings.base.epochs, grace_period=settings.grace_epochs,
-                    reduction_factor=2),
+                    time_attr="epoch", max_t=settings.base.epochs,
+                    grace_period=settings.grace_epochs, reduction_factor=2),
                 search_alg=tune.search.BasicVariantGenerator(random_state=settings.seed),
             ),
             run_config=tune.RunConfig(name=name, storage_path=storage_path),

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
+import ray.train
 import torch
 
 from fatlib import storage
@@ -88,8 +89,18 @@ def test_stopped_run_continues_with_resume(features, tmp_path):
         train(cfg)
     with pytest.raises(RunDirError, match="--resume"):
         train(replace(cfg, fail_after_epoch=None))
-    resumed = train(replace(cfg, fail_after_epoch=None, resume=True))
+    reports = tmp_path / "reports.txt"
+
+    class RecordReports(ray.train.UserCallback):  # runs in Ray Train's controller process
+        def after_report(self, run_context, metrics, checkpoint):
+            with open(reports, "a") as f:
+                f.write(f"{metrics[0]['epoch']}\n")
+
+    resumed = train(replace(cfg, fail_after_epoch=None, resume=True),
+                    callbacks=(RecordReports(),))
     assert [h["epoch"] for h in resumed.history] == [1, 2]
+    # The finished epoch is replayed first, so a resumed Tune trial sees the whole run.
+    assert reports.read_text().split() == ["1", "2"]
     norm = json.loads((out / "model" / "meta.json").read_text())["normalisation"]
     assert norm["mode"] == "color"  # the default input: the seed's colour mapping
 
