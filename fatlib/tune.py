@@ -94,13 +94,15 @@ def tune_training(settings: TuneSettings) -> TuneResult:
                 metric="lwlrap",
                 mode="max",
                 num_samples=settings.samples,
-                max_concurrent_trials=settings.max_concurrent,
                 # Rungs by epoch, not by reports received: a trial resumed from its
                 # checkpoint replays its finished epochs and carries on from there.
                 scheduler=tune.schedulers.ASHAScheduler(
                     time_attr="epoch", max_t=settings.base.epochs,
                     grace_period=settings.grace_epochs, reduction_factor=2),
-                search_alg=tune.search.BasicVariantGenerator(random_state=settings.seed),
+                # The limit lives on the generator: Tune ignores max_concurrent_trials (with a
+                # warning) when it is handed a BasicVariantGenerator, and ran all trials at once.
+                search_alg=tune.search.BasicVariantGenerator(
+                    random_state=settings.seed, max_concurrent=settings.max_concurrent),
             ),
             run_config=tune.RunConfig(name=name, storage_path=storage_path),
         )
