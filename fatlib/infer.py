@@ -243,7 +243,7 @@ def _input_rows(cfg: InferConfig, mel, classes, done: set[str]):
     if not todo:
         return None, truth, len(clips), 0
     items = [{"fname": fname, "uri": uri} for fname, uri in todo]
-    workers = max(1, cluster_cpus())
+    workers = cluster_cpus()
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4 * workers))
     # Fractional like the scoring actors: on one-CPU nodes, each holding a 0.5-CPU actor, a
     # 1-CPU decode task fits nowhere and the pipeline stalls (seen on cluster/local-up.sh).

@@ -33,7 +33,7 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
     cluster, so the cleaner dies and the stopped trial's CPUs stay reserved (later trials hang).
     """
     host = ray.util.get_node_ip_address()
-    port = _free_port(host)
+    port = free_port(host)
     address = f"{host}:{port}"
     saved = os.environ.get(GCS_PORT_VARIABLE)
     os.environ[GCS_PORT_VARIABLE] = str(port)
@@ -51,7 +51,7 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
     return address
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on at the moment."""
     with socket.socket() as s:
         s.bind((host, 0))

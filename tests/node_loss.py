@@ -5,7 +5,6 @@ Run in its own process by tests/test_node_loss.py (a process joins one Ray clust
 """
 
 import json
-import socket
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from ray.cluster_utils import Cluster
 
 from fatlib.feature_store import read_split_table
 from fatlib.preprocess import PreprocessConfig, preprocess
+from fatlib.runtime import free_port
 from fatlib.synth import SynthConfig, generate_dataset
 from fatlib.train import TrainConfig, train
 
@@ -28,20 +28,13 @@ def _cluster(n_workers: int = 2) -> tuple[Cluster, list]:
     # Its own dashboard port: the drills read actor state through the dashboard, and another
     # Ray on this machine (the test suite's) may hold the default 8265.
     cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 0, "dashboard_port": _free_port()})
+                      head_node_args={"num_cpus": 0, "dashboard_port": free_port()})
     CLUSTERS.append(cluster)
     workers = [cluster.add_node(num_cpus=1) for _ in range(n_workers)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     return cluster, workers
-
-
-def _free_port() -> int:
-    """A TCP port nothing listens on at the moment."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _when(condition, action, timeout: float = 300.0) -> dict:

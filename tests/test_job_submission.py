@@ -4,7 +4,6 @@ stages submitted with `ray job submit` exactly as the README says."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fatlib.runtime import free_port
 from fatlib.synth import SynthConfig, generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,20 +19,14 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dev_cluster():
     """cluster/local-up.sh: head + 2 one-CPU worker nodes; stopped (only it) afterwards."""
-    dashboard = _free_port()
+    dashboard = free_port()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
            # short: Ray's socket paths under the temp dir must stay within 107 characters
            "FATLIB_RAY_TEMP": f"/tmp/fr-{uuid.uuid4().hex[:6]}",
-           "FATLIB_GCS_PORT": str(_free_port()), "FATLIB_DASHBOARD_PORT": str(dashboard)}
+           "FATLIB_GCS_PORT": str(free_port()), "FATLIB_DASHBOARD_PORT": str(dashboard)}
     env.pop("RAY_ADDRESS", None)
     # No pipes: the Ray daemons it starts would hold them open and the call would never return.
     subprocess.run([str(ROOT / "cluster" / "local-up.sh"), "2", "1"], env=env, check=True,
