@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet --constraint constraints.txt --editable '.[dev]'
 	touch $(STAMP)
 
+# ruff, then the floors of docs/ARCHITECTURE.md (import-linter contracts in pyproject.toml).
 lint: venv
 	$(VENV)/bin/ruff check fatlib jobs tests
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest -q
@@ -35,4 +37,4 @@ benchmark: venv
 	$(PY) jobs/benchmark.py features
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache .import_linter_cache

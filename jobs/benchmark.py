@@ -8,14 +8,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 
-from fatlib.bench import (  # noqa: E402
-    bench_features,
-    bench_infer,
-    bench_preprocess,
-    bench_train,
-    bench_tta,
-)
-
 
 def main() -> None:
     """Parse the benchmark name and its flags, run it, print its report."""
@@ -48,6 +40,10 @@ def main() -> None:
     tta.add_argument("--truth", default=None, help="test_truth.csv (else the split's labels)")
     tta.add_argument("--crops", default="1,2,4,8")
     args = parser.parse_args()
+    # The benchmarks load torch, librosa and Ray: only after the flags parse.
+    from fatlib.tools.bench_audio import bench_features, bench_preprocess
+    from fatlib.tools.bench_model import bench_infer, bench_train, bench_tta
+
     if args.bench == "features":
         print(bench_features(args.clips, args.seconds, args.rounds).format())
     elif args.bench == "preprocess":

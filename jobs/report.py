@@ -3,8 +3,7 @@
 import argparse
 import sys
 
-from fatlib.cli import run_job
-from fatlib.report import write_report
+from fatlib.core.cli import run_job
 
 
 def main() -> int:
@@ -15,6 +14,8 @@ def main() -> int:
                    help="feature store (default: the one the run was trained on)")
     p.add_argument("--clips", type=int, default=4, help="validation clips to show with Grad-CAM")
     args = p.parse_args()
+    from fatlib.report.run_report import write_report  # torch, matplotlib: after parsing
+
     return run_job("report", lambda: write_report(args.run, args.features, args.clips),
                    lambda r: f"report: {r.html} ({len(r.pictures)} pictures)")
 

@@ -89,7 +89,7 @@ def ray_local(s3_endpoint):
     import ray
     import ray.data
 
-    from fatlib.runtime import start_local_ray
+    from fatlib.stages.runtime import start_local_ray
 
     start_local_ray(num_cpus=2, log_to_driver=False)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fatlib.runtime import free_port
-from fatlib.synth import SynthConfig, generate_dataset
+from fatlib.stages.runtime import free_port
+from fatlib.tools.synth import SynthConfig, generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -1,0 +1,227 @@
+"""Command lines from config dataclasses, in one place: every job's flags (with help and
+defaults), the reverse `python jobs/x.py ...` command, and the wrapper that turns user errors
+into one line and exit code 2.
+
+A config field becomes a flag `--field-name` typed by its annotation; `option()` adds its help
+text and, where needed, another flag name, choices, or a parser for values that span two
+fields (`--fold k/K`). Nothing here imports torch or Ray, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from fatlib.core.errors import UserError
+
+T = TypeVar("T")
+_MISSING = dataclasses.MISSING
+
+
+def option(default: Any = _MISSING, help: str = "", *, flag: str | None = None,
+           choices: Iterable | None = None, parse: Callable[[str], Any] | None = None,
+           render: Callable[[Any], str] | None = None, sets: tuple[str, ...] | None = None,
+           default_text: str | None = None, append: bool = False, metavar: str | None = None,
+           cli: bool = True, default_factory: Any = _MISSING) -> Any:
+    """A dataclass field that knows its command-line flag.
+
+    flag: name without dashes (default: the field name with '-'); parse / render: text <-> value
+    for types argparse cannot guess; sets: the fields one flag fills (parse returns a tuple);
+    default_text: shown instead of a None default; append: the flag repeats into a tuple;
+    cli=False: no flag (set by code, e.g. fault drills).
+    """
+    meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
+            "parse": parse, "render": render, "sets": sets, "default_text": default_text,
+            "append": append, "metavar": metavar, "cli": cli}
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"fatlib": meta})
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (),
+              defaults: dict[str, Any] | None = None) -> None:
+    """Add a flag for every command-line field of the config dataclass cls.
+
+    defaults: other defaults for this parser (e.g. tune's one worker per trial).
+    """
+    defaults = defaults or {}
+    for spec in _specs(cls, exclude):
+        default = defaults.get(spec.name, spec.default)
+        kwargs: dict[str, Any] = {"dest": spec.dest, "help": _help(spec, default)}
+        if spec.kind is bool:
+            kwargs.update(action=argparse.BooleanOptionalAction, default=default)
+        elif spec.meta["append"]:
+            kwargs.update(action="append", type=spec.parse)
+        else:
+            kwargs.update(type=spec.parse, metavar=spec.meta["metavar"])
+            if spec.meta["choices"]:
+                kwargs.update(choices=spec.meta["choices"], metavar=None)
+        if spec.required:
+            kwargs["required"] = True
+        elif spec.kind is not bool:
+            kwargs["default"] = default
+        parser.add_argument(spec.flag, **kwargs)
+
+
+def from_args(cls: type[T], args: argparse.Namespace, *, exclude: Iterable[str] = (),
+              **fixed: Any) -> T:
+    """The config dataclass cls filled from parsed flags (and `fixed` values for the rest)."""
+    values = dict(fixed)
+    for spec in _specs(cls, exclude):
+        value = getattr(args, spec.dest)
+        if spec.meta["append"] and value is not None:
+            value = tuple(value)
+        if spec.meta["sets"]:
+            values.update(zip(spec.meta["sets"], value, strict=True))
+        else:
+            values[spec.name] = value
+    return cls(**values)
+
+
+def command(script: str, cfg: Any, *, exclude: Iterable[str] = (),
+            always: Iterable[str] = ()) -> str:
+    """The `python <script> ...` command line that runs cfg: required flags, the fields in
+    `always`, and every other field whose value differs from its default."""
+    args = ["python", script]
+    always = set(always)
+    for spec in _specs(type(cfg), exclude):
+        names = spec.meta["sets"] or (spec.name,)
+        value = tuple(getattr(cfg, n) for n in names) if spec.meta["sets"] else getattr(cfg,
+                                                                                        spec.name)
+        changed = value != spec.default
+        if not (spec.required or spec.name in always or changed):
+            continue
+        if spec.kind is bool:
+            args.append(spec.flag if value else f"--no-{spec.flag[2:]}")
+        elif spec.meta["append"]:
+            for item in value:
+                args += [spec.flag, spec.text(item)]
+        elif value is not None:
+            args += [spec.flag, spec.text(value)]
+    return shlex.join(args)
+
+
+def run_job(name: str, stage: Callable[[], T], summary: Callable[[T], str]) -> int:
+    """Exit status of running stage(): 0 and its summary printed, or 2 and the error line."""
+    try:
+        result = stage()
+    except UserError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 2
+    print(summary(result))
+    return 0
+
+
+@dataclasses.dataclass
+class _Spec:
+    """One field's command-line form."""
+
+    name: str
+    kind: Any  # the element type: bool, int, float, str (or of a tuple)
+    is_tuple: bool
+    default: Any
+    required: bool
+    meta: dict
+
+    @property
+    def flag(self) -> str:
+        """--flag-name."""
+        return "--" + (self.meta["flag"] or self.name.replace("_", "-"))
+
+    @property
+    def dest(self) -> str:
+        """Attribute name on the parsed namespace."""
+        return (self.meta["flag"] or self.name).replace("-", "_")
+
+    def parse(self, text: str) -> Any:
+        """A flag's text -> the field's value."""
+        if self.meta["parse"]:
+            return self.meta["parse"](text)
+        if self.is_tuple and not self.meta["append"]:
+            return tuple(_scalar(self.kind, part.strip()) for part in text.split(",")
+                         if part.strip())
+        return _scalar(self.kind, text)
+
+    def text(self, value: Any) -> str:
+        """A field's value -> its flag's text (inverse of parse)."""
+        if self.meta["render"]:
+            return self.meta["render"](value)
+        if self.is_tuple and not self.meta["append"]:
+            return ",".join(_scalar_text(v) for v in value)
+        return _scalar_text(value)
+
+
+def _specs(cls: type, exclude: Iterable[str]) -> list[_Spec]:
+    """Command-line specs of the fields of cls, in declaration order."""
+    excluded = set(exclude)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    specs = []
+    for f in fields.values():
+        meta = dict(f.metadata.get("fatlib", {}))
+        if f.name in excluded or not meta.get("cli", True):
+            continue
+        meta.setdefault("help", "")
+        for key in ("flag", "choices", "parse", "render", "sets", "default_text", "metavar"):
+            meta.setdefault(key, None)
+        meta.setdefault("append", False)
+        kind, is_tuple = _kind(hints[f.name], f.name, cls)
+        default = f.default if f.default is not _MISSING else (
+            f.default_factory() if f.default_factory is not _MISSING else None)
+        if meta["sets"]:  # one flag, several fields: its default is their defaults together
+            default = tuple(fields[n].default for n in meta["sets"])
+        required = f.default is _MISSING and f.default_factory is _MISSING
+        specs.append(_Spec(f.name, kind, is_tuple, default, required, meta))
+    return specs
+
+
+def _kind(hint: Any, name: str, cls: type) -> tuple[Any, bool]:
+    """(element type, is a tuple) of a field's annotation; Optional[X] counts as X."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        return args[0], True
+    if args and typing.get_origin(hint) is not None:  # X | None
+        return _kind(args[0], name, cls)
+    if hint in (bool, int, float, str):
+        return hint, False
+    raise TypeError(f"{cls.__name__}.{name}: no command-line form for {hint}; "
+                    "declare it with option(cli=False)")
+
+
+def _scalar(kind: Any, text: str) -> Any:
+    """Text -> bool / int / float / str."""
+    if kind is bool:
+        lowered = text.lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise argparse.ArgumentTypeError(f"not a yes/no value: {text!r}")
+        return lowered in ("true", "1", "yes")
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a valid {kind.__name__}: {text!r}") from None
+
+
+def _scalar_text(value: Any) -> str:
+    """bool / int / float / str -> text that parses back to it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _help(spec: _Spec, default: Any) -> str:
+    """The field's help with its default shown."""
+    if spec.required:
+        return spec.meta["help"] + " (required)"
+    if default is None or default == ():
+        shown = spec.meta["default_text"] or ("none" if default is None else "all")
+    elif spec.kind is bool and not spec.is_tuple:
+        shown = "on" if default else "off"
+    else:
+        shown = spec.text(default)
+    return f"{spec.meta['help']} (default: {shown})".replace("%", "%%")

@@ -1,0 +1,151 @@
+"""Log-mel spectrograms equal to librosa's (melspectrogram + power_to_db), computed faster.
+
+Shapes: a clip is (n_samples,) float32; its log-mel is (n_mels, n_frames) float32 in dB, with
+n_frames = 1 + n_samples // hop_length (centred STFT, zero padding, periodic Hann window).
+The FFT runs in float32 (librosa's in float64): values within 80 dB of the clip's peak agree to
+~1e-3 dB; bins more than ~100 dB below it are rounding noise, clamped away by db_top_db=80.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import numpy as np
+import torch
+
+from fatlib.core.config import MelConfig
+
+# Consecutive mel filters are projected together as one dense block over the FFT bins they
+# cover; 8 filters a block skips ~93% of the filterbank's zeros in 16 small matmuls.
+_FILTERS_PER_BLOCK = 8
+
+# Clips up to this many frames (~30 s at the seed's hop) reuse per-thread buffers.
+_MAX_REUSED_FRAMES = 2048
+
+
+def log_mel(y: np.ndarray, cfg: MelConfig) -> np.ndarray:
+    """Log-mel power spectrogram in dB, (n_mels, n_frames) float32, for a mono clip y."""
+    return LogMel.for_config(cfg)(y)
+
+
+class LogMel:
+    """Log-mel extractor for one MelConfig: holds the window and the banded mel filterbank."""
+
+    def __init__(self, cfg: MelConfig) -> None:
+        self.cfg = cfg
+        # Periodic Hann, as scipy.signal.get_window("hann", n_fft, fftbins=True).
+        self.window = torch.hann_window(cfg.n_fft, periodic=True, dtype=torch.float64).float()
+        self.blocks = _filter_blocks(mel_filterbank(cfg))
+        self._local = threading.local()
+
+    @staticmethod
+    @functools.lru_cache(maxsize=8)
+    def for_config(cfg: MelConfig) -> LogMel:
+        """Shared extractor per config, so the filterbank is built once per process."""
+        return LogMel(cfg)
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        """Log-mel of one clip: (n_samples,) float32 -> (n_mels, n_frames) float32 dB."""
+        with torch.no_grad():
+            return self._power_to_db(self._mel_power(y)).numpy()
+
+    def _mel_power(self, y: np.ndarray) -> torch.Tensor:
+        """Mel power spectrogram, (n_mels, n_frames)."""
+        cfg = self.cfg
+        half = cfg.n_fft // 2
+        padded = torch.from_numpy(np.pad(np.asarray(y, dtype=np.float32), (half, half)))
+        windows = padded.unfold(0, cfg.n_fft, cfg.hop_length)
+        frames, spectrum, power = self._workspace(windows.shape[0])
+        torch.mul(windows, self.window, out=frames)
+        torch.fft.rfft(frames, dim=-1, out=spectrum)
+        # Squaring the interleaved (re, im) pairs in one contiguous pass, then adding the two
+        # halves, is ~3x faster than abs()**2 or squaring the strided .real / .imag views.
+        squares = torch.view_as_real(spectrum).square_()
+        torch.add(squares[..., 0], squares[..., 1], out=power)
+        mel = torch.empty((cfg.n_mels, power.shape[0]), dtype=torch.float32)
+        for first, last, lo, hi, weights in self.blocks:
+            torch.matmul(weights, power[:, lo:hi].T, out=mel[first:last])
+        return mel
+
+    def _workspace(self, n_frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Frame, spectrum and power buffers for n_frames, reused across calls on this thread.
+
+        Fresh multi-MB tensors per clip cost ~10% of the whole path in page faults.
+        """
+        n_bins = self.cfg.n_fft // 2 + 1
+        held = getattr(self._local, "buffers", None)
+        if held is None or held[0].shape[0] < n_frames:
+            buffers = (
+                torch.empty((n_frames, self.cfg.n_fft)),
+                torch.empty((n_frames, n_bins), dtype=torch.complex64),
+                torch.empty((n_frames, n_bins)),
+            )
+            if n_frames > _MAX_REUSED_FRAMES:  # a very long clip: do not hold its memory
+                return buffers
+            held = self._local.buffers = buffers
+        return held[0][:n_frames], held[1][:n_frames], held[2][:n_frames]
+
+    def _power_to_db(self, mel: torch.Tensor) -> torch.Tensor:
+        """librosa.power_to_db, in place on a (n_mels, n_frames) tensor."""
+        cfg = self.cfg
+        db = torch.log10(mel.clamp_(min=cfg.db_amin)).mul_(10.0)
+        db -= 10.0 * np.log10(max(cfg.db_amin, cfg.db_ref))
+        if cfg.db_top_db is not None:
+            db.clamp_(min=float(db.max()) - cfg.db_top_db)
+        return db
+
+
+def encode_logmel(logmel: np.ndarray) -> bytes:
+    """(n_mels, n_frames) dB array -> float16 little-endian bytes (the feature store's format)."""
+    return np.ascontiguousarray(logmel, dtype="<f2").tobytes()
+
+
+def decode_logmel(data: bytes, n_mels: int, n_frames: int) -> np.ndarray:
+    """Inverse of `encode_logmel`: a read-only (n_mels, n_frames) float16 view."""
+    return np.frombuffer(data, dtype="<f2").reshape(n_mels, n_frames)
+
+
+def mel_filterbank(cfg: MelConfig) -> np.ndarray:
+    """Slaney-style, Slaney-normalised mel filterbank (n_mels, n_fft // 2 + 1) float32.
+
+    Equal to librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax, htk=False, norm="slaney").
+    """
+    fft_hz = np.fft.rfftfreq(n=cfg.n_fft, d=1.0 / cfg.sample_rate)
+    edges_mel = np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(cfg.fmax_hz), cfg.n_mels + 2)
+    edges_hz = mel_to_hz(edges_mel)
+    widths = np.diff(edges_hz)
+    ramps = np.subtract.outer(edges_hz, fft_hz)
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / (200.0 / 3)
+    log = 15.0 + np.log(np.maximum(hz, 1e-12) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log, linear)
+
+
+def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    """Inverse of `hz_to_mel`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    linear = mel * (200.0 / 3)
+    log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0))
+    return np.where(mel >= 15.0, log, linear)
+
+
+def _filter_blocks(fb: np.ndarray) -> list[tuple[int, int, int, int, torch.Tensor]]:
+    """Split the filterbank into (first, last, lo_bin, hi_bin, weights (filters, bins)) blocks."""
+    blocks = []
+    for first in range(0, fb.shape[0], _FILTERS_PER_BLOCK):
+        last = min(first + _FILTERS_PER_BLOCK, fb.shape[0])
+        bins = np.flatnonzero(fb[first:last].any(axis=0))
+        lo, hi = (int(bins[0]), int(bins[-1]) + 1) if bins.size else (0, 1)
+        weights = torch.from_numpy(np.ascontiguousarray(fb[first:last, lo:hi]))
+        blocks.append((first, last, lo, hi, weights))
+    return blocks

@@ -1,0 +1,164 @@
+"""The Parquet feature store: row format, per-file metadata, the manifest and split commits.
+
+Layout: <root>/<split>/part-*.parquet, <root>/<split>/_errors.parquet, <root>/_MANIFEST.json.
+A split exists for readers only once the manifest lists it, with its exact files: a job killed
+while writing or committing leaves nothing half-visible (docs/ARCHITECTURE.md, "Contracts").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from fatlib import __version__
+from fatlib.core.config import MelConfig
+from fatlib.core.errors import UserError
+from fatlib.io import storage
+
+MANIFEST = "_MANIFEST.json"
+ERRORS_FILE = "_errors.parquet"
+STORE_FORMAT = 1
+
+# One row per converted clip. The log-mel is float16 dB, C-order (n_mels, n_frames), as raw
+# little-endian bytes (fatlib.core.features.encode_logmel): readable by any Parquet tool, no
+# ragged-tensor extension type needed.
+ROW_SCHEMA = pa.schema(
+    [
+        ("fname", pa.string()),
+        ("labels", pa.list_(pa.string())),
+        ("n_frames", pa.int32()),
+        ("seconds", pa.float32()),  # decoded clip length before trimming and padding
+        ("logmel", pa.binary()),
+    ]
+)
+ERROR_SCHEMA = pa.schema([("fname", pa.string()), ("reason", pa.string())])
+
+
+class FeatureStoreError(UserError):
+    """Features are missing, incomplete, or were computed with another configuration."""
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """What the manifest records of one committed split."""
+
+    name: str
+    files: list[str]
+    rows: int
+    errors: int
+    audio_seconds: float
+    frames: int
+    bytes: int
+    wall_seconds: float
+
+
+def file_metadata(cfg: MelConfig, split: str) -> dict[bytes, bytes]:
+    """Parquet schema metadata carried by every feature file."""
+    return {
+        b"fatlib.fingerprint": cfg.fingerprint.encode(),
+        b"fatlib.mel_config": json.dumps(cfg.to_dict(), sort_keys=True).encode(),
+        b"fatlib.split": split.encode(),
+        b"fatlib.version": __version__.encode(),
+    }
+
+
+def write_rows(uri: str, columns: dict[str, list], cfg: MelConfig, split: str) -> int:
+    """Write feature rows (column lists in ROW_SCHEMA order) as one Parquet file; its size."""
+    table = pa.table(columns, schema=ROW_SCHEMA.with_metadata(file_metadata(cfg, split)))
+    # Dictionary encoding only helps the label column; the log-mel bytes do not compress well.
+    return storage.write_parquet(uri, table, compression="zstd", use_dictionary=["labels"])
+
+
+def write_errors(uri: str, errors: list[tuple[str, str]]) -> None:
+    """Write the (fname, reason) errors table of a split."""
+    fnames, reasons = zip(*errors, strict=True) if errors else ((), ())
+    table = pa.table({"fname": list(fnames), "reason": list(reasons)}, schema=ERROR_SCHEMA)
+    storage.write_parquet(uri, table)
+
+
+def read_manifest(root: str) -> dict | None:
+    """The store's manifest, or None when root holds no feature store."""
+    path = storage.join(root, MANIFEST)
+    return storage.read_json(path) if storage.is_file(path) else None
+
+
+def new_manifest(cfg: MelConfig, classes: list[str], source: str) -> dict:
+    """An empty manifest for features of cfg over a dataset with this class vocabulary."""
+    return {
+        "format": STORE_FORMAT,
+        "fingerprint": cfg.fingerprint,
+        "mel_config": cfg.to_dict(),
+        "classes": list(classes),
+        "source": source,
+        "fatlib_version": __version__,
+        "splits": {},
+    }
+
+
+def commit_split(root: str, manifest: dict, staged: str, info: SplitInfo) -> None:
+    """Publish a split written under `staged`: move its files into place, then list it."""
+    final = storage.join(root, info.name)
+    manifest["splits"].pop(info.name, None)
+    storage.write_json(storage.join(root, MANIFEST), manifest)  # unpublish any older version
+    storage.remove_tree(final)
+    storage.move_tree(staged, final)
+    manifest["splits"][info.name] = {
+        "files": info.files,
+        "rows": info.rows,
+        "errors": info.errors,
+        "errors_file": f"{info.name}/{ERRORS_FILE}",
+        "audio_seconds": round(info.audio_seconds, 3),
+        "frames": info.frames,
+        "bytes": info.bytes,
+        "wall_seconds": round(info.wall_seconds, 3),
+        "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    storage.write_json(storage.join(root, MANIFEST), manifest)
+
+
+def split_files(root: str, split: str, cfg: MelConfig | None = None) -> list[str]:
+    """URIs of a committed split's Parquet files; refuses another MelConfig's features."""
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise FeatureStoreError(f"{root}: no feature store here ({MANIFEST} missing)")
+    if cfg is not None:
+        require_fingerprint(manifest, cfg, root)
+    if split not in manifest["splits"]:
+        have = ", ".join(manifest["splits"]) or "none"
+        raise FeatureStoreError(f"{root}: split {split!r} not preprocessed (committed: {have})")
+    return [storage.join(root, split, f) for f in manifest["splits"][split]["files"]]
+
+
+def split_paths(root: str, split: str, cfg: MelConfig | None = None
+                ) -> tuple[pafs.FileSystem, list[str]]:
+    """(filesystem, paths inside it) of a committed split's files, for readers such as Ray
+    Data's read_parquet that take a filesystem and plain paths."""
+    files = split_files(root, split, cfg)
+    fs, _ = storage.resolve(files[0])
+    return fs, [storage.resolve(f)[1] for f in files]
+
+
+def require_fingerprint(manifest: dict, cfg: MelConfig, root: str) -> None:
+    """FeatureStoreError naming both fingerprints when the store was built with another config."""
+    if manifest["fingerprint"] != cfg.fingerprint:
+        raise FeatureStoreError(
+            f"{root}: features have mel fingerprint {manifest['fingerprint']}, "
+            f"the configuration expects {cfg.fingerprint}"
+        )
+
+
+def read_split_table(
+    root: str, split: str, cfg: MelConfig | None = None, columns: list[str] | None = None
+) -> pa.Table:
+    """A committed split (or some of its columns) as one Arrow table, read on the caller.
+
+    Fine for label columns or small splits; stages stream log-mels through Ray Data instead.
+    """
+    files = split_files(root, split, cfg)
+    tables = [storage.read_parquet(uri, columns) for uri in files]
+    schema = ROW_SCHEMA if columns is None else pa.schema([ROW_SCHEMA.field(c) for c in columns])
+    return pa.concat_tables(tables) if tables else schema.empty_table()

@@ -1,0 +1,1 @@
+"""Pictures: figures (spectrograms, curves, Grad-CAM...), the run report, dataset previews."""

@@ -1,0 +1,160 @@
+"""The run report: every picture of a training run in PNGs and one report.html in the run dir.
+
+Rebuilds the run's validation fold from its recorded settings, scores it with the exported
+model, and draws the batch grid, spectrograms, curves, per-class lwlrap, filters and Grad-CAMs.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fatlib.core.features import decode_logmel
+from fatlib.core.inputs import crop_batch, training_batch
+from fatlib.core.labels import multi_hot
+from fatlib.core.metrics import per_class_lwlrap
+from fatlib.core.scoring import combine, tta_logits
+from fatlib.io import storage
+from fatlib.io.artifact import load_model
+from fatlib.io.feature_store import read_split_table
+from fatlib.report.figures import (
+    batch_grid_figure,
+    curves_figure,
+    filters_figure,
+    grad_cam,
+    grad_cam_figure,
+    per_class_figure,
+    save_png,
+    spectrogram_figure,
+)
+from fatlib.stages.train.config import TrainConfig
+from fatlib.stages.train.inputs import input_spec, training_inputs
+
+REPORT = "report.html"
+
+
+@dataclass
+class Report:
+    """Where the report went and the PNGs it shows."""
+
+    html: str
+    pictures: list[str]
+
+
+def write_report(run: str, features: str | None = None, n_clips: int = 4) -> Report:
+    """Draw the run's pictures into <run>/ and write <run>/report.html that shows them."""
+    meta, model = load_model(storage.join(run, "model"))
+    metrics = storage.read_json(storage.join(run, "metrics.json"))
+    history = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(run, "history.csv"))))
+    settings = {k: v for k, v in metrics["config"].items() if k in TrainConfig.__dataclass_fields__}
+    cfg = replace(TrainConfig(**settings), features=features or settings["features"],
+                  mel=meta.mel, out=run)
+    inputs = training_inputs(cfg)
+    rows = read_split_table(cfg.features, "train_curated", meta.mel,
+                            columns=["fname", "labels", "n_frames", "logmel"]).to_pylist()
+    valid = [r for r in rows if r["fname"] in inputs.valid_names]
+    train_rows = [r for r in rows if r["fname"] not in inputs.valid_names]
+    pictures: list[tuple[str, str]] = []  # (file name, caption)
+
+    def put(fig, name: str, caption: str) -> None:
+        save_png(fig, storage.join(run, name))
+        pictures.append((name, caption))
+
+    put(_batch_figure(train_rows[:8], cfg, inputs), "batch.png",
+        "A training batch: random crops as the network sees them, with their labels")
+    for i, row in enumerate(valid[:2]):
+        logmel = decode_logmel(row["logmel"], meta.mel.n_mels, row["n_frames"]).astype(np.float32)
+        put(spectrogram_figure(logmel, meta.mel, f"{row['fname']}: {', '.join(row['labels'])}"),
+            f"spectrogram_{i}.png", f"Log-mel of validation clip {row['fname']}")
+    put(curves_figure(history.to_dict("records"), _lr_schedule(cfg, metrics)), "curves.png",
+        "Loss, validation lwlrap and the one-cycle learning rate")
+    clips = [meta.normalisation.clip(decode_logmel(r["logmel"], meta.mel.n_mels, r["n_frames"]))
+             for r in valid]
+    with torch.no_grad():
+        logits = torch.cat([tta_logits(model, clips[i : i + 32], meta.normalisation,
+                                       meta.crop_frames, cfg.valid_crops, torch.device("cpu"))
+                            for i in range(0, len(clips), 32)])
+    scores = combine(logits)
+    truth = multi_hot([r["labels"] for r in valid], meta.classes)
+    per_class, weights = per_class_lwlrap(truth, scores)
+    put(per_class_figure(per_class, weights, meta.classes), "per_class.png",
+        "Per-class lwlrap on the validation fold, worst first (w = class weight)")
+    put(filters_figure(model), "filters.png", "First convolution layer's filters")
+    for i, (row, clip) in enumerate(list(zip(valid, clips, strict=True))[:n_clips]):
+        fig = _grad_cam_figure(model, meta, row, clip, scores[i])
+        put(fig, f"gradcam_{i}.png", f"Grad-CAM for each true label of {row['fname']}")
+    page = _html(run, metrics, pictures, float(per_class @ weights))
+    storage.write_bytes(storage.join(run, REPORT), page.encode())
+    return Report(html=storage.join(run, REPORT), pictures=[p for p, _ in pictures])
+
+
+def _batch_figure(rows: list[dict], cfg: TrainConfig, inputs):
+    """show_batch: the training stage's own batch preparation on a few clips."""
+    batch = {"logmel": np.array([r["logmel"] for r in rows], dtype=object),
+             "n_frames": np.array([r["n_frames"] for r in rows]),
+             "labels": np.array([r["labels"] for r in rows], dtype=object),
+             "weight": np.ones(len(rows), dtype=np.float32)}
+    x, y, _ = training_batch(batch, input_spec(cfg, inputs.norm), inputs.classes,
+                             np.random.default_rng(cfg.seed))
+    labels = [[inputs.classes[j] for j in np.flatnonzero(row > 0.5)] for row in y.numpy()]
+    return batch_grid_figure([crop[0] for crop in x.numpy()], labels)
+
+
+def _grad_cam_figure(model, meta, row, clip, scores):
+    """Grad-CAM of each true label on the clip's centred crop."""
+    start = (clip.shape[1] - meta.crop_frames) // 2
+    crop = crop_batch([clip], [start], meta.crop_frames)[0]
+    x = torch.from_numpy(crop)[None, None].expand(1, meta.in_channels, -1, -1).contiguous()
+    labels = list(row["labels"])
+    cams = [grad_cam(model, x, meta.classes.index(label)) for label in labels]
+    label_scores = [float(scores[meta.classes.index(label)]) for label in labels]
+    return grad_cam_figure(crop, cams, labels, label_scores, row["fname"])
+
+
+def _lr_schedule(cfg: TrainConfig, metrics: dict) -> np.ndarray:
+    """The one-cycle LR at every step of the run, replayed from its settings."""
+    steps = int(metrics.get("steps_per_epoch", 0)) * cfg.epochs
+    if steps < 2:
+        return np.array([])
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        if schedule.last_epoch < steps - 1:
+            schedule.step()
+    return np.array(lrs)
+
+
+def _html(run: str, metrics: dict, pictures: list[tuple[str, str]], score: float) -> str:
+    """A single page, no external resources: the run's headline numbers and every picture."""
+    config = metrics.get("config", {})
+    facts = [("run", run), ("best epoch", metrics.get("best_epoch")),
+             ("validation lwlrap (best epoch)", f"{metrics.get('lwlrap', float('nan')):.4f}"),
+             ("validation lwlrap (exported model, recomputed)", f"{score:.4f}"),
+             ("fold", metrics.get("fold")), ("recipe", config.get("recipe")),
+             ("architecture", config.get("arch")), ("epochs", config.get("epochs")),
+             ("max LR", config.get("lr")), ("crop frames", config.get("crop_frames")),
+             ("mixup", config.get("mixup")), ("SpecAugment", config.get("specaugment"))]
+    rows = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                     for k, v in facts)
+    figures = "\n".join(
+        f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for name, caption in pictures)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fatlib run report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}
+table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+figure{{margin:1.5em 0}}img{{max-width:100%}}figcaption{{color:#555}}</style></head>
+<body><h1>fatlib run report</h1>
+<table>{rows}</table>
+{figures}
+</body></html>
+"""

@@ -1,0 +1,77 @@
+"""The inference stage's config and result (no torch or Ray here: jobs import it first)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fatlib.core.cli import option
+from fatlib.core.config import TTA_COMBINATIONS
+from fatlib.core.errors import UserError
+from fatlib.io import storage
+from fatlib.io.predictions import SUBMISSION
+
+
+class InferenceError(UserError):
+    """Models, input or output cannot be used together (mismatch, bad run id, no clips)."""
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Inputs of the inference stage."""
+
+    models: tuple[str, ...] = option(help="model artifact directory or s3://...; repeat for an "
+                                     "ensemble", flag="model", append=True)
+    data: str = option(help="dataset root (test/), a folder of audio files, or a feature store")
+    out: str = option(help="predictions root: a directory or s3://...")
+    split: str = option("test", "split to score when --data is a feature store")
+    tta: int = option(4, "crops per clip (1: one centred crop)")
+    combine: str = option(TTA_COMBINATIONS[0], "how a clip's crop scores become one score per "
+                          "class", flag="tta-combine", choices=TTA_COMBINATIONS)
+    workers: int | None = option(None, "scoring actors", default_text="one per CPU in the cluster")
+    gpus_per_worker: float = option(0.0, "GPUs per scoring actor")
+    cpus_per_worker: float = option(0.5, "CPUs per scoring actor (fractional, so decode tasks "
+                                    "always find a CPU)")
+    batch_size: int = option(32, "most clips per scoring call (fewer in small runs, so every "
+                             "actor gets several)")
+    run_id: str | None = option(None, "name of this run's folder under --out",
+                                default_text="the UTC time, e.g. 20261125T181500Z")
+    incremental: bool = option(False, "score only clips no earlier successful run under --out "
+                               "scored")
+    node_resource: str | None = option(None, "decode audio only on nodes offering this resource "
+                                       "(fatlib_cpu)", metavar="NAME")
+
+
+@dataclass
+class InferResult:
+    """What a run wrote and measured."""
+
+    run_id: str
+    run_dir: str
+    scored: int
+    failed: int
+    skipped: int
+    models: int
+    tta: int
+    wall_seconds: float
+    lwlrap: float | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    written: bool = True  # False: incremental run with nothing new, no run directory
+
+    @property
+    def submission(self) -> str:
+        """Location of submission.csv."""
+        return storage.join(self.run_dir, SUBMISSION)
+
+    def summary(self) -> str:
+        """One line for the job to print."""
+        if not self.written:
+            return f"run {self.run_id}: nothing new to score ({self.skipped} already scored)"
+        parts = [f"run {self.run_id}: {self.scored} clips scored"]
+        extra = [f"{self.failed} failed"] if self.failed else []
+        extra += [f"{self.skipped} already scored"] if self.skipped else []
+        parts.append(f" ({', '.join(extra)})" if extra else "")
+        parts.append(f" with {self.models} model(s) x TTA {self.tta} in {self.wall_seconds:.1f} s")
+        if self.lwlrap is not None:
+            parts.append(f"; lwlrap {self.lwlrap:.4f}")
+        parts.append(f"; submission: {self.submission}")
+        return "".join(parts)

@@ -1,0 +1,64 @@
+"""The preprocessing stage's config and result (no torch or Ray here: jobs import it first)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fatlib.core.cli import option
+from fatlib.core.config import MelConfig
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Inputs of the preprocessing stage."""
+
+    data: str = option(help="dataset root in the Kaggle layout: a directory or s3://bucket/prefix")
+    out: str = option(help="feature store root: a directory or s3://...")
+    splits: tuple[str, ...] = option((), "comma-separated subset of "
+                                     "train_curated,train_noisy,test", default_text="every split")
+    workers: int | None = option(None, "concurrent conversion tasks",
+                                 default_text="one per CPU in the cluster")
+    batch_size: int = option(64, "clips per task and per Parquet part, at most")
+    mel: MelConfig = option(default_factory=MelConfig, cli=False)
+    overwrite: bool = option(False, "redo finished splits; replace a store built with another "
+                             "MelConfig")
+    node_resource: str | None = option(None, "run conversion only on nodes offering this custom "
+                                       "resource (cluster.yaml: fatlib_cpu)", metavar="NAME")
+
+
+@dataclass
+class SplitResult:
+    """Outcome for one split."""
+
+    split: str
+    converted: int = 0
+    failed: int = 0
+    skipped: bool = False
+    audio_seconds: float = 0.0
+    bytes: int = 0
+    wall_seconds: float = 0.0
+    errors_uri: str = ""
+
+    def summary(self) -> str:
+        """One line: counts, and where the errors are when there are any."""
+        if self.skipped:
+            return f"{self.split}: already preprocessed with this configuration, skipped"
+        line = (f"{self.split}: {self.converted} converted, {self.failed} failed"
+                f"{f' (see {self.errors_uri})' if self.failed else ''}; "
+                f"{self.audio_seconds:.0f} audio-s in {self.wall_seconds:.1f} s")
+        return line
+
+
+@dataclass
+class PreprocessResult:
+    """Outcome of the stage: the store, its fingerprint, one result per split."""
+
+    out: str
+    fingerprint: str
+    splits: list[SplitResult]
+
+    def summary(self) -> str:
+        """Lines for the job to print."""
+        lines = [r.summary() for r in self.splits]
+        lines.append(f"features: {self.out} (mel fingerprint {self.fingerprint})")
+        return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""A training run on storage: its directory, per-epoch checkpoints (save / restore), the fault
+drill, and the export of the best checkpoint as the model artifact with metrics and history."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, replace
+
+import pyarrow.fs as pafs
+import ray.train
+import torch
+
+from fatlib.core.inputs import Normalisation
+from fatlib.io import storage
+from fatlib.io.artifact import ModelMeta, save_artifact
+from fatlib.stages.train.config import RunDirError, TrainConfig, TrainResult
+
+STATE_FILE = "state.pt"
+HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "lwlrap", "time", "lr"]
+
+
+def check_run_dir(cfg: TrainConfig) -> None:
+    """A new run needs a fresh directory; --resume needs an existing one."""
+    exists = has_run(cfg.out)
+    if exists and not cfg.resume:
+        raise RunDirError(f"{cfg.out} already holds a run; pass --resume to continue it "
+                          "or choose another --out")
+    if cfg.resume and not exists:
+        raise RunDirError(f"{cfg.out}: no run to resume")
+
+
+def has_run(uri: str) -> bool:
+    """Whether a run directory holds anything of a run (an empty folder does not count)."""
+    fs, path = storage.resolve(uri)
+    return bool(fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
+
+
+def run_location(out: str) -> tuple[str, str]:
+    """Ray's (storage_path, name) for a run or experiment directory."""
+    out = out.rstrip("/")
+    if storage.is_remote(out):
+        parent, name = out.rsplit("/", 1)
+        return parent, name
+    path = os.path.abspath(out)
+    return os.path.dirname(path), os.path.basename(path)
+
+
+def restore(model, optimizer, scheduler) -> tuple[int, list[dict]]:
+    """Continue from the latest checkpoint when Ray Train hands one over (restart or resume):
+    the epochs done and their history ((0, []) for a fresh run)."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, []
+    state = _load_state(checkpoint)
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["epoch"], state["history"]
+
+
+def report_epoch(rank: int, model, optimizer, scheduler, history: list[dict],
+                 metrics: dict) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint of this epoch."""
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory(prefix="fatlib-ckpt-") as folder:
+        torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": metrics["epoch"],
+                    "history": history}, os.path.join(folder, STATE_FILE))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def maybe_fail(cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
+    """Fault drill: the last worker dies once, after the given epoch's checkpoint."""
+    if cfg.fail_after_epoch is None or epoch + 1 != cfg.fail_after_epoch:
+        return
+    marker = storage.join(cfg.out, ".fault-drill-done")
+    if rank == world - 1 and not storage.exists(marker):
+        storage.write_bytes(marker, b"1")
+        os._exit(1)  # a hard crash, as a lost node looks to Ray Train
+
+
+def export(cfg: TrainConfig, result, classes: list[str], norm: Normalisation,
+           steps_per_epoch: int) -> TrainResult:
+    """The best checkpoint by lwlrap becomes <run>/model; history and metrics beside it."""
+    if result.error is not None:
+        raise result.error
+    history = _load_state(result.checkpoint)["history"]
+    best_checkpoint, best = max(result.best_checkpoints, key=lambda pair: pair[1]["lwlrap"])
+    state = _load_state(best_checkpoint)
+    metrics = {"best_epoch": int(best["epoch"]), "lwlrap": float(best["lwlrap"]),
+               "valid_loss": float(best["valid_loss"]), "epochs": cfg.epochs,
+               "fold": f"{cfg.fold}/{cfg.n_folds}", "steps_per_epoch": steps_per_epoch,
+               "config": _config_dict(cfg)}
+    meta = ModelMeta(arch=cfg.arch, classes=classes, mel=cfg.mel, crop_frames=cfg.crop_frames,
+                     normalisation=norm, recipe=cfg.recipe, metrics=metrics)
+    artifact = storage.join(cfg.out, "model")
+    save_artifact(artifact, meta, state["model"])
+    storage.write_json(storage.join(cfg.out, "metrics.json"), metrics)
+    storage.write_bytes(storage.join(cfg.out, "history.csv"), _history_csv(history))
+    return TrainResult(out=cfg.out, artifact=artifact, best_epoch=metrics["best_epoch"],
+                       best_lwlrap=metrics["lwlrap"], history=history)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a DistributedDataParallel wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+def _load_state(checkpoint: ray.train.Checkpoint) -> dict:
+    """The state dict saved in a checkpoint (model, optimizer, scheduler, epoch, history)."""
+    with checkpoint.as_directory() as folder:
+        return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu",
+                          weights_only=False)
+
+
+def _config_dict(cfg: TrainConfig) -> dict:
+    """The run's settings, JSON-ready (the mel config is in the artifact already)."""
+    d = asdict(replace(cfg, fail_after_epoch=None, resume=False))
+    d.pop("mel")
+    return json.loads(json.dumps(d))
+
+
+def _history_csv(history: list[dict]) -> bytes:
+    """history.csv: one row per epoch."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS)
+    writer.writeheader()
+    writer.writerows(history)
+    return out.getvalue().encode()

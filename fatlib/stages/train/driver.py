@@ -1,0 +1,61 @@
+"""The training driver: validate the store, split the folds, start Ray Train's DDP workers on
+Ray Data shards, export the best checkpoint by lwlrap as <run>/model (with <run>/metrics.json
+and <run>/history.csv beside it)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from fatlib.io import storage
+from fatlib.stages.runtime import cluster_cpus, ensure_ray
+from fatlib.stages.train.checkpoints import check_run_dir, export, run_location
+from fatlib.stages.train.config import TrainConfig, TrainResult, steps_per_epoch
+from fatlib.stages.train.datasets import training_datasets
+from fatlib.stages.train.inputs import input_spec, training_inputs
+from fatlib.stages.train.loop import WorkerInputs, train_loop_per_worker
+
+
+def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
+    """Train on the feature store's curated fold (plus noisy clips), export the best model.
+
+    callbacks: extra Ray Train callbacks (Tune passes its report callback here).
+    """
+    cfg = replace(cfg, features=storage.absolute(cfg.features), out=storage.absolute(cfg.out))
+    cfg.check()
+    check_run_dir(cfg)
+    inputs = training_inputs(cfg)
+    ensure_ray()
+    train_ds, valid_ds = training_datasets(cfg, inputs.valid_names)
+    n_train = train_ds.count()
+    cpus = cfg.cpus_per_worker or max(1.0, cluster_cpus() // cfg.workers)
+    worker_inputs = WorkerInputs(cfg=cfg, classes=inputs.classes,
+                                 spec=input_spec(cfg, inputs.norm), n_train=n_train,
+                                 threads=max(1, int(cpus)))
+    storage_path, name = run_location(cfg.out)
+    gpus = {"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker > 0 else {}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"inputs": worker_inputs},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers,
+                                               use_gpu=cfg.gpus_per_worker > 0,
+                                               resources_per_worker={"CPU": cpus, **gpus}),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.keep_checkpoints,
+                checkpoint_score_attribute="lwlrap",
+                checkpoint_score_order="max",
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            callbacks=list(callbacks),
+        ),
+        datasets={"train": train_ds, "valid": valid_ds},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    return export(cfg, result, inputs.classes, inputs.norm,
+                  steps_per_epoch(n_train, cfg.batch_size, cfg.workers))

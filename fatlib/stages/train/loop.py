@@ -1,0 +1,142 @@
+"""What each Ray Train worker runs: the DDP training loop and validation over the whole fold."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+
+from fatlib.core.features import decode_logmel
+from fatlib.core.inputs import InputSpec, training_batch
+from fatlib.core.labels import multi_hot
+from fatlib.core.losses import clip_bce, weighted_bce
+from fatlib.core.metrics import lwlrap
+from fatlib.core.models import build_model
+from fatlib.core.scoring import combine, tta_logits
+from fatlib.stages.train.checkpoints import maybe_fail, report_epoch, restore, unwrap
+from fatlib.stages.train.config import TrainConfig, format_history, steps_per_epoch
+
+
+@dataclass(frozen=True)
+class WorkerInputs:
+    """Everything the driver hands each worker (besides the dataset shards)."""
+
+    cfg: TrainConfig
+    classes: list[str]
+    spec: InputSpec  # crops, input scaling and augmentations
+    n_train: int  # training rows per epoch, for the length of the LR schedule
+    threads: int  # torch threads per worker
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """One Ray Train worker: DDP ResNet, one-cycle AdamW, lwlrap on the whole fold each epoch.
+
+    config: {"inputs": WorkerInputs} (Ray Train hands workers a dict).
+    """
+    inputs: WorkerInputs = config["inputs"]
+    cfg = inputs.cfg
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(inputs.threads)
+    torch.manual_seed(cfg.seed + rank)
+    device = ray.train.torch.get_device()
+    model = build_model(cfg.arch, len(inputs.classes), in_channels=inputs.spec.norm.channels)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr,
+        total_steps=cfg.epochs * steps_per_epoch(inputs.n_train, cfg.batch_size, world))
+    start_epoch, history = restore(model, optimizer, scheduler)
+    # A restored run first replays its finished epochs' metrics (no checkpoints), so whoever
+    # watches the reports from scratch - a Tune trial resumed after its job was killed - sees
+    # the whole run, even when no epoch is left to train.
+    for metrics in history:
+        ray.train.report(metrics, checkpoint=None)
+    train_shard = ray.train.get_dataset_shard("train")
+    valid_shard = ray.train.get_dataset_shard("valid")
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, epoch, rank])  # reproducible after a restart
+        train_loss = _train_epoch(model, optimizer, scheduler, train_shard, inputs, rng, device)
+        scores, truth, valid_loss = validation_scores(
+            model, valid_shard, inputs, device, rank=rank, world=world)
+        metrics = {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
+                   "lwlrap": lwlrap(truth, scores), "time": time.perf_counter() - started,
+                   "lr": scheduler.get_last_lr()[0]}
+        history.append(metrics)
+        report_epoch(rank, model, optimizer, scheduler, history, metrics)
+        if rank == 0:
+            print(format_history(history, header=epoch == start_epoch, last_only=True), flush=True)
+        maybe_fail(cfg, epoch, rank, world)
+
+
+def validation_scores(model, shard, inputs: WorkerInputs, device, *, rank: int, world: int):
+    """Scores and truth for the whole validation fold, on every rank, and the mean valid loss.
+
+    Each rank scores every world-th clip of the (unsplit) fold; the results are gathered, since
+    lwlrap is not an average of per-shard values.
+    """
+    net = unwrap(model).eval()  # not the DDP wrapper: ranks score different numbers of batches
+    spec, cfg = inputs.spec, inputs.cfg
+    scores, truth, losses, seen = [], [], [], 0
+    for batch in shard.iter_batches(batch_size=64, batch_format="numpy"):
+        mine = (np.arange(seen, seen + len(batch["fname"])) % world) == rank
+        seen += len(batch["fname"])
+        if not mine.any():
+            continue
+        clips = [spec.norm.clip(decode_logmel(b, spec.n_mels, n))
+                 for b, n in zip(batch["logmel"][mine], batch["n_frames"][mine], strict=True)]
+        logits = tta_logits(net, clips, spec.norm, spec.crop_frames, cfg.valid_crops, device)
+        y = torch.from_numpy(multi_hot(batch["labels"][mine], inputs.classes))
+        losses.append(clip_bce(logits, y[:, None, :].expand_as(logits)))
+        scores.append(combine(logits))
+        truth.append(y.numpy())
+    parts = [(np.concatenate(scores), np.concatenate(truth), torch.cat(losses).numpy())
+             if scores else None]
+    if world > 1:
+        gathered: list = [None] * world
+        torch.distributed.all_gather_object(gathered, parts[0])
+        parts = gathered
+    parts = [p for p in parts if p is not None]
+    all_losses = np.concatenate([p[2] for p in parts])
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            float(all_losses.mean()))
+
+
+def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng, device) -> float:
+    """One pass over this worker's shard; returns the mean training loss over all shards."""
+    cfg = inputs.cfg
+    world = ray.train.get_context().get_world_size()
+    model.train()
+    total, count = 0.0, 0
+    batches = shard.iter_batches(
+        batch_size=cfg.batch_size // world,
+        batch_format="numpy",
+        local_shuffle_buffer_size=min(4 * cfg.batch_size, max(1, inputs.n_train // world)),
+        local_shuffle_seed=int(rng.integers(2**31)),
+    )
+    for batch in batches:
+        x, y, w = training_batch(batch, inputs.spec, inputs.classes, rng)
+        x, y, w = x.to(device), y.to(device), w.to(device)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+        loss = weighted_bce(logits, y, w)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler.last_epoch < scheduler.total_steps:
+            scheduler.step()
+        total += loss.item() * len(w)
+        count += len(w)
+    sums = torch.tensor([total, float(count)], dtype=torch.float64)
+    if world > 1:  # the epoch's loss over all shards, not rank 0's alone
+        torch.distributed.all_reduce(sums)
+    return float(sums[0] / max(1.0, float(sums[1])))

@@ -1,0 +1,123 @@
+"""The Ray Tune search: each trial is `fatlib.stages.train.driver.train` itself, run inside a
+function trainable (Ray 2.60's Train V2 + Tune pattern), so the best trial is reproduced by the
+train.py command line that best.json records. ASHA stops weak trials early; a killed experiment
+resumes without re-running finished trials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from fatlib.io import storage
+from fatlib.stages.runtime import cluster_cpus, ensure_ray
+from fatlib.stages.train.checkpoints import has_run, run_location
+from fatlib.stages.train.config import TrainConfig
+from fatlib.stages.train.driver import train
+from fatlib.stages.tune.config import SEARCHED, TuneResult, TuneSettings, train_command
+
+
+def tune_training(settings: TuneSettings) -> TuneResult:
+    """Run (or resume) the search and write best.json, results.csv and lwlrap_vs_lr.png."""
+    ensure_ray()
+    base = settings.base
+    if base.cpus_per_worker is None:
+        # Concurrent trials share the CPUs; each trial's driver holds 0.01 CPU, so whole-CPU
+        # workers would never fit (2 CPUs - 0.01 < 2): take a little under an equal share.
+        share = 0.98 * cluster_cpus() / (settings.max_concurrent * base.workers)
+        base = replace(base, cpus_per_worker=round(share, 2))
+    base = replace(base, features=storage.absolute(base.features))
+    settings = replace(settings, out=storage.absolute(settings.out), base=base)
+    settings.base.check()
+    storage_path, name = run_location(settings.out)
+    experiment = storage.join(storage_path, name)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=settings.base, experiment=experiment),
+        {"cpu": 0.01},  # the trial's driver only waits; its Train workers hold the resources
+    )
+    if tune.Tuner.can_restore(experiment):
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_search_space(settings),
+            tune_config=tune.TuneConfig(
+                metric="lwlrap",
+                mode="max",
+                num_samples=settings.samples,
+                # Rungs by epoch, not by reports received: a trial resumed from its
+                # checkpoint replays its finished epochs and carries on from there.
+                scheduler=tune.schedulers.ASHAScheduler(
+                    time_attr="epoch", max_t=settings.base.epochs,
+                    grace_period=settings.grace_epochs, reduction_factor=2),
+                # The limit lives on the generator: Tune ignores max_concurrent_trials (with a
+                # warning) when it is handed a BasicVariantGenerator, and ran all trials at once.
+                search_alg=tune.search.BasicVariantGenerator(
+                    random_state=settings.seed, max_concurrent=settings.max_concurrent),
+            ),
+            run_config=tune.RunConfig(name=name, storage_path=storage_path),
+        )
+    grid = tuner.fit()
+    trials = _trials_table(grid)
+    if trials.empty:
+        raise RuntimeError("no trial reported a result")
+    best = trials.iloc[0].to_dict()
+    best_cfg = {k: _plain(best[k]) for k in SEARCHED}
+    command = train_command(replace(settings.base, **best_cfg,
+                                    out=storage.join(settings.out, "best-run")))
+    storage.write_json(storage.join(settings.out, "best.json"),
+                       {"lwlrap": float(best["lwlrap"]), "config": best_cfg,
+                        "epochs_run": int(best["epoch"]), "trial_id": best["trial_id"],
+                        "command": command})
+    storage.write_bytes(storage.join(settings.out, "results.csv"),
+                        trials.to_csv(index=False).encode())
+    return TuneResult(best_cfg, float(best["lwlrap"]), command, trials, settings.out)
+
+
+def _trial(config: dict, base: TrainConfig, experiment: str) -> None:
+    """One trial: the training stage with the sampled settings, reporting each epoch to Tune."""
+    trial_id = ray.tune.get_context().get_trial_id()
+    out = storage.join(experiment, "trials", trial_id)
+    cfg = replace(base, out=out, lr=float(config["lr"]),
+                  crop_frames=int(config["crop_frames"]), mixup=float(config["mixup"]),
+                  specaugment=bool(config["specaugment"]),
+                  resume=has_run(out))  # a restored trial continues its own run
+    train(cfg, callbacks=(TuneReportCallback(),))
+
+
+def _search_space(settings: TuneSettings) -> dict:
+    """LR log-uniform; crop, mixup and SpecAugment from their lists."""
+    return {
+        "lr": tune.loguniform(settings.lr_min, settings.lr_max),
+        "crop_frames": tune.choice(list(settings.crops)),
+        "mixup": tune.choice(list(settings.mixups)),
+        "specaugment": tune.choice(list(settings.specaugments)),
+    }
+
+
+def _trials_table(grid) -> pd.DataFrame:
+    """One row per trial: its settings, best lwlrap and the epoch it came at, best first."""
+    rows = []
+    for result in grid:
+        frame = result.metrics_dataframe
+        if frame is None or "lwlrap" not in frame:
+            continue
+        top = frame.loc[frame["lwlrap"].idxmax()]
+        rows.append({"trial_id": result.metrics.get("trial_id", ""),
+                     **{k: result.config[k] for k in SEARCHED},
+                     "lwlrap": float(top["lwlrap"]), "epoch": int(top["epoch"]),
+                     "epochs_run": int(frame["epoch"].max()),
+                     "valid_loss": float(top["valid_loss"])})
+    columns = ["trial_id", *SEARCHED, "lwlrap", "epoch", "epochs_run", "valid_loss"]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.sort_values("lwlrap", ascending=False, ignore_index=True)
+
+
+def _plain(value):
+    """numpy scalars -> Python values (for JSON and flags)."""
+    return value.item() if hasattr(value, "item") else value
+

@@ -1,0 +1,1 @@
+"""The jobs: thin shells that parse flags, call a stage and print its summary."""

@@ -1,0 +1,120 @@
+"""Network inputs: the seed's colour mapping, normalisations, crops and padding, TTA windows,
+and the training batch assembled from stored rows."""
+
+import numpy as np
+import pytest
+import torch
+
+from fatlib.core.augment import Compose, compose
+from fatlib.core.features import encode_logmel
+from fatlib.core.inputs import (
+    InputSpec,
+    Normalisation,
+    crop_batch,
+    random_starts,
+    seed_color,
+    training_batch,
+    tta_starts,
+)
+
+
+def _seed_mono_to_color(x, eps=1e-6):
+    """The seed kernel's mono_to_color, verbatim in logic (3 stacked channels, uint8)."""
+    x = np.stack([x, x, x], axis=-1)
+    mean, std = x.mean(), x.std()
+    xstd = (x - mean) / (std + eps)
+    _min, _max = xstd.min(), xstd.max()
+    if (_max - _min) > eps:
+        v = np.clip(xstd, _min, _max)
+        v = 255 * (v - _min) / (_max - _min)
+        return v.astype(np.uint8)
+    return np.zeros_like(xstd, dtype=np.uint8)
+
+
+def test_seed_color_equals_the_seed_kernel():
+    logmel = np.random.default_rng(0).normal(-40, 15, size=(128, 300)).astype(np.float32)
+    expected = _seed_mono_to_color(logmel)[..., 0]
+    ours = seed_color(logmel)
+    assert ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - expected.astype(int)).max() <= 1  # float rounding at .5
+    assert (ours == expected).mean() > 0.999
+    assert not seed_color(np.full((4, 4), -80.0)).any()
+
+
+def test_normalisations():
+    x = np.array([[-80.0, -40.0], [0.0, 40.0]], dtype=np.float32)
+    g = Normalisation("global", mean=-20.0, std=40.0)
+    np.testing.assert_allclose(g.clip(x), [[-1.5, -0.5], [0.5, 1.5]])
+    assert g.channels == 1 and Normalisation("color").channels == 3
+    c = Normalisation("clip").clip(x)
+    assert c.mean() == pytest.approx(0, abs=1e-6) and c.std() == pytest.approx(1, abs=1e-5)
+    np.testing.assert_allclose(Normalisation("clip").clip(x + 30), c, atol=1e-5)  # level-free
+    assert Normalisation("color").clip(x).max() == 1.0
+
+
+def test_random_starts_stay_inside_long_clips_and_place_short_ones():
+    rng = np.random.default_rng(0)
+    frames = np.array([500, 128, 40] * 200)
+    starts = random_starts(frames, 128, rng)
+    long, exact, short = starts[0::3], starts[1::3], starts[2::3]
+    assert long.min() >= 0 and long.max() <= 372 and len(set(long)) > 50
+    assert (exact == 0).all()
+    assert short.min() >= -88 and short.max() <= 0
+
+
+def test_crop_batch_cuts_and_pads_with_the_silence_floor():
+    long = np.arange(20, dtype=np.float32).reshape(2, 10)
+    short = np.full((2, 3), 5.0, dtype=np.float32)
+    short[:, 1] = -80.0
+    out = crop_batch([long, short], [4, -2], 6)
+    np.testing.assert_array_equal(out[0], long[:, 4:10])
+    np.testing.assert_array_equal(out[1, 0], [-80, -80, 5, -80, 5, -80])
+
+
+def test_tta_windows_cover_the_clip():
+    np.testing.assert_array_equal(tta_starts(300, 128, 1), [86])
+    starts = tta_starts(1000, 128, 8)
+    assert starts[0] == 0 and starts[-1] == 872 and np.all(np.diff(starts) > 0)
+    shifted = tta_starts(60, 128, 3)
+    assert list(shifted) == [0, -34, -68]
+
+
+@pytest.mark.parametrize("mode", ["nope"])
+def test_unknown_normalisation(mode):
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        Normalisation(mode).clip(np.zeros((2, 2)))
+
+
+def _rows(frames, classes):
+    rng = np.random.default_rng(1)
+    logmels = [rng.normal(-40, 10, size=(8, n)).astype(np.float32) for n in frames]
+    return {"logmel": np.array([encode_logmel(m) for m in logmels], dtype=object),
+            "n_frames": np.array(frames),
+            "labels": np.array([[classes[i % len(classes)]] for i in range(len(frames))],
+                               dtype=object),
+            "weight": np.array([1.0, 0.5, 1.0], dtype=np.float32)}
+
+
+def test_training_batch_crops_scales_and_targets():
+    classes = ["a", "b", "c"]
+    spec = InputSpec(n_mels=8, crop_frames=16, norm=Normalisation("color"))
+    x, y, w = training_batch(_rows([40, 16, 5], classes), spec, classes,
+                             np.random.default_rng(0))
+    assert x.shape == (3, 3, 8, 16) and x.dtype == torch.float32
+    assert torch.equal(x[:, 0], x[:, 2])  # colour mode: three identical channels
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    np.testing.assert_array_equal(y.numpy(), np.eye(3, dtype=np.float32))
+    np.testing.assert_array_equal(w.numpy(), [1.0, 0.5, 1.0])
+
+
+def test_training_batch_is_reproducible_and_applies_the_named_augmentations():
+    classes = ["a", "b", "c"]
+    plain = InputSpec(8, 16, Normalisation("clip"))
+    mixed = InputSpec(8, 16, Normalisation("clip"), compose([("mixup", {"alpha": 0.4})]))
+    rows = _rows([40, 30, 20], classes)
+    a = training_batch(rows, mixed, classes, np.random.default_rng(3))
+    b = training_batch(rows, mixed, classes, np.random.default_rng(3))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    _, y_plain, _ = training_batch(rows, plain, classes, np.random.default_rng(3))
+    assert torch.equal(y_plain, torch.eye(3)) and not torch.equal(a[1], y_plain)
+    assert plain.augment == Compose()

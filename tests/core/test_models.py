@@ -1,0 +1,92 @@
+"""The model registry: every architecture gives logits for any crop length, survives the
+artifact round trip and names its Grad-CAM layer; ResNets match the standard layouts."""
+
+import numpy as np
+import pytest
+import torch
+
+from fatlib.core.config import MelConfig
+from fatlib.core.inputs import Normalisation
+from fatlib.core.models import available_models, build_model
+from fatlib.io.artifact import ModelMeta, load_model, save_artifact
+from fatlib.report.figures import grad_cam
+
+REGISTERED = available_models()
+
+
+def test_the_registry_holds_the_resnets():
+    assert {"resnet18", "resnet34"} <= set(REGISTERED)
+
+
+@pytest.mark.parametrize("arch", REGISTERED)
+@pytest.mark.parametrize("in_channels, frames", [(1, 32), (3, 128), (1, 311)])
+def test_every_model_gives_logits_for_any_crop_length(arch, in_channels, frames):
+    model = build_model(arch, 7, in_channels=in_channels).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, in_channels, 128, frames))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    assert model.first_conv().in_channels == in_channels
+
+
+@pytest.mark.parametrize("arch", REGISTERED)
+def test_every_model_survives_the_artifact_round_trip(arch, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(arch, 5, in_channels=3).eval()
+    meta = ModelMeta(arch=arch, classes=list("abcde"), mel=MelConfig(), crop_frames=64,
+                     normalisation=Normalisation("color"), recipe="default")
+    save_artifact(str(tmp_path / "model"), meta, model.state_dict())
+    loaded_meta, loaded = load_model(str(tmp_path / "model"))
+    x = torch.randn(2, 3, 128, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert loaded_meta.arch == arch and loaded_meta.in_channels == 3
+
+
+@pytest.mark.parametrize("arch", REGISTERED)
+def test_every_model_names_a_grad_cam_layer(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, 4)
+    cam = grad_cam(model, torch.randn(1, 1, 64, 48), class_index=2)
+    assert cam.shape == (64, 48) and 0.0 <= cam.min() and cam.max() <= 1.0
+    assert np.isfinite(cam).all() and model.training  # the model is left as it came
+
+# torchvision's resnet18 / resnet34 (3 input channels, 1000 classes) hold 11,689,512 and
+# 21,797,672 parameters; minus the 7x7 stem (3*64*49) and the head (512*1000 + 1000):
+STANDARD_BODY = {"resnet18": 11_689_512 - 9_408 - 513_000, "resnet34": 21_797_672 - 9_408 - 513_000}
+
+
+@pytest.mark.parametrize("arch", sorted(STANDARD_BODY))
+@pytest.mark.parametrize("in_channels, n_classes", [(1, 80), (3, 10)])
+def test_parameter_count_equals_standard_layout_apart_from_stem_and_head(
+    arch, in_channels, n_classes
+):
+    model = build_model(arch, n_classes, in_channels=in_channels)
+    stem = model.first_conv().weight.numel()
+    head = sum(p.numel() for p in model.fc.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert stem == in_channels * 64 * 7 * 7
+    assert head == 512 * n_classes + n_classes
+    assert total - stem - head == STANDARD_BODY[arch]
+
+
+def test_unknown_architecture_is_named():
+    with pytest.raises(ValueError, match="resnet50"):
+        build_model("resnet50", 10)
+
+
+def test_learns_a_toy_multilabel_task():
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 32, 32)
+    y = (torch.rand(16, 4) < 0.4).float()
+    for c in range(4):
+        x[:, 0, 8 * c : 8 * c + 8] += 3 * y[:, c, None, None]
+    model = build_model("resnet18", 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    first = loss_fn(model(x), y).item()
+    for _ in range(15):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first

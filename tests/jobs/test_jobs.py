@@ -1,0 +1,91 @@
+"""Jobs run as users run them: `python jobs/x.py ...`, output and exit codes checked."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_make_demo_data_writes_and_summarises(tmp_path):
+    out = tmp_path / "data"
+    args = ["jobs/make_demo_data.py", "--out", str(out), "--curated", "6", "--noisy", "4",
+            "--test", "3", "--max-seconds", "1", "--sample-rate", "16000"]
+    done = _run(*args)
+    assert done.returncode == 0, done.stderr
+    assert "train_curated       6" in done.stdout and "classes:" in done.stdout
+    assert len(pd.read_csv(out / "sample_submission.csv")) == 3
+    again = _run(*args)
+    assert again.returncode == 2
+    assert again.stderr.strip().endswith("(pass --overwrite to replace it)")
+    assert _run(*args, "--overwrite").returncode == 0
+
+
+def test_make_demo_data_bad_flag_value_is_one_line_exit_2(tmp_path):
+    done = _run("jobs/make_demo_data.py", "--out", str(tmp_path), "--min-seconds", "0")
+    assert done.returncode == 2
+    expected = ["make_demo_data: need 0 < min_seconds <= max_seconds"]
+    assert done.stderr.strip().splitlines() == expected
+
+
+def test_benchmark_features_reports_speedup_and_error():
+    done = _run("jobs/benchmark.py", "features", "--clips", "2", "--seconds", "1", "--rounds", "1")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split(":")[0]: line.split(":", 1)[1] for line in done.stdout.splitlines()}
+    assert float(lines["speedup per core"].strip().rstrip("x")) > 1.0
+    assert float(lines["max |dB difference|"]) <= 0.01
+
+
+def test_preprocess_job_bad_manifest_is_one_line_exit_2(tmp_path):
+    from fatlib.tools.synth import SynthConfig, generate_dataset
+
+    root = tmp_path / "data"
+    generate_dataset(root, SynthConfig(n_curated=2, n_noisy=1, n_test=1, max_seconds=0.5,
+                                       sample_rate=8000))
+    (root / "train_noisy.csv").write_text("fname,labels\n../../etc/x.wav,Hum\n")
+    done = _run("jobs/preprocess.py", "--data", str(root), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "preprocess: train_noisy.csv line 2: unsafe fname '../../etc/x.wav' "
+        "(must be a plain file name)"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_preprocess_job_converts_and_summarises(tmp_path):
+    from fatlib.tools.synth import SynthConfig, generate_dataset
+
+    root = tmp_path / "data"
+    generate_dataset(root, SynthConfig(n_curated=4, n_noisy=2, n_test=2, max_seconds=1.0,
+                                       sample_rate=16000))
+    done = _run("jobs/preprocess.py", "--data", str(root), "--out", str(tmp_path / "out"),
+                "--workers", "1", "--preview", "1")
+    assert done.returncode == 0, done.stderr
+    previews = sorted(p.name for p in (tmp_path / "out" / "preview").iterdir())
+    assert len(previews) == 3 and previews[0].startswith("test_")  # one per split
+    lines = done.stdout.strip().splitlines()
+    assert lines[-4].startswith("train_curated: 4 converted, 0 failed;")
+    assert lines[-1].startswith(f"features: {tmp_path / 'out'} (mel fingerprint ")
+
+
+def test_every_job_help_shows_defaults_without_loading_torch_or_ray():
+    # What --help costs: the job module and its config dataclasses, no torch / Ray (~2 s).
+    check = ("import runpy, sys\n"
+             "sys.argv = [sys.argv[1], '--help']\n"
+             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "heavy = sorted(m for m in ('torch', 'ray', 'matplotlib') if m in sys.modules)\n"
+             "print('HEAVY', heavy)\n")
+    for job in ("preprocess", "train", "infer", "tune", "lr_find", "report", "make_demo_data",
+                "benchmark"):
+        done = _run("-c", check, f"jobs/{job}.py")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith("HEAVY []"), (job, done.stdout[-300:])
+        if job not in ("benchmark", "report"):
+            assert "(default: " in done.stdout, job

@@ -1,0 +1,177 @@
+"""Inference stage: Kaggle submission, TTA, ensembles, refusals, S3, exactly-once incremental."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fatlib.core.config import MelConfig
+from fatlib.core.inputs import Normalisation
+from fatlib.core.models import build_model
+from fatlib.io import storage
+from fatlib.io.artifact import ArtifactError, ModelMeta, save_artifact
+from fatlib.io.feature_store import FeatureStoreError
+from fatlib.io.predictions import scored_fnames
+from fatlib.stages.infer.config import InferConfig, InferenceError
+from fatlib.stages.infer.pipeline import infer
+from fatlib.stages.preprocess.config import PreprocessConfig
+from fatlib.stages.preprocess.convert import preprocess
+from fatlib.tools.synth import SOUND_CLASSES, SynthConfig, generate_dataset
+
+pytestmark = pytest.mark.slow
+CLASSES = sorted(SOUND_CLASSES)
+TINY = SynthConfig(n_curated=0, n_noisy=0, n_test=8, max_seconds=2.0, sample_rate=16000)
+
+
+def _artifact(uri, seed=0, classes=CLASSES, mel=MelConfig()):
+    torch.manual_seed(seed)
+    model = build_model("resnet18", len(classes))
+    meta = ModelMeta(arch="resnet18", classes=list(classes), mel=mel, crop_frames=64,
+                     normalisation=Normalisation("global", mean=-50.0, std=20.0),
+                     recipe="default", metrics={"lwlrap": 0.5})
+    save_artifact(str(uri), meta, model.state_dict())
+    return str(uri)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    generate_dataset(root / "data", TINY)
+    return root, _artifact(root / "model_a", 0), _artifact(root / "model_b", 1)
+
+
+def test_submission_is_kaggle_format_and_success_comes_last(setup, ray_local, tmp_path):
+    root, model, _ = setup
+    result = infer(InferConfig(models=(model,), data=str(root / "data"), out=str(tmp_path),
+                               run_id="r1", tta=2))
+    sub = pd.read_csv(tmp_path / "r1" / "submission.csv")
+    expected = pd.read_csv(root / "data" / "sample_submission.csv")
+    assert list(sub.columns) == list(expected.columns) == ["fname", *CLASSES]
+    assert len(sub) == len(expected) == 8 and sorted(sub.fname) == sorted(expected.fname)
+    assert ((sub[CLASSES] >= 0) & (sub[CLASSES] <= 1)).all().all()
+    scores = pd.read_parquet(tmp_path / "r1" / "scores.parquet")
+    np.testing.assert_allclose(scores[CLASSES].to_numpy(), sub[CLASSES].to_numpy(), atol=1e-6)
+    success = json.loads((tmp_path / "r1" / "_SUCCESS").read_text())
+    assert success["scored"] == 8 and success["mel_fingerprint"] == MelConfig().fingerprint
+    assert success["models"][0]["uri"] == model and success["tta"] == 2
+    assert result.lwlrap is not None and 0 < result.lwlrap <= 1  # test_truth.csv is known
+    summary = result.summary()
+    assert "lwlrap" in summary and str(tmp_path / "r1" / "submission.csv") in summary
+
+
+def test_ensemble_is_the_mean_of_its_members(setup, ray_local, tmp_path):
+    root, a, b = setup
+
+    def run(models, run_id):
+        infer(InferConfig(models=models, data=str(root / "data"), out=str(tmp_path),
+                          run_id=run_id, tta=1))
+        return pd.read_csv(tmp_path / run_id / "submission.csv").set_index("fname").sort_index()
+
+    both, only_a, only_b = run((a, b), "ab"), run((a,), "a"), run((b,), "b")
+    np.testing.assert_allclose(both.to_numpy(), (only_a.to_numpy() + only_b.to_numpy()) / 2,
+                               atol=2e-6)
+
+
+def test_mismatched_ensembles_and_fingerprints_are_refused(setup, ray_local, tmp_path):
+    root, a, _ = setup
+    other_classes = _artifact(tmp_path / "other", classes=CLASSES[:-1] + ["Zebra"])
+    with pytest.raises(InferenceError, match="classes differ"):
+        infer(InferConfig(models=(a, other_classes), data=str(root / "data"), out=str(tmp_path)))
+    other_mel = _artifact(tmp_path / "mel64", mel=MelConfig(n_mels=64))
+    with pytest.raises(InferenceError, match=f"fingerprint {MelConfig(n_mels=64).fingerprint}"):
+        infer(InferConfig(models=(a, other_mel), data=str(root / "data"), out=str(tmp_path)))
+    with pytest.raises(ArtifactError, match="not a model artifact"):
+        infer(InferConfig(models=(str(tmp_path),), data=str(root / "data"), out=str(tmp_path)))
+    with pytest.raises(InferenceError, match="run id"):
+        infer(InferConfig(models=(a,), data=str(root / "data"), out=str(tmp_path),
+                          run_id="../escape"))
+
+
+def test_feature_store_input_must_match_the_model(setup, ray_local, tmp_path):
+    root, a, _ = setup
+    preprocess(PreprocessConfig(data=str(root / "data"), out=str(tmp_path / "features")))
+    result = infer(InferConfig(models=(a,), data=str(tmp_path / "features"),
+                               out=str(tmp_path / "pred"), run_id="f"))
+    assert result.scored == 8
+    mel64 = _artifact(tmp_path / "mel64", mel=MelConfig(n_mels=64))
+    with pytest.raises(FeatureStoreError, match=MelConfig(n_mels=64).fingerprint):
+        infer(InferConfig(models=(mel64,), data=str(tmp_path / "features"),
+                          out=str(tmp_path / "pred")))
+
+
+def test_model_input_and_output_on_s3(setup, ray_local, s3_bucket):
+    root, a, _ = setup
+    for path in (root / "data").rglob("*"):
+        if path.is_file():
+            storage.write_bytes(f"{s3_bucket}/data/{path.relative_to(root / 'data')}",
+                                path.read_bytes())
+    model = _artifact(f"{s3_bucket}/models/a")
+    result = infer(InferConfig(models=(model,), data=f"{s3_bucket}/data",
+                               out=f"{s3_bucket}/pred", run_id="s3run", tta=2))
+    assert result.scored == 8
+    sub = pd.read_csv(pd.io.common.BytesIO(storage.read_bytes(result.submission)))
+    assert len(sub) == 8 and list(sub.columns) == ["fname", *CLASSES]
+    assert json.loads(storage.read_bytes(f"{s3_bucket}/pred/s3run/_SUCCESS"))["scored"] == 8
+
+
+def _successful_rows(out):
+    """Every scored row of every run that finished (has _SUCCESS)."""
+    frames = [pd.read_csv(run / "submission.csv") for run in sorted(out.iterdir())
+              if (run / "_SUCCESS").exists()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_incremental_scores_every_clip_exactly_once(setup, ray_local, tmp_path, monkeypatch):
+    root, a, _ = setup
+    incoming, out = tmp_path / "incoming", tmp_path / "pred"
+    incoming.mkdir()
+    clips = sorted((root / "data" / "test").iterdir())
+
+    def land(paths):
+        for p in paths:
+            shutil.copy(p, incoming / p.name)
+
+    def run(run_id):
+        return infer(InferConfig(models=(a,), data=str(incoming), out=str(out), run_id=run_id,
+                                 tta=1, incremental=True))
+
+    land(clips[:3])
+    assert run("t1").scored == 3
+    land(clips[3:6])
+    from fatlib.io import predictions
+
+    real_write = predictions.write_outputs
+
+    def dies_midway(run_dir, *args):
+        real_write(run_dir, *args)
+        raise RuntimeError("killed while finishing")
+
+    monkeypatch.setattr(predictions, "write_outputs", dies_midway)
+    with pytest.raises(RuntimeError):
+        run("t2")
+    monkeypatch.undo()
+    assert (out / "t2" / "submission.csv").exists() and not (out / "t2" / "_SUCCESS").exists()
+    third = run("t3")
+    assert (third.scored, third.skipped) == (3, 3)  # the dead run's clips are scored again
+    land(clips[6:])
+    assert run("t4").scored == 2
+    idle = run("t5")
+    assert idle.scored == 0 and not (out / "t5").exists()  # nothing new: no empty run
+    assert "nothing new to score (8 already scored)" in idle.summary()
+    again = run("t3")  # re-running a run id replaces that run cleanly
+    assert again.scored == 3
+    rows = _successful_rows(out)
+    assert sorted(rows.fname) == sorted(p.name for p in clips)  # each clip exactly once
+    assert scored_fnames(str(out)) == {p.name for p in clips}
+    assert (out / "_ledger.parquet").exists()
+
+
+def test_small_runs_split_into_enough_scoring_calls_for_every_actor():
+    from fatlib.stages.infer.pipeline import _batch_size
+
+    assert _batch_size(32, 100, 2) == 13  # 8 calls: 4 per actor instead of 76 / 24 clips
+    assert _batch_size(32, 10_000, 2) == 32  # large runs: the configured size
+    assert _batch_size(32, 3, 4) == 1

@@ -1,0 +1,45 @@
+"""Surviving node loss on a simulated multi-node cluster (each drill in its own process)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _drill(scenario: str, tmp_path: Path) -> dict:
+    # A Ray temp root of its own: the simulated cluster records its address there, not in the
+    # machine's /tmp/ray/ray_current_cluster (a dead drill cluster must not be found later).
+    # Short, since Ray's socket paths under it must stay within 107 characters.
+    ray_tmp = tempfile.mkdtemp(prefix="fr-", dir="/tmp")
+    try:
+        script = ROOT / "tests" / "stages" / "node_loss.py"
+        done = subprocess.run([sys.executable, str(script), scenario, str(tmp_path)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "RAY_TMPDIR": ray_tmp})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_preprocess_converts_every_clip_exactly_once_after_losing_a_node(tmp_path):
+    seen = _drill("preprocess", tmp_path)
+    assert seen["removed"], "the node was removed mid-conversion"
+    assert (seen["converted"], seen["failed"]) == (80, 0)
+    assert seen["rows"] == seen["unique"] == 80 and seen["expected"]
+
+
+def test_training_continues_from_its_checkpoint_after_losing_a_node(tmp_path):
+    seen = _drill("train", tmp_path)
+    assert seen["removed"], "the node was removed mid-training"
+    assert seen["train_workers_started"] > 2  # the worker group was started again
+    assert seen["epochs"] == [1, 2, 3]  # resumed, not restarted from zero
+    assert seen["artifact"]
