@@ -1,0 +1,57 @@
+"""The Kaggle layout: splits, the class vocabulary, audio folders and test truth, validated
+with messages that name the file and line."""
+
+import pytest
+
+from fatlib.io.dataset import (
+    ManifestError,
+    available_splits,
+    class_vocabulary,
+    list_audio,
+    read_split,
+    read_truth,
+)
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "train_curated.csv").write_text("fname,labels\na.wav,Bark\nb.wav,\"Bark,Meow\"\n")
+    (tmp_path / "sample_submission.csv").write_text("fname,Meow,Bark\nt1.wav,0,0\n")
+    (tmp_path / "test_truth.csv").write_text("fname,labels\nt1.wav,Meow\n")
+    (tmp_path / "test").mkdir()
+    for name in ("t1.wav", "t0.flac", "notes.txt"):
+        (tmp_path / "test" / name).write_bytes(b"")
+    return tmp_path
+
+
+def test_splits_vocabulary_and_labels(root):
+    assert available_splits(str(root)) == ["train_curated", "test"]
+    classes = class_vocabulary(str(root))
+    assert classes == ["Meow", "Bark"]  # sample_submission's column order, not sorted
+    clips = read_split(str(root), "train_curated", classes)
+    assert [(c.fname, c.labels) for c in clips] == [("a.wav", ("Bark",)),
+                                                   ("b.wav", ("Bark", "Meow"))]
+    assert clips[0].uri == str(root / "train_curated" / "a.wav")
+
+
+def test_audio_folders_and_truth(root):
+    assert [c.fname for c in list_audio(str(root / "test"))] == ["t0.flac", "t1.wav"]
+    assert read_truth(str(root / "test_truth.csv")) == {"t1.wav": ["Meow"]}
+    assert read_truth(str(root / "missing.csv")) is None
+
+
+@pytest.mark.parametrize("row, message", [
+    ("../x.wav,Bark", "train_curated.csv line 3: unsafe fname '../x.wav'"),
+    ("a.wav,Bark", "train_curated.csv line 3: duplicate fname 'a.wav' (first on line 2)"),
+    ("c.wav,Moo", "train_curated.csv line 3: label 'Moo' of c.wav is not in the class vocabulary"),
+    ("c.wav,", "train_curated.csv line 3: c.wav has no label"),
+])
+def test_bad_rows_are_named(root, row, message):
+    (root / "train_curated.csv").write_text(f"fname,labels\na.wav,Bark\n{row}\n")
+    with pytest.raises(ManifestError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_split(str(root), "train_curated", ["Meow", "Bark"])
+
+
+def test_vocabulary_without_submission_is_the_sorted_union(root):
+    (root / "sample_submission.csv").unlink()
+    assert class_vocabulary(str(root)) == ["Bark", "Meow"]

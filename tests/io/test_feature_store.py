@@ -1,0 +1,75 @@
+"""The feature store: row files with their fingerprint, splits visible only once committed,
+stores of another MelConfig refused naming both fingerprints."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from fatlib.core.config import MelConfig
+from fatlib.core.features import decode_logmel, encode_logmel
+from fatlib.io import storage
+from fatlib.io.feature_store import (
+    ERRORS_FILE,
+    FeatureStoreError,
+    SplitInfo,
+    commit_split,
+    new_manifest,
+    read_manifest,
+    read_split_table,
+    split_files,
+    split_paths,
+    write_errors,
+    write_rows,
+)
+
+CFG = MelConfig()
+
+
+def _stage_split(root, rows=2):
+    staged = storage.join(root, "_staging", "train_curated-x")
+    logmels = [np.full((CFG.n_mels, 3 + i), -40.0 + i, dtype=np.float32) for i in range(rows)]
+    columns = {"fname": [f"{i}.wav" for i in range(rows)], "labels": [["Bark"]] * rows,
+               "n_frames": [m.shape[1] for m in logmels], "seconds": [1.0] * rows,
+               "logmel": [encode_logmel(m) for m in logmels]}
+    size = write_rows(storage.join(staged, "part-a.parquet"), columns, CFG, "train_curated")
+    write_errors(storage.join(staged, ERRORS_FILE), [("bad.wav", "cannot decode")])
+    return staged, size, logmels
+
+
+def test_rows_round_trip_with_the_fingerprint_in_every_file(tmp_path):
+    root = str(tmp_path)
+    staged, size, logmels = _stage_split(root)
+    meta = pq.read_schema(storage.join(staged, "part-a.parquet")).metadata
+    assert meta[b"fatlib.fingerprint"].decode() == CFG.fingerprint and size > 0
+    manifest = new_manifest(CFG, ["Bark"], "data")
+    info = SplitInfo("train_curated", ["part-a.parquet"], 2, 1, 2.0, 7, size, 0.1)
+    commit_split(root, manifest, staged, info)
+    table = read_split_table(root, "train_curated", CFG)
+    assert table.column("fname").to_pylist() == ["0.wav", "1.wav"]
+    row = table.to_pylist()[1]
+    np.testing.assert_array_equal(decode_logmel(row["logmel"], CFG.n_mels, row["n_frames"]),
+                                  logmels[1])
+    errors = storage.read_parquet(storage.join(root, "train_curated", ERRORS_FILE))
+    assert errors.to_pylist() == [{"fname": "bad.wav", "reason": "cannot decode"}]
+    fs, paths = split_paths(root, "train_curated", CFG)
+    assert paths == [str(tmp_path / "train_curated" / "part-a.parquet")]
+    assert read_manifest(root)["splits"]["train_curated"]["errors"] == 1
+
+
+def test_a_split_is_invisible_until_committed(tmp_path):
+    root = str(tmp_path)
+    manifest = new_manifest(CFG, ["Bark"], "data")
+    storage.write_json(storage.join(root, "_MANIFEST.json"), manifest)
+    _stage_split(root)
+    with pytest.raises(FeatureStoreError, match="split 'train_curated' not preprocessed"):
+        split_files(root, "train_curated")
+
+
+def test_another_mel_config_is_refused_naming_both_fingerprints(tmp_path):
+    root = str(tmp_path)
+    storage.write_json(storage.join(root, "_MANIFEST.json"), new_manifest(CFG, ["Bark"], "d"))
+    other = MelConfig(n_mels=64)
+    with pytest.raises(FeatureStoreError, match=f"{CFG.fingerprint}.*expects {other.fingerprint}"):
+        split_files(root, "train_curated", other)
+    with pytest.raises(FeatureStoreError, match="no feature store here"):
+        split_files(str(tmp_path / "empty"), "train_curated")
