@@ -1,4 +1,4 @@
-"""Benchmarks recorded in BENCHMARKS.md: `python jobs/benchmark.py features [...]`."""
+"""Benchmarks recorded in BENCHMARKS.md: `python jobs/benchmark.py NAME [...]`."""
 
 import os
 
@@ -9,54 +9,84 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 
 
-def main() -> None:
-    """Parse the benchmark name and its flags, run it, print its report."""
-    parser = argparse.ArgumentParser(description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    """The benchmarks and their flags (defaults shown)."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="bench", required=True)
-    feats = sub.add_parser("features", help="per-clip log-mel path: seed (librosa) vs fatlib")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    feats = add("features", "per-clip log-mel path: seed (librosa) vs fatlib")
     feats.add_argument("--clips", type=int, default=40, help="number of clips")
     feats.add_argument("--seconds", type=float, default=5.0, help="length of each clip")
     feats.add_argument("--rounds", type=int, default=5, help="timed rounds; the best counts")
-    prep = sub.add_parser("preprocess", help="Ray Data preprocessing vs the seed's loop")
+    prep = add("preprocess", "Ray Data preprocessing vs the seed's loop")
     prep.add_argument("--clips", type=int, default=300, help="synthetic clips (1-15 s)")
     prep.add_argument("--workers", default="1,2", help="worker counts to time, comma-separated")
     prep.add_argument("--rounds", type=int, default=2, help="timed rounds; the best counts")
-    tr = sub.add_parser("train", help="Ray Train DDP vs a plain PyTorch loop, CPU")
-    tr.add_argument("--steps", type=int, default=12, help="timed training steps")
-    tr.add_argument("--batch-size", type=int, default=64, help="global batch")
+    inp = add("input", "the training worker's input path, samples/s per CPU core")
+    inp.add_argument("--batch-size", type=int, default=256)
+    inp.add_argument("--rounds", type=int, default=10, help="timed batches per variant")
+    tr = add("train", "without --device: Ray Train DDP vs a plain PyTorch loop on CPUs; with "
+                      "--device: the training stage vs the train step alone on that device")
+    tr.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    tr.add_argument("--steps", type=int, default=12, help="timed steps (DDP vs plain)")
+    tr.add_argument("--batch-size", type=int, default=None,
+                    help="global batch (default: 64 DDP vs plain, 256 with --device)")
     tr.add_argument("--crop-frames", type=int, default=128)
     tr.add_argument("--workers", type=int, default=2,
                     help="DDP workers = threads of the plain loop")
     tr.add_argument("--arch", default="resnet18")
-    inf = sub.add_parser("infer", help="inference stage vs a per-clip notebook loop, CPU")
-    inf.add_argument("--clips", type=int, default=400,
-                     help="test clips; a run pays ~3 s to start its actors, so few clips "
-                          "measure mostly that")
-    inf.add_argument("--tta", default="1,8", help="TTA crop counts to time, comma-separated")
-    tta = sub.add_parser("tta", help="test lwlrap per TTA crop count and combination")
+    tr.add_argument("--clips", type=int, default=8192, help="synthetic clips (with --device)")
+    tr.add_argument("--epochs", type=int, default=3, help="epochs (with --device)")
+    inf = add("infer", "without --device: the stage from audio vs a notebook loop on CPUs; "
+                       "with --device: the stage from a feature store vs the network alone")
+    inf.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    inf.add_argument("--clips", type=int, default=None,
+                     help="clips (default: 400 from audio, 8192 with --device); a run pays ~3 s "
+                          "to start its actors, so few clips measure mostly that")
+    inf.add_argument("--tta", default="1,8", help="TTA crop counts, comma-separated (with "
+                                                  "--device: the first)")
+    tta = add("tta", "test lwlrap per TTA crop count and combination")
     tta.add_argument("--model", required=True, help="model artifact")
     tta.add_argument("--features", required=True, help="feature store holding the split")
     tta.add_argument("--split", default="test")
     tta.add_argument("--truth", default=None, help="test_truth.csv (else the split's labels)")
     tta.add_argument("--crops", default="1,2,4,8")
-    args = parser.parse_args()
-    # The benchmarks load torch, librosa and Ray: only after the flags parse.
-    from fatlib.tools.bench_audio import bench_features, bench_preprocess
-    from fatlib.tools.bench_model import bench_infer, bench_train, bench_tta
+    return parser
 
+
+def main() -> None:
+    """Parse the benchmark name and its flags, run it, print its report."""
+    args = _parser().parse_args()
+    # The benchmarks load torch, librosa and Ray: only after the flags parse.
+    from fatlib.tools import bench_audio, bench_input, bench_model, bench_stage
+
+    ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
     if args.bench == "features":
-        print(bench_features(args.clips, args.seconds, args.rounds).format())
+        result = bench_audio.bench_features(args.clips, args.seconds, args.rounds)
     elif args.bench == "preprocess":
-        workers = tuple(int(w) for w in args.workers.split(","))
-        print(bench_preprocess(args.clips, workers, args.rounds).format())
-    elif args.bench == "infer":
-        print(bench_infer(args.clips, tuple(int(t) for t in args.tta.split(","))).format())
-    elif args.bench == "tta":
-        crops = tuple(int(c) for c in args.crops.split(","))
-        print(bench_tta(args.model, args.features, args.truth, args.split, crops).format())
+        result = bench_audio.bench_preprocess(args.clips, ints(args.workers), args.rounds)
+    elif args.bench == "input":
+        result = bench_input.bench_input(args.batch_size, rounds=args.rounds)
+    elif args.bench == "train" and args.device:
+        result = bench_stage.bench_train_stage(args.device, args.clips, args.epochs,
+                                               args.batch_size or 256)
     elif args.bench == "train":
-        print(bench_train(args.steps, args.batch_size, args.crop_frames, args.workers,
-                          args.arch).format())
+        result = bench_model.bench_train(args.steps, args.batch_size or 64, args.crop_frames,
+                                         args.workers, args.arch)
+    elif args.bench == "infer" and args.device:
+        result = bench_stage.bench_infer_stage(args.device, args.clips or 8192,
+                                               ints(args.tta)[0])
+    elif args.bench == "infer":
+        result = bench_model.bench_infer(args.clips or 400, ints(args.tta))
+    else:
+        result = bench_model.bench_tta(args.model, args.features, args.truth, args.split,
+                                       ints(args.crops))
+    print(result.format())
 
 
 if __name__ == "__main__":

@@ -31,6 +31,27 @@ def signals(sr: int = SR, seconds: float = 3.0) -> dict[str, np.ndarray]:
     }
 
 
+def downgrade_store(store: Path, to: Path) -> Path:
+    """A copy of the store as fatlib wrote it before clip stats existed (format 1)."""
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from fatlib.core.features import CLIP_STATS
+
+    shutil.copytree(store, to)
+    manifest = json.loads((to / "_MANIFEST.json").read_text())
+    manifest["format"] = 1
+    for split, info in manifest["splits"].items():
+        info.pop("clip_stats")
+        for name in info["files"]:
+            path = to / split / name
+            pq.write_table(pq.read_table(path).drop_columns(list(CLIP_STATS)), path)
+    (to / "_MANIFEST.json").write_text(json.dumps(manifest))
+    return to
+
+
 @pytest.fixture
 def wav_dir(tmp_path: Path) -> Path:
     """Each test signal as a 16-bit WAV at 44.1 kHz in a temporary folder."""

@@ -1,8 +1,10 @@
 """Batch augmentations as small transform objects, each applied with a probability.
 
-A transform maps (x (B, C, n_mels, frames), y (B, n_classes), w (B,), rng) to the same triple;
-its randomness comes only from the numpy generator passed in. `compose` builds a pipeline from
-(name, parameters) pairs, so a config names its augmentations instead of coding them.
+A transform maps (x (B, C, n_mels, frames), y (B, n_classes), w (B,), rng) to the same triple,
+on whatever device the tensors are (the training worker runs them on its GPU): the few random
+numbers per batch come from the numpy generator passed in, the work is tensor ops. Transforms
+never write into their input (it may be a view with shared channels). `compose` builds a pipeline
+from (name, parameters) pairs, so a config names its augmentations instead of coding them.
 """
 
 from __future__ import annotations
@@ -87,11 +89,12 @@ def mixup(
 ) -> Batch:
     """Blend inputs, targets and loss weights with a random partner, lambda ~ Beta(alpha, alpha)."""
     lam = rng.beta(alpha, alpha, size=x.shape[0])
-    lam = torch.from_numpy(np.maximum(lam, 1 - lam)).to(x.dtype)
-    perm = torch.from_numpy(rng.permutation(x.shape[0]))
+    lam = torch.from_numpy(np.maximum(lam, 1 - lam)).to(x.device, x.dtype)
+    perm = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
     lx = lam.view(-1, *([1] * (x.dim() - 1)))
-    ly = lam.view(-1, 1)
-    return lx * x + (1 - lx) * x[perm], ly * y + (1 - ly) * y[perm], lam * w + (1 - lam) * w[perm]
+    # lerp(partner, own, lam) = lam * own + (1 - lam) * partner, in one pass.
+    return (torch.lerp(x[perm], x, lx), torch.lerp(y[perm], y, lam.view(-1, 1).to(y.dtype)),
+            torch.lerp(w[perm], w, lam.to(w.dtype)))
 
 
 def spec_augment(
@@ -102,22 +105,24 @@ def spec_augment(
     n_time_masks: int = 2,
     max_time: int = 16,
 ) -> torch.Tensor:
-    """Zero random mel bands and time spans per sample, in place.
+    """x with random mel bands and time spans of each sample set to zero (a new tensor).
 
     x: (batch, channels, n_mels, n_frames), already normalised so that 0 is the mean.
     """
     batch, _, n_mels, n_frames = x.shape
-    for axis, count, width, size in ((2, n_freq_masks, max_freq, n_mels),
-                                     (3, n_time_masks, max_time, n_frames)):
+    masks = []
+    for count, width, size in ((n_freq_masks, max_freq, n_mels),
+                               (n_time_masks, max_time, n_frames)):
         width = min(width, size)
+        mask = np.zeros((batch, size), dtype=bool)
+        index = np.arange(size)
         for _ in range(count):
             widths = rng.integers(0, width + 1, size=batch)
             starts = rng.integers(0, size - widths + 1)
-            index = np.arange(size)
-            mask = (index >= starts[:, None]) & (index < (starts + widths)[:, None])
-            shape = (batch, 1, size, 1) if axis == 2 else (batch, 1, 1, size)
-            x.masked_fill_(torch.from_numpy(mask).view(shape), 0.0)
-    return x
+            mask |= (index >= starts[:, None]) & (index < (starts + widths)[:, None])
+        masks.append(torch.from_numpy(mask).to(x.device))
+    bands, spans = masks  # one masked_fill for all masks: (B, 1, n_mels, 1) | (B, 1, 1, frames)
+    return x.masked_fill(bands[:, None, :, None] | spans[:, None, None, :], 0.0)
 
 
 def _applies(p: float, rng: np.random.Generator) -> bool:

@@ -106,6 +106,18 @@ def decode_logmel(data: bytes, n_mels: int, n_frames: int) -> np.ndarray:
     return np.frombuffer(data, dtype="<f2").reshape(n_mels, n_frames)
 
 
+# Per-clip statistics of the stored (float16) log-mel, in dB: what the input normalisations need
+# of the whole clip, kept beside it so a crop can be normalised without reading the whole clip.
+CLIP_STATS = ("db_mean", "db_std", "db_min", "db_max")
+
+
+def clip_stats(logmel: np.ndarray) -> np.ndarray:
+    """(mean, std, min, max) float32 of a log-mel as the normalisations compute them: over the
+    float32 values of the stored float16 array (so they equal stats taken after decoding)."""
+    x = np.asarray(logmel, dtype="<f2").astype(np.float32)
+    return np.array([x.mean(), x.std(), x.min(), x.max()], dtype=np.float32)
+
+
 def mel_filterbank(cfg: MelConfig) -> np.ndarray:
     """Slaney-style, Slaney-normalised mel filterbank (n_mels, n_fft // 2 + 1) float32.
 

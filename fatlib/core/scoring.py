@@ -1,7 +1,9 @@
 """Scoring clips with a trained network over several crops (validation and test-time augmentation).
 
-A clip of any length is cut into n_crops windows spread over it (`tta_starts`); the network
-scores each window; `combine` turns the per-window logits into one score per class.
+A clip of any length is cut into n_crops windows spread over it (`tta_starts`) straight from its
+stored float16 bytes; the windows of a whole batch of clips are normalised on the device and go
+through the network in as few forwards as fit; `combine` turns the per-window logits into one
+score per class.
 """
 
 from __future__ import annotations
@@ -12,32 +14,46 @@ import numpy as np
 import torch
 
 from fatlib.core.config import TTA_COMBINATIONS
-from fatlib.core.inputs import Normalisation, crop_batch, tta_starts
+from fatlib.core.inputs import Normalisation, crop_rows, tta_starts
+
+# Windows per forward: a GPU takes large batches; on a CPU small ones stay in cache.
+_CHUNK = {"cuda": 1024, "cpu": 32}
 
 
 def tta_logits(
     model: torch.nn.Module,
-    clips: Sequence[np.ndarray],
+    logmels: Sequence[bytes],
+    n_frames: Sequence[int],
+    stats: np.ndarray,
     norm: Normalisation,
+    n_mels: int,
     crop_frames: int,
     n_crops: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """Logits (n_clips, n_crops, n_classes) of normalised clips (n_mels, n_frames each)."""
-    windows = [clip for clip in clips for _ in range(n_crops)]
-    starts = [s for clip in clips for s in tta_starts(clip.shape[1], crop_frames, n_crops)]
-    x = torch.from_numpy(crop_batch(windows, starts, crop_frames)).unsqueeze(1)
-    x = x.expand(-1, norm.channels, -1, -1)
-    chunk = 256 if device.type == "cuda" else 32  # CPU: small batches stay in cache
+    """Logits (n_clips, n_crops, n_classes) on the CPU of stored log-mels (float16 bytes,
+    (n_mels, n_frames) each) whose whole-clip stats are stats (n_clips, 4)."""
+    frames = np.asarray(n_frames, dtype=np.int64)
+    rows = np.repeat(np.arange(len(frames)), n_crops)
+    starts = np.concatenate([tta_starts(int(n), crop_frames, n_crops) for n in frames])
+    cuda = device.type == "cuda"
+    crops = torch.empty((len(rows), n_mels, crop_frames), dtype=torch.float16, pin_memory=cuda)
+    crop_rows([logmels[i] for i in rows], frames[rows], starts, n_mels, crop_frames,
+              stats[rows, 2], out=crops.numpy())
+    window_stats = torch.from_numpy(np.ascontiguousarray(stats[rows], dtype=np.float32))
+    if cuda:
+        window_stats = window_stats.pin_memory()
+    chunk = _CHUNK.get(device.type, _CHUNK["cpu"])
     outputs = []
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                         enabled=device.type == "cuda"):
-        for part in x.split(chunk):
-            part = part.to(device)
-            if device.type == "cuda":
-                part = part.contiguous(memory_format=torch.channels_last)
-            outputs.append(model(part).float().cpu())
-    return torch.cat(outputs).view(len(clips), n_crops, -1)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        for part, part_stats in zip(crops.split(chunk), window_stats.split(chunk), strict=True):
+            x = norm.apply(part.to(device, non_blocking=True),
+                           part_stats.to(device, non_blocking=True))
+            x = x.unsqueeze(1).expand(-1, norm.channels, -1, -1)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            outputs.append(model(x).float())
+    return torch.cat(outputs).cpu().view(len(frames), n_crops, -1)
 
 
 def combine(logits: torch.Tensor, how: str = TTA_COMBINATIONS[0]) -> np.ndarray:

@@ -11,17 +11,21 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from fatlib import __version__
 from fatlib.core.config import MelConfig
 from fatlib.core.errors import UserError
+from fatlib.core.features import CLIP_STATS
 from fatlib.io import storage
 
 MANIFEST = "_MANIFEST.json"
 ERRORS_FILE = "_errors.parquet"
-STORE_FORMAT = 1
+# 2: rows carry the clip's dB statistics (CLIP_STATS). Format-1 stores still load: readers
+# compute the statistics from the log-mel when the columns are missing.
+STORE_FORMAT = 2
 
 # One row per converted clip. The log-mel is float16 dB, C-order (n_mels, n_frames), as raw
 # little-endian bytes (fatlib.core.features.encode_logmel): readable by any Parquet tool, no
@@ -33,6 +37,7 @@ ROW_SCHEMA = pa.schema(
         ("n_frames", pa.int32()),
         ("seconds", pa.float32()),  # decoded clip length before trimming and padding
         ("logmel", pa.binary()),
+        *[(name, pa.float32()) for name in CLIP_STATS],  # of the stored float16 log-mel
     ]
 )
 ERROR_SCHEMA = pa.schema([("fname", pa.string()), ("reason", pa.string())])
@@ -115,6 +120,7 @@ def commit_split(root: str, manifest: dict, staged: str, info: SplitInfo) -> Non
         "frames": info.frames,
         "bytes": info.bytes,
         "wall_seconds": round(info.wall_seconds, 3),
+        "clip_stats": True,  # its rows carry CLIP_STATS (splits of format-1 stores do not)
         "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     storage.write_json(storage.join(root, MANIFEST), manifest)
@@ -140,6 +146,30 @@ def split_paths(root: str, split: str, cfg: MelConfig | None = None
     files = split_files(root, split, cfg)
     fs, _ = storage.resolve(files[0])
     return fs, [storage.resolve(f)[1] for f in files]
+
+
+def feature_columns(table: pa.Table, weight: float = 1.0) -> dict[str, np.ndarray]:
+    """Feature rows as the numpy column batch training and scoring take (as Ray Data hands
+    them over): object arrays for names, label lists and log-mel bytes, plus a loss weight."""
+    columns = {}
+    for name in table.column_names:
+        values = table.column(name).to_pylist()
+        if pa.types.is_floating(table.schema.field(name).type):
+            columns[name] = np.asarray(values, dtype=np.float32)
+        elif pa.types.is_integer(table.schema.field(name).type):
+            columns[name] = np.asarray(values, dtype=np.int64)
+        else:  # element by element, so equal-length label lists stay lists
+            columns[name] = np.empty(len(values), dtype=object)
+            for i, value in enumerate(values):
+                columns[name][i] = value
+    columns["weight"] = np.full(table.num_rows, weight, dtype=np.float32)
+    return columns
+
+
+def has_clip_stats(root: str, split: str) -> bool:
+    """Whether a committed split's rows carry the CLIP_STATS columns (written since format 2)."""
+    manifest = read_manifest(root) or {"splits": {}}
+    return bool(manifest["splits"].get(split, {}).get("clip_stats", False))
 
 
 def require_fingerprint(manifest: dict, cfg: MelConfig, root: str) -> None:

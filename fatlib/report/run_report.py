@@ -12,16 +12,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from fatlib.core.features import decode_logmel
-from fatlib.core.inputs import crop_batch, training_batch
+from fatlib.core.inputs import batch_stats, crop_rows, training_batch
 from fatlib.core.labels import multi_hot
 from fatlib.core.metrics import per_class_lwlrap
 from fatlib.core.scoring import combine, tta_logits
 from fatlib.io import storage
 from fatlib.io.artifact import load_model
-from fatlib.io.feature_store import read_split_table
+from fatlib.io.feature_store import feature_columns, read_split_table
 from fatlib.report.figures import (
     batch_grid_figure,
     curves_figure,
@@ -55,8 +56,7 @@ def write_report(run: str, features: str | None = None, n_clips: int = 4) -> Rep
     cfg = replace(TrainConfig(**settings), features=features or settings["features"],
                   mel=meta.mel, out=run)
     inputs = training_inputs(cfg)
-    rows = read_split_table(cfg.features, "train_curated", meta.mel,
-                            columns=["fname", "labels", "n_frames", "logmel"]).to_pylist()
+    rows = read_split_table(cfg.features, "train_curated", meta.mel).to_pylist()
     valid = [r for r in rows if r["fname"] in inputs.valid_names]
     train_rows = [r for r in rows if r["fname"] not in inputs.valid_names]
     pictures: list[tuple[str, str]] = []  # (file name, caption)
@@ -73,43 +73,45 @@ def write_report(run: str, features: str | None = None, n_clips: int = 4) -> Rep
             f"spectrogram_{i}.png", f"Log-mel of validation clip {row['fname']}")
     put(curves_figure(history.to_dict("records"), _lr_schedule(cfg, metrics)), "curves.png",
         "Loss, validation lwlrap and the one-cycle learning rate")
-    clips = [meta.normalisation.clip(decode_logmel(r["logmel"], meta.mel.n_mels, r["n_frames"]))
-             for r in valid]
-    with torch.no_grad():
-        logits = torch.cat([tta_logits(model, clips[i : i + 32], meta.normalisation,
-                                       meta.crop_frames, cfg.valid_crops, torch.device("cpu"))
-                            for i in range(0, len(clips), 32)])
-    scores = combine(logits)
+    columns = _columns(valid)
+    stats = batch_stats(columns, meta.mel.n_mels)
+    scores = combine(tta_logits(model, columns["logmel"], columns["n_frames"], stats,
+                                meta.normalisation, meta.mel.n_mels, meta.crop_frames,
+                                cfg.valid_crops, torch.device("cpu")))
     truth = multi_hot([r["labels"] for r in valid], meta.classes)
     per_class, weights = per_class_lwlrap(truth, scores)
     put(per_class_figure(per_class, weights, meta.classes), "per_class.png",
         "Per-class lwlrap on the validation fold, worst first (w = class weight)")
     put(filters_figure(model), "filters.png", "First convolution layer's filters")
-    for i, (row, clip) in enumerate(list(zip(valid, clips, strict=True))[:n_clips]):
-        fig = _grad_cam_figure(model, meta, row, clip, scores[i])
+    for i, row in enumerate(valid[:n_clips]):
+        fig = _grad_cam_figure(model, meta, row, stats[i], scores[i])
         put(fig, f"gradcam_{i}.png", f"Grad-CAM for each true label of {row['fname']}")
     page = _html(run, metrics, pictures, float(per_class @ weights))
     storage.write_bytes(storage.join(run, REPORT), page.encode())
     return Report(html=storage.join(run, REPORT), pictures=[p for p, _ in pictures])
 
 
+def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Feature rows as the column batch the training and scoring code takes (weight 1)."""
+    return feature_columns(pa.Table.from_pylist(rows))
+
+
 def _batch_figure(rows: list[dict], cfg: TrainConfig, inputs):
     """show_batch: the training stage's own batch preparation on a few clips."""
-    batch = {"logmel": np.array([r["logmel"] for r in rows], dtype=object),
-             "n_frames": np.array([r["n_frames"] for r in rows]),
-             "labels": np.array([r["labels"] for r in rows], dtype=object),
-             "weight": np.ones(len(rows), dtype=np.float32)}
-    x, y, _ = training_batch(batch, input_spec(cfg, inputs.norm), inputs.classes,
+    x, y, _ = training_batch(_columns(rows), input_spec(cfg, inputs.norm), inputs.classes,
                              np.random.default_rng(cfg.seed))
     labels = [[inputs.classes[j] for j in np.flatnonzero(row > 0.5)] for row in y.numpy()]
     return batch_grid_figure([crop[0] for crop in x.numpy()], labels)
 
 
-def _grad_cam_figure(model, meta, row, clip, scores):
+def _grad_cam_figure(model, meta, row, stats, scores):
     """Grad-CAM of each true label on the clip's centred crop."""
-    start = (clip.shape[1] - meta.crop_frames) // 2
-    crop = crop_batch([clip], [start], meta.crop_frames)[0]
-    x = torch.from_numpy(crop)[None, None].expand(1, meta.in_channels, -1, -1).contiguous()
+    start = (row["n_frames"] - meta.crop_frames) // 2
+    db = crop_rows([row["logmel"]], [row["n_frames"]], [start], meta.mel.n_mels,
+                   meta.crop_frames, [stats[2]])
+    crop = meta.normalisation.apply(torch.from_numpy(db), torch.from_numpy(stats[None]))
+    x = crop[:, None].expand(1, meta.in_channels, -1, -1).contiguous()
+    crop = crop[0].numpy()
     labels = list(row["labels"])
     cams = [grad_cam(model, x, meta.classes.index(label)) for label in labels]
     label_scores = [float(scores[meta.classes.index(label)]) for label in labels]

@@ -63,6 +63,11 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def cluster_gpus() -> float:
+    """GPUs in the cluster (0 without any)."""
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
 @contextmanager
 def without_op_reservation() -> Iterator[None]:
     """Ray Data with its per-operator resource reservation off, for the pipelines run inside.

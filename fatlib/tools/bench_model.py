@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fatlib.core.config import TTA_COMBINATIONS, MelConfig
@@ -144,34 +145,33 @@ def bench_tta(
     crops: tuple[int, ...] = (1, 2, 4, 8),
 ) -> TtaBench:
     """lwlrap of one model on a feature split for each TTA crop count and combination."""
-    from fatlib.core.features import decode_logmel
+    from fatlib.core.inputs import batch_stats
     from fatlib.core.labels import multi_hot
     from fatlib.core.metrics import lwlrap
     from fatlib.core.scoring import combine, tta_logits
     from fatlib.io.artifact import load_model
     from fatlib.io.dataset import read_truth
-    from fatlib.io.feature_store import read_split_table
+    from fatlib.io.feature_store import feature_columns, read_split_table
 
     meta, model = load_model(model_uri)
-    table = read_split_table(features, split, meta.mel).to_pylist()
+    columns = feature_columns(read_split_table(features, split, meta.mel))
     if truth_csv:
         labels = read_truth(truth_csv)
         if labels is None:
             raise FileNotFoundError(f"{truth_csv}: no such truth CSV")
     else:
-        labels = {row["fname"]: row["labels"] for row in table}
-    rows = [row for row in table if labels.get(row["fname"])]
-    truth = multi_hot([labels[r["fname"]] for r in rows], meta.classes)
-    clips = [meta.normalisation.clip(decode_logmel(r["logmel"], meta.mel.n_mels, r["n_frames"]))
-             for r in rows]
+        labels = dict(zip(columns["fname"], columns["labels"], strict=True))
+    keep = np.array([bool(labels.get(f)) for f in columns["fname"]])
+    rows = {name: values[keep] for name, values in columns.items()}
+    truth = multi_hot([labels[f] for f in rows["fname"]], meta.classes)
+    stats = batch_stats(rows, meta.mel.n_mels)
     results = {}
     for n in crops:
-        logits = torch.cat([tta_logits(model, clips[i : i + 32], meta.normalisation,
-                                       meta.crop_frames, n, torch.device("cpu"))
-                            for i in range(0, len(clips), 32)])
+        logits = tta_logits(model, rows["logmel"], rows["n_frames"], stats, meta.normalisation,
+                            meta.mel.n_mels, meta.crop_frames, n, torch.device("cpu"))
         for how in TTA_COMBINATIONS:
             results[(n, how)] = lwlrap(truth, combine(logits, how))
-    return TtaBench(n_clips=len(rows), lwlrap=results)
+    return TtaBench(n_clips=len(rows["fname"]), lwlrap=results)
 
 
 @dataclass
@@ -198,7 +198,6 @@ def bench_infer(n_clips: int = 400, ttas: tuple[int, ...] = (1, 8), threads: int
 
     from fatlib.core.inputs import Normalisation
     from fatlib.core.models import build_model
-    from fatlib.core.scoring import combine, tta_logits
     from fatlib.io.artifact import ModelMeta, load_model, save_artifact
     from fatlib.io.dataset import read_split
     from fatlib.stages.infer.config import InferConfig
@@ -217,14 +216,12 @@ def bench_infer(n_clips: int = 400, ttas: tuple[int, ...] = (1, 8), threads: int
         torch.set_num_threads(threads)
         _, model = load_model(model_uri)
         # Warm, as the stage is: librosa compiles its kernels on the first clip.
-        combine(tta_logits(model, [meta.normalisation.clip(seed_log_mel(clips[0].uri))],
-                           meta.normalisation, 128, 1, torch.device("cpu")))
+        _notebook_scores(model, seed_log_mel(clips[0].uri), meta.normalisation, 128, 1)
         naive = {}
         for tta in ttas:
             start = time.perf_counter()
             for clip in clips:  # the notebook way: one clip at a time, librosa features
-                x = meta.normalisation.clip(seed_log_mel(clip.uri))
-                combine(tta_logits(model, [x], meta.normalisation, 128, tta, torch.device("cpu")))
+                _notebook_scores(model, seed_log_mel(clip.uri), meta.normalisation, 128, tta)
             naive[tta] = len(clips) / (time.perf_counter() - start)
         ray.init(address="local", num_cpus=threads, log_to_driver=False)
         try:
@@ -240,3 +237,18 @@ def bench_infer(n_clips: int = 400, ttas: tuple[int, ...] = (1, 8), threads: int
         finally:
             ray.shutdown()
     return InferBench(n_clips=len(clips), naive_clips_per_s=naive, stage_clips_per_s=stage)
+
+
+def _notebook_scores(model: torch.nn.Module, logmel: np.ndarray, norm, crop: int,
+                     tta: int) -> np.ndarray:
+    """A notebook's per-clip TTA: normalise the whole clip, cut tta windows, one forward."""
+    from fatlib.core.inputs import tta_starts
+
+    x = norm.clip(logmel)
+    if x.shape[1] < crop:  # pad short clips with their floor, centred
+        pad = crop - x.shape[1]
+        x = np.pad(x, ((0, 0), (pad // 2, pad - pad // 2)), constant_values=x.min())
+    windows = np.stack([x[:, s : s + crop] for s in tta_starts(x.shape[1], crop, tta)])
+    batch = torch.from_numpy(windows)[:, None].expand(-1, norm.channels, -1, -1)
+    with torch.no_grad():
+        return torch.sigmoid(model(batch)).mean(dim=0).numpy()

@@ -6,13 +6,16 @@ import pytest
 import torch
 
 from fatlib.core.augment import Compose, compose
-from fatlib.core.features import encode_logmel
+from fatlib.core.features import CLIP_STATS, clip_stats, encode_logmel
 from fatlib.core.inputs import (
     InputSpec,
     Normalisation,
-    crop_batch,
+    batch_stats,
+    crop_rows,
+    host_batch,
     random_starts,
     seed_color,
+    to_device,
     training_batch,
     tta_starts,
 )
@@ -62,13 +65,57 @@ def test_random_starts_stay_inside_long_clips_and_place_short_ones():
     assert short.min() >= -88 and short.max() <= 0
 
 
-def test_crop_batch_cuts_and_pads_with_the_silence_floor():
-    long = np.arange(20, dtype=np.float32).reshape(2, 10)
-    short = np.full((2, 3), 5.0, dtype=np.float32)
+def test_crop_rows_cuts_from_the_bytes_and_pads_with_the_silence_floor():
+    long = np.arange(20, dtype=np.float16).reshape(2, 10)
+    short = np.full((2, 3), 5.0, dtype=np.float16)
     short[:, 1] = -80.0
-    out = crop_batch([long, short], [4, -2], 6)
+    out = crop_rows([encode_logmel(long), encode_logmel(short)], [10, 3], [4, -2], 2, 6,
+                    [0.0, -80.0])
+    assert out.dtype == np.float16
     np.testing.assert_array_equal(out[0], long[:, 4:10])
     np.testing.assert_array_equal(out[1, 0], [-80, -80, 5, -80, 5, -80])
+
+
+def _reference_crop(clip, start, crop):
+    """The crop the stage cut before issue 13: of the whole normalised clip, padded with its
+    minimum."""
+    if start >= 0:
+        return clip[:, start : start + crop]
+    out = np.full((clip.shape[0], crop), clip.min(), dtype=np.float32)
+    out[:, -start : -start + clip.shape[1]] = clip
+    return out
+
+
+@pytest.mark.parametrize("mode", ["color", "clip", "global"])
+def test_per_crop_normalisation_equals_normalising_the_whole_clip(mode):
+    rng = np.random.default_rng(7)
+    norm = Normalisation(mode, mean=-45.0, std=15.0)
+    frames = [300, 128, 40, 200]
+    logmels = [rng.normal(-45, 15, size=(32, n)).clip(-100, 0).astype(np.float16)
+               for n in frames]
+    logmels[3][:] = -80.0  # a silent clip: the colour mapping gives zeros
+    stats = np.stack([clip_stats(m) for m in logmels])
+    starts = random_starts(np.array(frames), 64, np.random.default_rng(1))
+    crops = crop_rows([encode_logmel(m) for m in logmels], frames, starts, 32, 64, stats[:, 2])
+    ours = norm.apply(torch.from_numpy(crops), torch.from_numpy(stats)).numpy()
+    expected = np.stack([_reference_crop(norm.clip(m), s, 64)
+                         for m, s in zip(logmels, starts, strict=True)])
+    if mode == "color":  # equal uint8 levels, but for float ties at a level's edge
+        assert np.abs(ours - expected).max() <= 1 / 255 + 1e-6
+        assert (ours == expected).mean() > 0.999
+    else:
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_stats_columns_are_used_and_computed_for_old_stores():
+    classes = ["a", "b", "c"]
+    rows = _rows([40, 16, 5], classes)
+    computed = batch_stats(rows, 8)
+    np.testing.assert_array_equal(computed[0], clip_stats(
+        np.frombuffer(rows["logmel"][0], dtype="<f2").reshape(8, 40)))
+    with_columns = {**rows, **{name: computed[:, i] for i, name in enumerate(CLIP_STATS)}}
+    with_columns["db_min"] = np.full(3, -999.0, dtype=np.float32)  # the columns win
+    assert (batch_stats(with_columns, 8)[:, 2] == -999.0).all()
 
 
 def test_tta_windows_cover_the_clip():
@@ -118,3 +165,18 @@ def test_training_batch_is_reproducible_and_applies_the_named_augmentations():
     _, y_plain, _ = training_batch(rows, plain, classes, np.random.default_rng(3))
     assert torch.equal(y_plain, torch.eye(3)) and not torch.equal(a[1], y_plain)
     assert plain.augment == Compose()
+
+
+def test_host_half_is_pinnable_and_device_half_keeps_shapes_and_weights():
+    classes = ["a", "b", "c"]
+    spec = InputSpec(8, 16, Normalisation("color"), compose([("mixup", {"alpha": 0.4}),
+                                                              ("specaugment", {"max_time": 4})]))
+    host = host_batch(_rows([40, 30, 20], classes), spec, classes, np.random.default_rng(0))
+    assert host.crops.dtype == torch.float16 and host.crops.shape == (3, 8, 16)
+    first = to_device(host, spec, np.random.default_rng(5), torch.device("cpu"))
+    again = to_device(host, spec, np.random.default_rng(5), torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))  # seeded
+    x, y, w = first
+    assert x.shape == (3, 3, 8, 16) and y.shape == (3, 3)
+    torch.testing.assert_close(y.sum(dim=1), torch.ones(3))  # blended targets stay one label
+    assert w.shape == (3,) and float(w.min()) >= 0.5 and float(w.max()) <= 1.0

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from fatlib.core.features import clip_stats, encode_logmel
 from fatlib.core.inputs import Normalisation
 from fatlib.core.models import build_model
 from fatlib.core.scoring import combine, tta_logits
@@ -15,24 +16,35 @@ def model():
     return build_model("resnet18", 5).eval()
 
 
+def _stored(clips):
+    """Clips as stored rows: float16 bytes, frame counts, whole-clip stats."""
+    return ([encode_logmel(c) for c in clips], [c.shape[1] for c in clips],
+            np.stack([clip_stats(c) for c in clips]))
+
+
 def test_tta_logits_shape_and_single_centred_crop(model):
     rng = np.random.default_rng(0)
-    clips = [rng.normal(size=(128, n)).astype(np.float32) for n in (300, 128, 90)]
+    clips = [rng.normal(size=(128, n)).astype(np.float16) for n in (300, 128, 90)]
     norm = Normalisation("global")
-    logits = tta_logits(model, clips, norm, 64, 3, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    logits = tta_logits(model, *_stored(clips), norm, 128, 64, 3, cpu)
     assert logits.shape == (3, 3, 5)
-    one = tta_logits(model, clips[:1], norm, 64, 1, torch.device("cpu"))
+    one = tta_logits(model, *_stored(clips[:1]), norm, 128, 64, 1, cpu)
     with torch.no_grad():
-        centred = model(torch.from_numpy(clips[0][None, None, :, 118:182].copy()))
+        centred = model(torch.from_numpy(clips[0][None, None, :, 118:182].astype(np.float32)))
     torch.testing.assert_close(one[0, 0], centred[0], rtol=1e-4, atol=1e-4)
 
 
-def test_colour_models_get_three_identical_channels(model):
+def test_colour_models_get_three_identical_channels_of_the_seed_mapping(model):
     net = build_model("resnet18", 5, in_channels=3).eval()
-    clip = np.random.default_rng(1).normal(-40, 10, size=(128, 200)).astype(np.float32)
+    clip = np.random.default_rng(1).normal(-40, 10, size=(128, 200)).astype(np.float16)
     norm = Normalisation("color")
-    logits = tta_logits(net, [norm.clip(clip)], norm, 128, 2, torch.device("cpu"))
-    assert logits.shape == (1, 2, 5)
+    logits = tta_logits(net, *_stored([clip]), norm, 128, 128, 1, torch.device("cpu"))
+    assert logits.shape == (1, 1, 5)
+    window = norm.clip(clip)[:, 36:164]  # the centred crop of the whole-clip mapping
+    with torch.no_grad():
+        expected = net(torch.from_numpy(window)[None, None].expand(1, 3, -1, -1))
+    torch.testing.assert_close(logits[0, 0], expected[0], rtol=1e-3, atol=1e-3)
 
 
 def test_combinations():

@@ -6,13 +6,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from fatlib.core.config import MelConfig
-from fatlib.core.features import decode_logmel, encode_logmel
+from fatlib.core.features import CLIP_STATS, clip_stats, decode_logmel, encode_logmel
 from fatlib.io import storage
 from fatlib.io.feature_store import (
     ERRORS_FILE,
     FeatureStoreError,
     SplitInfo,
     commit_split,
+    has_clip_stats,
     new_manifest,
     read_manifest,
     read_split_table,
@@ -31,6 +32,8 @@ def _stage_split(root, rows=2):
     columns = {"fname": [f"{i}.wav" for i in range(rows)], "labels": [["Bark"]] * rows,
                "n_frames": [m.shape[1] for m in logmels], "seconds": [1.0] * rows,
                "logmel": [encode_logmel(m) for m in logmels]}
+    columns.update({name: [float(clip_stats(m)[i]) for m in logmels]
+                    for i, name in enumerate(CLIP_STATS)})
     size = write_rows(storage.join(staged, "part-a.parquet"), columns, CFG, "train_curated")
     write_errors(storage.join(staged, ERRORS_FILE), [("bad.wav", "cannot decode")])
     return staged, size, logmels
@@ -54,6 +57,8 @@ def test_rows_round_trip_with_the_fingerprint_in_every_file(tmp_path):
     fs, paths = split_paths(root, "train_curated", CFG)
     assert paths == [str(tmp_path / "train_curated" / "part-a.parquet")]
     assert read_manifest(root)["splits"]["train_curated"]["errors"] == 1
+    assert has_clip_stats(root, "train_curated")
+    assert row["db_max"] == pytest.approx(-39.0) and row["db_min"] == pytest.approx(-39.0)
 
 
 def test_a_split_is_invisible_until_committed(tmp_path):

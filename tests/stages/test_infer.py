@@ -20,6 +20,7 @@ from fatlib.stages.infer.pipeline import infer
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
 from fatlib.tools.synth import SOUND_CLASSES, SynthConfig, generate_dataset
+from tests.conftest import downgrade_store
 
 pytestmark = pytest.mark.slow
 CLASSES = sorted(SOUND_CLASSES)
@@ -96,6 +97,16 @@ def test_feature_store_input_must_match_the_model(setup, ray_local, tmp_path):
     result = infer(InferConfig(models=(a,), data=str(tmp_path / "features"),
                                out=str(tmp_path / "pred"), run_id="f"))
     assert result.scored == 8
+    # The same clips from audio score the same: one clip path, stats computed on the fly.
+    from_audio = infer(InferConfig(models=(a,), data=str(root / "data"),
+                                   out=str(tmp_path / "pred"), run_id="a"))
+    stored = pd.read_csv(tmp_path / "pred" / "f" / "submission.csv")
+    decoded = pd.read_csv(tmp_path / "pred" / "a" / "submission.csv")
+    assert from_audio.scored == 8 and stored.equals(decoded)
+    # A store written before clip stats existed scores the same too.
+    old = downgrade_store(tmp_path / "features", tmp_path / "old")
+    infer(InferConfig(models=(a,), data=str(old), out=str(tmp_path / "pred"), run_id="o"))
+    assert pd.read_csv(tmp_path / "pred" / "o" / "submission.csv").equals(stored)
     mel64 = _artifact(tmp_path / "mel64", mel=MelConfig(n_mels=64))
     with pytest.raises(FeatureStoreError, match=MelConfig(n_mels=64).fingerprint):
         infer(InferConfig(models=(mel64,), data=str(tmp_path / "features"),
@@ -175,3 +186,11 @@ def test_small_runs_split_into_enough_scoring_calls_for_every_actor():
     assert _batch_size(32, 100, 2) == 13  # 8 calls: 4 per actor instead of 76 / 24 clips
     assert _batch_size(32, 10_000, 2) == 32  # large runs: the configured size
     assert _batch_size(32, 3, 4) == 1
+
+
+def test_actor_count_follows_the_cluster_gpus_or_cpus(ray_local):
+    from fatlib.stages.infer.pipeline import default_workers
+
+    assert default_workers(0.0) == 2  # one single-thread actor per CPU of the 2-CPU Ray
+    with pytest.raises(InferenceError, match="--gpus-per-worker 1: the cluster has 0 GPU"):
+        default_workers(1.0)  # asking for GPU actors nobody can host would wait forever

@@ -3,6 +3,7 @@
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,6 +19,7 @@ from fatlib.stages.preprocess.convert import preprocess
 from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.driver import train
 from fatlib.tools.synth import SynthConfig, generate_dataset
+from tests.conftest import downgrade_store
 
 pytestmark = pytest.mark.slow
 # Small but learnable: 100 curated clips (80 train / 20 valid), 64-frame crops.
@@ -157,3 +159,38 @@ def test_run_report_shows_only_files_that_exist(drilled_run, features):
     assert {"batch.png", "curves.png", "per_class.png", "filters.png", "gradcam_0.png",
             "spectrogram_0.png"} <= set(refs)
     assert "http" not in page  # self-contained: nothing fetched from elsewhere
+
+
+def test_a_store_written_before_clip_stats_still_trains(features, tmp_path):
+    old = downgrade_store(Path(features), tmp_path / "old")
+    result = train(_cfg(str(old), tmp_path / "run", workers=1, epochs=1, noisy="mix"))
+    assert result.history[0]["samples"] > 0 and 0 < result.best_lwlrap <= 1
+
+
+def test_shuffled_batches_cover_every_row_once_in_a_new_seeded_order(ray_local):
+    import numpy as np
+    import ray.data
+
+    from fatlib.stages.train.datasets import shuffled_batches
+
+    shard = _Renamed(ray.data.range(103, override_num_blocks=5).materialize().iterator())
+
+    def epoch(seed):
+        return [b["id"] for b in shuffled_batches(shard, 10, np.random.default_rng(seed), 4)]
+
+    first, again, other = epoch(1), epoch(1), epoch(2)
+    assert [len(b) for b in first] == [10] * 10 + [3]  # only the last batch is short
+    assert sorted(np.concatenate(first)) == list(range(103))  # every row exactly once
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+class _Renamed:
+    """A DataIterator whose batches also carry the id column as "fname"."""
+
+    def __init__(self, iterator):
+        self.iterator = iterator
+
+    def iter_batches(self, **kwargs):
+        for batch in self.iterator.iter_batches(**kwargs):
+            yield {**batch, "fname": batch["id"]}

@@ -27,12 +27,14 @@ class InferConfig:
     tta: int = option(4, "crops per clip (1: one centred crop)")
     combine: str = option(TTA_COMBINATIONS[0], "how a clip's crop scores become one score per "
                           "class", flag="tta-combine", choices=TTA_COMBINATIONS)
-    workers: int | None = option(None, "scoring actors", default_text="one per CPU in the cluster")
+    workers: int | None = option(None, "scoring actors", default_text="as many as the cluster's "
+                                 "GPUs hold at --gpus-per-worker, else one per CPU")
     gpus_per_worker: float = option(0.0, "GPUs per scoring actor")
     cpus_per_worker: float = option(0.5, "CPUs per scoring actor (fractional, so decode tasks "
                                     "always find a CPU)")
-    batch_size: int = option(32, "most clips per scoring call (fewer in small runs, so every "
-                             "actor gets several)")
+    batch_size: int | None = option(None, "most clips per scoring call (fewer in small runs, "
+                                    "so every actor gets several)",
+                                    default_text="32 on CPUs, 512 with GPUs")
     run_id: str | None = option(None, "name of this run's folder under --out",
                                 default_text="the UTC time, e.g. 20261125T181500Z")
     incremental: bool = option(False, "score only clips no earlier successful run under --out "

@@ -19,7 +19,8 @@ import torch
 
 from fatlib.core.audio import AudioError
 from fatlib.core.config import TTA_COMBINATIONS
-from fatlib.core.features import decode_logmel, encode_logmel
+from fatlib.core.features import CLIP_STATS, clip_stats, encode_logmel
+from fatlib.core.inputs import batch_stats, with_stats
 from fatlib.core.labels import LabelError, multi_hot
 from fatlib.core.metrics import lwlrap
 from fatlib.core.scoring import combine, tta_logits
@@ -27,10 +28,13 @@ from fatlib.io import predictions, storage
 from fatlib.io.artifact import ModelMeta, load_meta, load_model
 from fatlib.io.clips import clip_log_mel
 from fatlib.io.dataset import TRUTH_CSV, list_audio, read_split, read_truth
-from fatlib.io.feature_store import MANIFEST, read_split_table, split_paths
+from fatlib.io.feature_store import MANIFEST, has_clip_stats, read_split_table, split_paths
 from fatlib.stages.infer.config import InferConfig, InferenceError, InferResult
-from fatlib.stages.runtime import cluster_cpus, ensure_ray, without_op_reservation
+from fatlib.stages.runtime import cluster_cpus, cluster_gpus, ensure_ray, without_op_reservation
 
+# Clips per scoring call: CPU actors keep calls small (cache-sized, several per actor); a GPU
+# wants its windows in large forwards (512 clips x TTA 4 = 2 forwards of 1024 windows).
+_DEFAULT_BATCH = {False: 32, True: 512}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # Fractional like the scoring actors: on one-CPU nodes, each holding a 0.5-CPU actor, a
 # 1-CPU decode task fits nowhere and the pipeline stalls (seen on cluster/local-up.sh).
@@ -87,18 +91,18 @@ class Scorer:
         self.tta, self.how = tta, how
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """(fname, logmel, n_frames, error) rows -> (fname, scores (n, C), error) rows."""
+        """(fname, logmel, n_frames, clip stats, error) rows -> (fname, scores (n, C), error)."""
         n_classes = len(self.models[0][0].classes)
         scores = np.full((len(batch["fname"]), n_classes), np.nan, dtype=np.float32)
         ok = np.flatnonzero(batch["error"] == "")
         if len(ok):
+            rows = {key: value[ok] for key, value in batch.items()}
             n_mels = self.models[0][0].mel.n_mels
-            logmels = [decode_logmel(batch["logmel"][i], n_mels, int(batch["n_frames"][i]))
-                       for i in ok]
+            stats = batch_stats(rows, n_mels)
             total = np.zeros((len(ok), n_classes), dtype=np.float64)
             for meta, model in self.models:
-                clips = [meta.normalisation.clip(m) for m in logmels]
-                logits = tta_logits(model, clips, meta.normalisation, meta.crop_frames, self.tta,
+                logits = tta_logits(model, rows["logmel"], rows["n_frames"], stats,
+                                    meta.normalisation, n_mels, meta.crop_frames, self.tta,
                                     self.device)
                 total += combine(logits, self.how)
             scores[ok] = total / len(self.models)  # fold ensembles: the mean probability
@@ -138,8 +142,10 @@ def _input_rows(cfg: InferConfig, mel, classes, done: set[str]):
             return None, truth, skipped, 0
         fs, paths = split_paths(cfg.data, cfg.split, mel)
         ds = ray.data.read_parquet(paths, filesystem=fs)
-        ds = ds.select_columns(["fname", "logmel", "n_frames"]).map_batches(
-            _not_done, fn_kwargs={"done": sorted(done)}, batch_format="numpy")
+        stats = list(CLIP_STATS) if has_clip_stats(cfg.data, cfg.split) else []
+        ds = ds.select_columns(["fname", "logmel", "n_frames", *stats]).map_batches(
+            _not_done, fn_kwargs={"done": sorted(done), "n_mels": mel.n_mels},
+            batch_format="numpy")
         return ds, truth, skipped, len(labels) - skipped
     clips, truth = _audio_clips(cfg.data, classes)
     todo = [c for c in clips if c[0] not in done]
@@ -168,26 +174,30 @@ def _audio_clips(data: str, classes: list[str]):
 def _log_mels(batch: pa.Table, mel) -> dict[str, np.ndarray]:
     """Ray Data task: decode + log-mel each clip; failures become rows with an error reason."""
     torch.set_num_threads(1)
-    fnames, logmels, frames, errors = [], [], [], []
+    fnames, logmels, frames, stats, errors = [], [], [], [], []
     for clip in batch.to_pylist():
         try:
             logmel, _ = clip_log_mel(clip["uri"], clip["fname"], mel)
             logmels.append(encode_logmel(logmel))
             frames.append(logmel.shape[1])
+            stats.append(clip_stats(logmel))
             errors.append("")
         except AudioError as e:
             logmels.append(b"")
             frames.append(0)
+            stats.append(np.zeros(len(CLIP_STATS), dtype=np.float32))
             errors.append(e.reason)
         fnames.append(clip["fname"])
+    columns = np.stack(stats) if stats else np.zeros((0, len(CLIP_STATS)), dtype=np.float32)
     return {"fname": np.array(fnames, dtype=object), "logmel": np.array(logmels, dtype=object),
-            "n_frames": np.array(frames), "error": np.array(errors, dtype=object)}
+            "n_frames": np.array(frames), "error": np.array(errors, dtype=object),
+            **{name: columns[:, i] for i, name in enumerate(CLIP_STATS)}}
 
 
-def _not_done(batch: dict, done: list[str]) -> dict:
-    """Feature rows not yet scored, with an empty error column."""
+def _not_done(batch: dict, done: list[str], n_mels: int) -> dict:
+    """Feature rows not yet scored, with their clip stats and an empty error column."""
     keep = ~np.isin(batch["fname"], done)
-    out = {key: value[keep] for key, value in batch.items()}
+    out = with_stats({key: value[keep] for key, value in batch.items()}, n_mels)
     out["error"] = np.full(int(keep.sum()), "", dtype=object)
     return out
 
@@ -195,22 +205,35 @@ def _not_done(batch: dict, done: list[str]) -> dict:
 def _score(cfg: InferConfig, rows: ray.data.Dataset, metas: list[ModelMeta],
            n_rows: int) -> list[dict]:
     """Run the actor pool over the rows; results come back to the driver (scores are small)."""
-    # One single-thread actor per CPU: the network is the bulk of the work. Decoding asks for
-    # the same fractional CPU, so without GPUs Ray Data runs it inside the actors' processes.
-    workers = cfg.workers or cluster_cpus()
+    workers = cfg.workers or default_workers(cfg.gpus_per_worker)
     threads = max(1, int(cfg.cpus_per_worker))
     with without_op_reservation():
         scored = rows.map_batches(
             Scorer,
             fn_constructor_kwargs={"models": list(cfg.models), "tta": cfg.tta,
                                    "how": cfg.combine, "threads": threads},
-            batch_size=_batch_size(cfg.batch_size, n_rows, workers),
+            batch_size=_batch_size(cfg.batch_size or _DEFAULT_BATCH[cfg.gpus_per_worker > 0],
+                                   n_rows, workers),
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=cfg.cpus_per_worker,
             num_gpus=cfg.gpus_per_worker,
         )
         return scored.take_all()
+
+
+def default_workers(gpus_per_worker: float) -> int:
+    """Scoring actors when --workers is not given: as many as the cluster's GPUs hold at
+    gpus_per_worker each (asking for more waits forever), else one single-thread actor per
+    CPU (the network is the bulk of the work; decoding asks for the same fractional CPU, so
+    without GPUs Ray Data runs it inside the actors' processes)."""
+    if gpus_per_worker > 0:
+        gpus = cluster_gpus()
+        if gpus < gpus_per_worker:
+            raise InferenceError(f"--gpus-per-worker {gpus_per_worker:g}: the cluster has "
+                                 f"{gpus:g} GPU(s)")
+        return max(1, int(gpus // gpus_per_worker))
+    return cluster_cpus()
 
 
 def _batch_size(largest: int, n_rows: int, workers: int) -> int:

@@ -16,7 +16,7 @@ from fatlib.core.config import ConfigError
 from fatlib.core.inputs import training_batch
 from fatlib.core.losses import weighted_bce
 from fatlib.core.models import build_model
-from fatlib.io.feature_store import read_split_table
+from fatlib.io.feature_store import feature_columns, read_split_table
 from fatlib.stages.lr_find.config import LRFinderResult, SweepSettings
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.inputs import input_spec, training_inputs
@@ -93,15 +93,10 @@ def find_lr(cfg: TrainConfig, sweep: SweepSettings = SweepSettings()) -> LRFinde
 
 
 def _training_rows(cfg: TrainConfig, valid_names: set[str]) -> dict[str, np.ndarray]:
-    """The training fold's rows as columns (fname, labels, n_frames, logmel, weight)."""
-    names = ["fname", "labels", "n_frames", "logmel"]
-    table = read_split_table(cfg.features, "train_curated", cfg.mel, columns=names)
-    columns = {name: table.column(name).to_pylist() for name in names}
-    keep = np.array([f not in valid_names for f in columns["fname"]])
-    out = {name: np.array(values, dtype=object)[keep] for name, values in columns.items()}
-    out["n_frames"] = out["n_frames"].astype(np.int64)
-    out["weight"] = np.ones(int(keep.sum()), dtype=np.float32)
-    return out
+    """The training fold's rows as columns (fname, labels, n_frames, logmel, stats, weight)."""
+    columns = feature_columns(read_split_table(cfg.features, "train_curated", cfg.mel))
+    keep = ~np.isin(columns["fname"], sorted(valid_names))
+    return {name: values[keep] for name, values in columns.items()}
 
 
 def _cycle(rows: dict[str, np.ndarray], batch_size: int, rng) -> Iterator[dict]:

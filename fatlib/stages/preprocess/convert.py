@@ -18,12 +18,13 @@ import torch
 
 from fatlib.core.audio import AudioError
 from fatlib.core.config import MelConfig
-from fatlib.core.features import encode_logmel
+from fatlib.core.features import CLIP_STATS, clip_stats, encode_logmel
 from fatlib.io import storage
 from fatlib.io.clips import clip_log_mel
 from fatlib.io.dataset import Clip, available_splits, class_vocabulary, read_split
 from fatlib.io.feature_store import (
     ERRORS_FILE,
+    ROW_SCHEMA,
     FeatureStoreError,
     SplitInfo,
     commit_split,
@@ -134,7 +135,7 @@ def _convert_split(
 def _convert_batch(batch: pa.Table, mel: MelConfig, split: str, staged: str) -> pa.Table:
     """Ray Data task: convert a batch of clips, write one Parquet part, report rows and errors."""
     torch.set_num_threads(1)  # one thread per task: Ray schedules one task per CPU
-    rows = {name: [] for name in ("fname", "labels", "n_frames", "seconds", "logmel")}
+    rows = {name: [] for name in ROW_SCHEMA.names}
     errors: list[tuple[str, str]] = []
     for clip in batch.to_pylist():
         try:
@@ -147,6 +148,8 @@ def _convert_batch(batch: pa.Table, mel: MelConfig, split: str, staged: str) -> 
         rows["n_frames"].append(logmel.shape[1])
         rows["seconds"].append(seconds)
         rows["logmel"].append(encode_logmel(logmel))
+        for name, value in zip(CLIP_STATS, clip_stats(logmel), strict=True):
+            rows[name].append(float(value))
     reports = [_report("error", fname, reason=reason) for fname, reason in errors]
     if rows["fname"]:
         # Named by content, so a retried task overwrites its own part instead of adding one.

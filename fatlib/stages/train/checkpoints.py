@@ -129,7 +129,7 @@ def _config_dict(cfg: TrainConfig) -> dict:
 def _history_csv(history: list[dict]) -> bytes:
     """history.csv: one row per epoch."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS)
+    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(history)
     return out.getvalue().encode()

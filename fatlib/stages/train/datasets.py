@@ -1,13 +1,22 @@
 """The training stage's Ray Data: the curated split (and noisy one) as training and validation
-datasets, rows fname / labels / n_frames / logmel / weight."""
+datasets, rows fname / labels / n_frames / logmel / the clip's dB stats / weight."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import ray.data
 
-from fatlib.io.feature_store import split_paths
+from fatlib.core.features import CLIP_STATS
+from fatlib.core.inputs import with_stats
+from fatlib.io.feature_store import has_clip_stats, split_paths
 from fatlib.stages.train.config import TrainConfig
+
+# Rows a training worker permutes at once: a window of this many batches, read ahead by Ray Data.
+# Ray's local shuffle buffer capped the iterator at ~6,900 rows/s (issue 13); one permutation
+# of a window costs next to nothing.
+WINDOW_BATCHES = 16
 
 # Loading the store is I/O-bound and brief; fractional CPUs let it run beside training workers
 # that hold whole CPUs (concurrent Tune trials on a small cluster would otherwise wait forever).
@@ -33,11 +42,37 @@ def training_datasets(cfg: TrainConfig,
     return train_ds.materialize(), valid_ds.materialize()
 
 
+def shuffled_batches(shard, batch_size: int, rng: np.random.Generator,
+                     window_batches: int = WINDOW_BATCHES) -> Iterator[dict]:
+    """A worker's shard as numpy batches of batch_size rows in a new, seeded order each epoch:
+    windows of window_batches batches, each permuted as a whole; the rows left over from a
+    window join the next one, so only the epoch's last batch may be short."""
+    pending: dict | None = None
+    for window in shard.iter_batches(batch_size=batch_size * window_batches,
+                                     batch_format="numpy", prefetch_batches=1):
+        if pending is not None:
+            window = {k: np.concatenate([pending[k], v]) for k, v in window.items()}
+        order = rng.permutation(len(window["fname"]))
+        full = len(order) - len(order) % batch_size
+        for i in range(0, full, batch_size):
+            take = order[i : i + batch_size]
+            yield {k: v[take] for k, v in window.items()}
+        pending = {k: v[order[full:]] for k, v in window.items()}
+    if pending is not None and len(pending["fname"]):
+        yield pending
+
+
 def _read_split_dataset(cfg: TrainConfig, split: str) -> ray.data.Dataset:
     """A committed split's Parquet files (exactly those the manifest lists) as a Dataset."""
     fs, paths = split_paths(cfg.features, split, cfg.mel)
     ds = ray.data.read_parquet(paths, filesystem=fs, num_cpus=LOADING_CPUS)
-    return ds.select_columns(["fname", "labels", "n_frames", "logmel"])
+    columns = ["fname", "labels", "n_frames", "logmel"]
+    if has_clip_stats(cfg.features, split):
+        return ds.select_columns(columns + list(CLIP_STATS))
+    # A split written before the stats existed: computed once here, not every epoch.
+    return ds.select_columns(columns).map_batches(
+        with_stats, fn_kwargs={"n_mels": cfg.mel.n_mels}, batch_format="numpy",
+        num_cpus=LOADING_CPUS)
 
 
 def _select(batch: dict, names: list[str], keep: bool, weight: float) -> dict:

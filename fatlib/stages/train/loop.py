@@ -10,8 +10,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from fatlib.core.features import decode_logmel
-from fatlib.core.inputs import InputSpec, training_batch
+from fatlib.core.inputs import InputSpec, batch_stats, host_batch, to_device
 from fatlib.core.labels import multi_hot
 from fatlib.core.losses import clip_bce, weighted_bce
 from fatlib.core.metrics import lwlrap
@@ -19,6 +18,7 @@ from fatlib.core.models import build_model
 from fatlib.core.scoring import combine, tta_logits
 from fatlib.stages.train.checkpoints import maybe_fail, report_epoch, restore, unwrap
 from fatlib.stages.train.config import TrainConfig, format_history, steps_per_epoch
+from fatlib.stages.train.datasets import shuffled_batches
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,17 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch, rank])  # reproducible after a restart
-        train_loss = _train_epoch(model, optimizer, scheduler, train_shard, inputs, rng, device)
+        train_loss, samples = _train_epoch(model, optimizer, scheduler, train_shard, inputs,
+                                           rng, device)
+        trained = time.perf_counter()
         scores, truth, valid_loss = validation_scores(
             model, valid_shard, inputs, device, rank=rank, world=world)
+        done = time.perf_counter()
+        # train_time / samples is the stage's training throughput, validation apart.
         metrics = {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
-                   "lwlrap": lwlrap(truth, scores), "time": time.perf_counter() - started,
-                   "lr": scheduler.get_last_lr()[0]}
+                   "lwlrap": lwlrap(truth, scores), "time": done - started,
+                   "lr": scheduler.get_last_lr()[0], "train_time": trained - started,
+                   "valid_time": done - trained, "samples": samples}
         history.append(metrics)
         report_epoch(rank, model, optimizer, scheduler, history, metrics)
         if rank == 0:
@@ -79,21 +84,23 @@ def train_loop_per_worker(config: dict) -> None:
 def validation_scores(model, shard, inputs: WorkerInputs, device, *, rank: int, world: int):
     """Scores and truth for the whole validation fold, on every rank, and the mean valid loss.
 
-    Each rank scores every world-th clip of the (unsplit) fold; the results are gathered, since
-    lwlrap is not an average of per-shard values.
+    Each rank scores every world-th clip of the (unsplit) fold, all TTA windows of a batch of
+    clips in one forward where they fit; the results are gathered, since lwlrap is not an
+    average of per-shard values.
     """
     net = unwrap(model).eval()  # not the DDP wrapper: ranks score different numbers of batches
     spec, cfg = inputs.spec, inputs.cfg
+    clips_per_batch = 256 if device.type == "cuda" else 64
     scores, truth, losses, seen = [], [], [], 0
-    for batch in shard.iter_batches(batch_size=64, batch_format="numpy"):
+    for batch in shard.iter_batches(batch_size=clips_per_batch, batch_format="numpy"):
         mine = (np.arange(seen, seen + len(batch["fname"])) % world) == rank
         seen += len(batch["fname"])
         if not mine.any():
             continue
-        clips = [spec.norm.clip(decode_logmel(b, spec.n_mels, n))
-                 for b, n in zip(batch["logmel"][mine], batch["n_frames"][mine], strict=True)]
-        logits = tta_logits(net, clips, spec.norm, spec.crop_frames, cfg.valid_crops, device)
-        y = torch.from_numpy(multi_hot(batch["labels"][mine], inputs.classes))
+        rows = {key: value[mine] for key, value in batch.items()}
+        logits = tta_logits(net, rows["logmel"], rows["n_frames"], batch_stats(rows, spec.n_mels),
+                            spec.norm, spec.n_mels, spec.crop_frames, cfg.valid_crops, device)
+        y = torch.from_numpy(multi_hot(rows["labels"], inputs.classes))
         losses.append(clip_bce(logits, y[:, None, :].expand_as(logits)))
         scores.append(combine(logits))
         truth.append(y.numpy())
@@ -109,24 +116,23 @@ def validation_scores(model, shard, inputs: WorkerInputs, device, *, rank: int, 
             float(all_losses.mean()))
 
 
-def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng, device) -> float:
-    """One pass over this worker's shard; returns the mean training loss over all shards."""
-    cfg = inputs.cfg
+def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng,
+                 device) -> tuple[float, int]:
+    """One pass over this worker's shard: (mean training loss, samples) over all shards.
+
+    Nothing in the loop waits for the device (the loss is summed there, read once at the end),
+    so on a GPU the next batch's crops are cut while the current step runs.
+    """
     world = ray.train.get_context().get_world_size()
+    cuda = device.type == "cuda"
     model.train()
-    total, count = 0.0, 0
-    batches = shard.iter_batches(
-        batch_size=cfg.batch_size // world,
-        batch_format="numpy",
-        local_shuffle_buffer_size=min(4 * cfg.batch_size, max(1, inputs.n_train // world)),
-        local_shuffle_seed=int(rng.integers(2**31)),
-    )
-    for batch in batches:
-        x, y, w = training_batch(batch, inputs.spec, inputs.classes, rng)
-        x, y, w = x.to(device), y.to(device), w.to(device)
-        if device.type == "cuda":
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    for batch in shuffled_batches(shard, inputs.cfg.batch_size // world, rng):
+        host = host_batch(batch, inputs.spec, inputs.classes, rng, pin=cuda)
+        x, y, w = to_device(host, inputs.spec, rng, device)
+        if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             logits = model(x)
         loss = weighted_bce(logits, y, w)
         optimizer.zero_grad(set_to_none=True)
@@ -134,9 +140,9 @@ def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng, 
         optimizer.step()
         if scheduler.last_epoch < scheduler.total_steps:
             scheduler.step()
-        total += loss.item() * len(w)
+        total += loss.detach() * len(w)
         count += len(w)
-    sums = torch.tensor([total, float(count)], dtype=torch.float64)
+    sums = torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=device)])
     if world > 1:  # the epoch's loss over all shards, not rank 0's alone
         torch.distributed.all_reduce(sums)
-    return float(sums[0] / max(1.0, float(sums[1])))
+    return float(sums[0] / max(1.0, float(sums[1]))), int(sums[1])
