@@ -1,33 +1,38 @@
-"""Train a ResNet on the feature store with Ray Train (DDP); export the best model artifact."""
+"""Train a ResNet on the feature store with Ray Train (DDP); export the best model artifact.
+With --folds all, train every fold as one distributed job and ensemble them."""
 
 import argparse
 import sys
 
 from fatlib.core.cli import add_flags, from_args, run_job
-from fatlib.stages.train.config import TrainConfig, TrainResult
+from fatlib.stages.train.config import TrainConfig
 
 
 def main() -> int:
-    """Parse flags, train, draw the report, print the epoch table; user errors exit 2."""
+    """Parse flags, train, draw the reports, print the results; user errors exit 2."""
     p = argparse.ArgumentParser(description=__doc__)
     add_flags(p, TrainConfig)
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
-                   help="write <out>/report.html with the run's pictures (default: on)")
+                   help="write report.html with the run's pictures in each run directory "
+                        "(default: on)")
     args = p.parse_args()
     cfg = from_args(TrainConfig, args)
     # The stage and the report load Ray, torch and matplotlib: only after the flags parse.
     from fatlib.report.run_report import write_report
     from fatlib.stages.train.driver import train
+    from fatlib.stages.train.kfold import fold_dir, train_folds
 
-    def stage() -> tuple[TrainResult, str]:
-        result = train(cfg)
-        return result, write_report(result.out, cfg.features).html if args.report else ""
+    def stage() -> str:
+        if cfg.folds == "all":
+            result = train_folds(cfg)
+            runs = [fold_dir(result.out, k) for k in result.trained]
+        else:
+            result = train(cfg)
+            runs = [result.out]
+        reports = [write_report(run, cfg.features).html for run in runs] if args.report else []
+        return "\n".join([result.summary(), *(f"report: {r}" for r in reports)])
 
-    def summary(done: tuple[TrainResult, str]) -> str:
-        result, report = done
-        return result.summary() + (f"\nreport: {report}" if report else "")
-
-    return run_job("train", stage, summary)
+    return run_job("train", stage, str)
 
 
 if __name__ == "__main__":

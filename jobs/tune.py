@@ -10,7 +10,7 @@ from fatlib.stages.tune.config import PLOT, SEARCHED, TuneResult, TuneSettings
 
 # Every trial shares the training flags except those the search samples; --out is the
 # experiment's, --resume is implicit (an existing experiment resumes).
-_NOT_TRAIN_FLAGS = ("out", "resume", *SEARCHED)
+_NOT_TRAIN_FLAGS = ("out", "resume", "folds", *SEARCHED)
 
 
 def main() -> int:

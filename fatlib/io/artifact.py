@@ -22,6 +22,7 @@ from fatlib.io import storage
 ARTIFACT_FORMAT = 1
 WEIGHTS = "weights.pt"
 META = "meta.json"
+ENSEMBLE = "ensemble.json"  # in a K-fold run directory: its fold artifacts, relative paths
 
 
 class ArtifactError(UserError):
@@ -89,6 +90,20 @@ def save_artifact(uri: str, meta: ModelMeta, state_dict: dict) -> None:
     torch.save(state_dict, buffer)
     storage.write_bytes(storage.join(uri, WEIGHTS), buffer.getvalue())
     storage.write_json(storage.join(uri, META), meta.to_dict())
+
+
+def model_artifacts(uri: str) -> list[str]:
+    """The artifacts a --model location stands for: an artifact itself, a training run
+    directory (its model/), or a K-fold run directory (every fold's, from ensemble.json)."""
+    if storage.is_file(storage.join(uri, META)):
+        return [uri]
+    if storage.is_file(storage.join(uri, ENSEMBLE)):
+        doc = storage.read_json(storage.join(uri, ENSEMBLE))
+        return [storage.join(uri, *m["artifact"].split("/")) for m in doc["models"]]
+    if storage.is_file(storage.join(uri, "model", META)):
+        return [storage.join(uri, "model")]
+    raise ArtifactError(f"{uri}: not a model artifact ({META} missing), a training run or a "
+                        f"K-fold run ({ENSEMBLE} missing)")
 
 
 def load_meta(uri: str) -> ModelMeta:

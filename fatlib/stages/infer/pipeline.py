@@ -25,7 +25,7 @@ from fatlib.core.labels import LabelError, multi_hot
 from fatlib.core.metrics import lwlrap
 from fatlib.core.scoring import combine, tta_logits
 from fatlib.io import predictions, storage
-from fatlib.io.artifact import ModelMeta, load_meta, load_model
+from fatlib.io.artifact import ModelMeta, load_meta, load_model, model_artifacts
 from fatlib.io.clips import clip_log_mel
 from fatlib.io.dataset import TRUTH_CSV, list_audio, read_split, read_truth
 from fatlib.io.feature_store import MANIFEST, has_clip_stats, read_split_table, split_paths
@@ -44,8 +44,9 @@ _DECODE_CPUS = 0.5
 def infer(cfg: InferConfig) -> InferResult:
     """Score the input's clips, write the run's outputs, and _SUCCESS last."""
     started = time.perf_counter()
-    cfg = replace(cfg, models=tuple(storage.absolute(m) for m in cfg.models),
-                  data=storage.absolute(cfg.data), out=storage.absolute(cfg.out))
+    models = tuple(a for m in cfg.models for a in model_artifacts(storage.absolute(m)))
+    cfg = replace(cfg, models=models, data=storage.absolute(cfg.data),
+                  out=storage.absolute(cfg.out))
     metas = _check_models(cfg)
     classes, mel = metas[0].classes, metas[0].mel
     run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

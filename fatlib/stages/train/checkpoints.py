@@ -10,6 +10,9 @@ import os
 import tempfile
 from dataclasses import asdict, replace
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import ray.train
 import torch
@@ -20,6 +23,7 @@ from fatlib.io.artifact import ModelMeta, save_artifact
 from fatlib.stages.train.config import RunDirError, TrainConfig, TrainResult
 
 STATE_FILE = "state.pt"
+OOF = "oof.parquet"  # the best epoch's validation scores: out-of-fold scores of a K-fold run
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "lwlrap", "time", "lr"]
 
 
@@ -63,15 +67,16 @@ def restore(model, optimizer, scheduler) -> tuple[int, list[dict]]:
 
 
 def report_epoch(rank: int, model, optimizer, scheduler, history: list[dict],
-                 metrics: dict) -> None:
-    """Every rank reports (a barrier); rank 0 attaches the checkpoint of this epoch."""
+                 metrics: dict, valid: dict) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint of this epoch, with the
+    validation fold's scores (valid: fname, scores) that become the run's out-of-fold scores."""
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory(prefix="fatlib-ckpt-") as folder:
         torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "epoch": metrics["epoch"],
-                    "history": history}, os.path.join(folder, STATE_FILE))
+                    "history": history, "valid": valid}, os.path.join(folder, STATE_FILE))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
@@ -103,8 +108,24 @@ def export(cfg: TrainConfig, result, classes: list[str], norm: Normalisation,
     save_artifact(artifact, meta, state["model"])
     storage.write_json(storage.join(cfg.out, "metrics.json"), metrics)
     storage.write_bytes(storage.join(cfg.out, "history.csv"), _history_csv(history))
+    if state.get("valid") is not None:  # checkpoints written before fatlib kept them lack it
+        _write_oof(cfg.out, state["valid"], classes)
     return TrainResult(out=cfg.out, artifact=artifact, best_epoch=metrics["best_epoch"],
                        best_lwlrap=metrics["lwlrap"], history=history)
+
+
+def read_oof(run: str) -> pd.DataFrame:
+    """A run's out-of-fold scores: its best epoch's validation scores, fname + one column per
+    class (vocabulary order)."""
+    return storage.read_parquet(storage.join(run, OOF)).to_pandas()
+
+
+def _write_oof(run: str, valid: dict, classes: list[str]) -> None:
+    """<run>/oof.parquet from the best checkpoint's validation scores."""
+    frame = pd.DataFrame(np.asarray(valid["scores"], dtype=np.float32), columns=classes)
+    frame.insert(0, "fname", list(valid["fname"]))
+    frame = frame.sort_values("fname", ignore_index=True)
+    storage.write_parquet(storage.join(run, OOF), pa.Table.from_pandas(frame, preserve_index=False))
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

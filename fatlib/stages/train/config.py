@@ -45,6 +45,9 @@ class TrainConfig:
                        parse=parse_fold, render=lambda v: f"{v[0]}/{v[1]}",
                        sets=("fold", "n_folds"), metavar="k/K")
     n_folds: int = option(5, cli=False)  # set by --fold k/K
+    folds: str = option("one", "'all': train all K folds of --fold k/K as concurrent runs under "
+                        "<out>/fold-<k>/, report the out-of-fold lwlrap, write the ensemble",
+                        choices=("one", "all"))
     noisy: str = option("off", "'mix' adds train_noisy to the training batches",
                         choices=("off", "mix"))
     noisy_weight: float = option(0.5, "loss weight of a noisy clip relative to a curated one")
@@ -79,6 +82,7 @@ class TrainConfig:
             (self.batch_size >= self.workers, "batch size must be >= the number of workers"),
             (self.crop_frames >= 8, "crop frames must be >= 8"),
             (self.n_folds >= 2 and 0 <= self.fold < self.n_folds, "need 0 <= fold < K, K >= 2"),
+            (self.folds in ("one", "all"), "folds must be 'one' or 'all'"),
             (self.noisy in ("off", "mix"), "noisy must be 'off' or 'mix'"),
             (self.mixup >= 0, "mixup alpha must be >= 0"),
             (self.arch in models, f"arch must be one of {models}"),

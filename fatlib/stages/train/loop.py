@@ -66,7 +66,7 @@ def train_loop_per_worker(config: dict) -> None:
         train_loss, samples = _train_epoch(model, optimizer, scheduler, train_shard, inputs,
                                            rng, device)
         trained = time.perf_counter()
-        scores, truth, valid_loss = validation_scores(
+        fnames, scores, truth, valid_loss = validation_scores(
             model, valid_shard, inputs, device, rank=rank, world=world)
         done = time.perf_counter()
         # train_time / samples is the stage's training throughput, validation apart.
@@ -75,14 +75,16 @@ def train_loop_per_worker(config: dict) -> None:
                    "lr": scheduler.get_last_lr()[0], "train_time": trained - started,
                    "valid_time": done - trained, "samples": samples}
         history.append(metrics)
-        report_epoch(rank, model, optimizer, scheduler, history, metrics)
+        report_epoch(rank, model, optimizer, scheduler, history, metrics,
+                     valid={"fname": fnames, "scores": scores})
         if rank == 0:
             print(format_history(history, header=epoch == start_epoch, last_only=True), flush=True)
         maybe_fail(cfg, epoch, rank, world)
 
 
 def validation_scores(model, shard, inputs: WorkerInputs, device, *, rank: int, world: int):
-    """Scores and truth for the whole validation fold, on every rank, and the mean valid loss.
+    """(fnames, scores, truth) of the whole validation fold, on every rank, and the mean
+    valid loss.
 
     Each rank scores every world-th clip of the (unsplit) fold, all TTA windows of a batch of
     clips in one forward where they fit; the results are gathered, since lwlrap is not an
@@ -91,29 +93,30 @@ def validation_scores(model, shard, inputs: WorkerInputs, device, *, rank: int, 
     net = unwrap(model).eval()  # not the DDP wrapper: ranks score different numbers of batches
     spec, cfg = inputs.spec, inputs.cfg
     clips_per_batch = 256 if device.type == "cuda" else 64
-    scores, truth, losses, seen = [], [], [], 0
+    names, scores, truth, losses, seen = [], [], [], [], 0
     for batch in shard.iter_batches(batch_size=clips_per_batch, batch_format="numpy"):
         mine = (np.arange(seen, seen + len(batch["fname"])) % world) == rank
         seen += len(batch["fname"])
         if not mine.any():
             continue
         rows = {key: value[mine] for key, value in batch.items()}
+        names.append(rows["fname"])
         logits = tta_logits(net, rows["logmel"], rows["n_frames"], batch_stats(rows, spec.n_mels),
                             spec.norm, spec.n_mels, spec.crop_frames, cfg.valid_crops, device)
         y = torch.from_numpy(multi_hot(rows["labels"], inputs.classes))
         losses.append(clip_bce(logits, y[:, None, :].expand_as(logits)))
         scores.append(combine(logits))
         truth.append(y.numpy())
-    parts = [(np.concatenate(scores), np.concatenate(truth), torch.cat(losses).numpy())
-             if scores else None]
+    parts = [(np.concatenate(scores), np.concatenate(truth), torch.cat(losses).numpy(),
+              np.concatenate(names)) if scores else None]
     if world > 1:
         gathered: list = [None] * world
         torch.distributed.all_gather_object(gathered, parts[0])
         parts = gathered
     parts = [p for p in parts if p is not None]
     all_losses = np.concatenate([p[2] for p in parts])
-    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-            float(all_losses.mean()))
+    return (np.concatenate([p[3] for p in parts]), np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]), float(all_losses.mean()))
 
 
 def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng,

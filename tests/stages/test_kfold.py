@@ -1,0 +1,63 @@
+"""K-fold training as one job: K artifacts, out-of-fold lwlrap over every curated clip once,
+an ensemble inference accepts, and a re-run that trains only unfinished folds."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from fatlib.io.artifact import model_artifacts
+from fatlib.stages.infer.config import InferConfig
+from fatlib.stages.infer.pipeline import infer
+from fatlib.stages.preprocess.config import PreprocessConfig
+from fatlib.stages.preprocess.convert import preprocess
+from fatlib.stages.train.config import TrainConfig
+from fatlib.stages.train.kfold import train_folds
+from fatlib.tools.synth import SynthConfig, generate_dataset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def kfold(ray_local, tmp_path_factory):
+    root = tmp_path_factory.mktemp("kfold")
+    generate_dataset(root / "data", SynthConfig(n_curated=24, n_noisy=0, n_test=4,
+                                                max_seconds=1.5, sample_rate=16000))
+    preprocess(PreprocessConfig(data=str(root / "data"), out=str(root / "features")))
+    cfg = TrainConfig(features=str(root / "features"), out=str(root / "cv"), workers=1,
+                      epochs=1, batch_size=8, crop_frames=32, valid_crops=1, fold=0, n_folds=3,
+                      folds="all")
+    return root, cfg, train_folds(cfg)
+
+
+def test_every_fold_is_a_run_and_oof_covers_each_clip_once(kfold):
+    root, cfg, result = kfold
+    assert result.trained == [0, 1, 2] and len(result.fold_lwlrap) == 3
+    oof = pd.concat([pd.read_parquet(root / "cv" / f"fold-{k}" / "oof.parquet")
+                     for k in range(3)])
+    curated = pd.read_csv(root / "data" / "train_curated.csv")
+    assert sorted(oof.fname) == sorted(curated.fname)  # every curated clip exactly once
+    assert result.n_clips == 24 and 0 < result.oof_lwlrap <= 1
+    doc = json.loads((root / "cv" / "ensemble.json").read_text())
+    assert doc["oof_lwlrap"] == pytest.approx(result.oof_lwlrap)
+    assert [m["artifact"] for m in doc["models"]] == [f"fold-{k}/model" for k in range(3)]
+    assert "out-of-fold lwlrap" in result.summary()
+
+
+def test_inference_takes_the_k_fold_run_as_an_ensemble(kfold, tmp_path):
+    root, _, _ = kfold
+    assert len(model_artifacts(str(root / "cv"))) == 3
+    result = infer(InferConfig(models=(str(root / "cv"),), data=str(root / "data"),
+                               out=str(tmp_path), run_id="cv", tta=1))
+    assert result.models == 3 and result.scored == 4
+
+
+def test_a_rerun_trains_only_the_unfinished_folds(kfold):
+    root, cfg, _ = kfold
+    kept = {p: p.stat().st_mtime_ns for p in (root / "cv" / "fold-0").rglob("*") if p.is_file()}
+    shutil.rmtree(root / "cv" / "fold-1")  # as if the job died while fold 1 trained
+    again = train_folds(cfg)
+    assert again.trained == [1]
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # fold 0 untouched
+    assert (root / "cv" / "fold-1" / "model" / "meta.json").exists()
