@@ -23,6 +23,9 @@ FEATURE_ALGORITHM_VERSION = 1
 # against these same tuples.
 NORMALISATIONS = ("color", "clip", "global")  # how dB values become network inputs
 TTA_COMBINATIONS = ("mean_sigmoid", "max_sigmoid", "mean_logit")  # crop scores -> clip score
+# How a training crop longer than its clip is filled: the clip's silence floor (the seed),
+# the clip repeated, or either at random per sample. Validation and inference pad with silence.
+PADDINGS = ("silence", "wrap", "random")
 
 
 class ConfigError(UserError, ValueError):

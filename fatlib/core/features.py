@@ -118,6 +118,29 @@ def clip_stats(logmel: np.ndarray) -> np.ndarray:
     return np.array([x.mean(), x.std(), x.min(), x.max()], dtype=np.float32)
 
 
+def delta_weights(order: int, width: int = 9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Savitzky-Golay derivative weights of librosa.feature.delta(width, order, mode="interp"):
+    (interior (width,), left edge (width // 2, width), right edge (width // 2, width)); the
+    edges evaluate the derivative of a polynomial fitted to the first / last `width` frames."""
+    half = width // 2
+
+    def weights(positions: np.ndarray, at: np.ndarray) -> np.ndarray:
+        vander = positions[:, None] ** np.arange(order + 1)  # (width, order + 1)
+        fit = np.linalg.pinv(vander)  # polynomial coefficients from the window's values
+        powers = np.arange(order + 1)
+        factor = np.array([np.prod(np.arange(m - order + 1, m + 1)) if m >= order else 0
+                           for m in powers], dtype=np.float64)
+        derivative = factor * np.where(powers >= order,
+                                       at[:, None] ** np.maximum(powers - order, 0), 0.0)
+        return derivative @ fit  # (len(at), width)
+
+    centred = np.arange(-half, half + 1, dtype=np.float64)
+    interior = weights(centred, np.zeros(1))[0]
+    edge = np.arange(width, dtype=np.float64)
+    return (interior, weights(edge, np.arange(half, dtype=np.float64)),
+            weights(edge, np.arange(width - half, width, dtype=np.float64)))
+
+
 def mel_filterbank(cfg: MelConfig) -> np.ndarray:
     """Slaney-style, Slaney-normalised mel filterbank (n_mels, n_fft // 2 + 1) float32.
 

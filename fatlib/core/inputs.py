@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from fatlib.core.augment import Compose
-from fatlib.core.config import NORMALISATIONS
-from fatlib.core.features import CLIP_STATS, clip_stats, decode_logmel
+from fatlib.core.config import NORMALISATIONS, PADDINGS
+from fatlib.core.features import CLIP_STATS, clip_stats, decode_logmel, delta_weights
 from fatlib.core.labels import multi_hot
 
 _EPS = 1e-6  # the seed kernel's epsilon, in std and in the min-max span
@@ -35,11 +35,19 @@ class Normalisation:
     mode: str = "clip"
     mean: float = 0.0
     std: float = 1.0
+    deltas: bool = False  # 3 channels: the normalised log-mel, its delta and delta-delta
 
     @property
     def channels(self) -> int:
         """Input channels the model needs for this normalisation."""
-        return 3 if self.mode == "color" else 1
+        return 3 if self.mode == "color" or self.deltas else 1
+
+    def stack(self, x: torch.Tensor) -> torch.Tensor:
+        """Network input (B, channels, n_mels, frames) from normalised crops (B, 1, ...):
+        the deltas when asked for, else identical channels as a view (no copies)."""
+        if self.deltas:
+            return torch.cat([x, time_delta(x, 1), time_delta(x, 2)], dim=1)
+        return x.expand(-1, self.channels, -1, -1)
 
     def clip(self, logmel: np.ndarray) -> np.ndarray:
         """Normalise one whole clip (n_mels, n_frames) -> float32: the reference semantics
@@ -74,7 +82,7 @@ class Normalisation:
 
     def to_dict(self) -> dict:
         """JSON form for the model artifact."""
-        return {"mode": self.mode, "mean": self.mean, "std": self.std}
+        return {"mode": self.mode, "mean": self.mean, "std": self.std, "deltas": self.deltas}
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,8 @@ class InputSpec:
     crop_frames: int
     norm: Normalisation
     augment: Compose = Compose()
+    pad: str = "silence"  # short clips in training crops: one of PADDINGS
+    noisy_smoothing: float = 0.0  # rows marked noisy train on t (1 - s) + s / 2
 
 
 @dataclass
@@ -106,8 +116,10 @@ def host_batch(batch: dict, spec: InputSpec, classes: Sequence[str], rng: np.ran
     crops = torch.empty((len(frames), spec.n_mels, spec.crop_frames), dtype=torch.float16,
                         pin_memory=pin)
     crop_rows(batch["logmel"], frames, random_starts(frames, spec.crop_frames, rng),
-              spec.n_mels, spec.crop_frames, stats[:, 2], out=crops.numpy())
-    targets = torch.from_numpy(multi_hot(batch["labels"], classes))
+              spec.n_mels, spec.crop_frames, stats[:, 2], out=crops.numpy(),
+              wrap=_wrapped(spec.pad, len(frames), rng))
+    targets = torch.from_numpy(soft_targets(multi_hot(batch["labels"], classes),
+                                            batch.get("noisy"), spec.noisy_smoothing))
     weights = torch.from_numpy(np.asarray(batch["weight"], dtype=np.float32))
     tensors = [torch.from_numpy(stats), targets, weights]
     if pin:
@@ -126,7 +138,7 @@ def to_device(host: HostBatch, spec: InputSpec, rng: np.random.Generator,
     # Augmentations act alike on every channel: applied to one, then the identical channels
     # are a view of it (no copies; the model's first convolution reads them).
     x, y, w = spec.augment(x, move(host.targets), move(host.weights), rng)
-    return x.expand(-1, spec.norm.channels, -1, -1), y, w
+    return spec.norm.stack(x), y, w
 
 
 def training_batch(batch: dict, spec: InputSpec, classes: Sequence[str],
@@ -138,6 +150,15 @@ def training_batch(batch: dict, spec: InputSpec, classes: Sequence[str],
     return to_device(host, spec, rng, device)
 
 
+def soft_targets(targets: np.ndarray, noisy: np.ndarray | None, smoothing: float) -> np.ndarray:
+    """Targets with label smoothing on the noisy rows only: t -> t (1 - s) + s / 2, in [0, 1]."""
+    if noisy is None or smoothing == 0:
+        return targets
+    rows = np.asarray(noisy, dtype=bool)
+    targets[rows] = targets[rows] * (1 - smoothing) + smoothing / 2
+    return targets
+
+
 def batch_stats(batch: dict, n_mels: int) -> np.ndarray:
     """(B, 4) float32 whole-clip stats: the store's columns, or computed from the log-mels for
     stores written before they existed."""
@@ -145,6 +166,21 @@ def batch_stats(batch: dict, n_mels: int) -> np.ndarray:
         return np.stack([np.asarray(batch[name], dtype=np.float32) for name in CLIP_STATS], 1)
     return np.stack([clip_stats(decode_logmel(b, n_mels, n))
                      for b, n in zip(batch["logmel"], batch["n_frames"], strict=True)])
+
+
+def time_delta(x: torch.Tensor, order: int, width: int = 9) -> torch.Tensor:
+    """librosa.feature.delta(x, width, order, axis=-1, mode="interp") of x (..., frames >=
+    width), on x's device: a Savitzky-Golay derivative along time, polynomial fits at the ends."""
+    if x.shape[-1] < width:
+        raise ValueError(f"deltas need at least {width} frames, got {x.shape[-1]}")
+    interior, left, right = (torch.as_tensor(w, dtype=x.dtype, device=x.device)
+                             for w in delta_weights(order, width))
+    flat = x.reshape(-1, 1, x.shape[-1])
+    out = torch.nn.functional.conv1d(flat, interior.view(1, 1, -1), padding=width // 2)
+    half = width // 2
+    out[..., :half] = flat[..., :width] @ left.T
+    out[..., -half:] = flat[..., -width:] @ right.T
+    return out.view(x.shape)
 
 
 def with_stats(batch: dict, n_mels: int) -> dict:
@@ -155,20 +191,34 @@ def with_stats(batch: dict, n_mels: int) -> dict:
 
 def crop_rows(logmels: Sequence[bytes], n_frames: Sequence[int], starts: Sequence[int],
               n_mels: int, crop: int, floors: Sequence[float],
-              out: np.ndarray | None = None) -> np.ndarray:
+              out: np.ndarray | None = None, wrap: np.ndarray | None = None) -> np.ndarray:
     """(B, n_mels, crop) float16 windows sliced from float16 log-mel bytes; a clip shorter than
     the crop sits at -start, padded with its floor (its minimum dB: what the seed's
-    zero-padded audio turns into)."""
+    zero-padded audio turns into) or, where wrap is true, repeated on both sides."""
     if out is None:
         out = np.empty((len(starts), n_mels, crop), dtype=np.float16)
     for i, (data, frames, start) in enumerate(zip(logmels, n_frames, starts, strict=True)):
         clip = np.frombuffer(data, dtype="<f2").reshape(n_mels, int(frames))
         if start >= 0:
             out[i] = clip[:, start : start + crop]
+        elif wrap is not None and wrap[i]:
+            out[i] = clip[:, (np.arange(crop) + start) % clip.shape[1]]
         else:
             out[i] = floors[i]
             out[i, :, -start : -start + clip.shape[1]] = clip
     return out
+
+
+def _wrapped(pad: str, n: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Which of n short clips are repeated rather than padded with silence (None: none);
+    draws from rng only in the random mode, so the other modes keep their streams."""
+    if pad == "silence":
+        return None
+    if pad == "wrap":
+        return np.ones(n, dtype=bool)
+    if pad == "random":
+        return rng.random(n) < 0.5
+    raise ValueError(f"unknown padding {pad!r}; choose from {PADDINGS}")
 
 
 def seed_color(logmel: np.ndarray, eps: float = _EPS) -> np.ndarray:

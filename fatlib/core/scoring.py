@@ -49,7 +49,7 @@ def tta_logits(
         for part, part_stats in zip(crops.split(chunk), window_stats.split(chunk), strict=True):
             x = norm.apply(part.to(device, non_blocking=True),
                            part_stats.to(device, non_blocking=True))
-            x = x.unsqueeze(1).expand(-1, norm.channels, -1, -1)
+            x = norm.stack(x.unsqueeze(1))
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             outputs.append(model(x).float())

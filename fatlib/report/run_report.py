@@ -110,7 +110,7 @@ def _grad_cam_figure(model, meta, row, stats, scores):
     db = crop_rows([row["logmel"]], [row["n_frames"]], [start], meta.mel.n_mels,
                    meta.crop_frames, [stats[2]])
     crop = meta.normalisation.apply(torch.from_numpy(db), torch.from_numpy(stats[None]))
-    x = crop[:, None].expand(1, meta.in_channels, -1, -1).contiguous()
+    x = meta.normalisation.stack(crop[:, None]).contiguous()
     crop = crop[0].numpy()
     labels = list(row["labels"])
     cams = [grad_cam(model, x, meta.classes.index(label)) for label in labels]

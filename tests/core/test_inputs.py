@@ -15,6 +15,8 @@ from fatlib.core.inputs import (
     host_batch,
     random_starts,
     seed_color,
+    soft_targets,
+    time_delta,
     to_device,
     training_batch,
     tta_starts,
@@ -180,3 +182,42 @@ def test_host_half_is_pinnable_and_device_half_keeps_shapes_and_weights():
     assert x.shape == (3, 3, 8, 16) and y.shape == (3, 3)
     torch.testing.assert_close(y.sum(dim=1), torch.ones(3))  # blended targets stay one label
     assert w.shape == (3,) and float(w.min()) >= 0.5 and float(w.max()) <= 1.0
+
+
+def test_wrap_padding_repeats_a_short_clip_instead_of_silence():
+    clip = np.arange(12, dtype=np.float16).reshape(2, 6)
+    data = [encode_logmel(clip)]
+    silent = crop_rows(data, [6], [-3], 2, 16, [-80.0])
+    wrapped = crop_rows(data, [6], [-3], 2, 16, [-80.0], wrap=np.array([True]))
+    assert (silent[0, :, :3] == -80).all()
+    np.testing.assert_array_equal(wrapped[0, 0], [3, 4, 5, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 0])
+    np.testing.assert_array_equal(wrapped[0, :, 3:9], clip)  # the clip where silence would put it
+    classes = ["a", "b", "c"]
+    spec = InputSpec(8, 64, Normalisation("clip"), pad="random")
+    host = host_batch(_rows([40, 16, 5], classes), spec, classes, np.random.default_rng(0))
+    assert host.crops.shape == (3, 8, 64)
+
+
+def test_time_delta_equals_librosa_delta():
+    librosa = pytest.importorskip("librosa")
+    x = np.random.default_rng(2).normal(size=(2, 16, 40)).astype(np.float32)
+    for order in (1, 2):
+        ours = time_delta(torch.from_numpy(x), order).numpy()
+        np.testing.assert_allclose(ours, librosa.feature.delta(x, order=order), atol=1e-4)
+
+
+def test_delta_channels_are_the_crop_and_its_derivatives():
+    classes = ["a", "b", "c"]
+    spec = InputSpec(8, 16, Normalisation("clip", deltas=True))
+    x, _, _ = training_batch(_rows([40, 16, 5], classes), spec, classes, np.random.default_rng(0))
+    assert x.shape == (3, 3, 8, 16) and spec.norm.channels == 3
+    torch.testing.assert_close(x[:, 1], time_delta(x[:, 0], 1))
+    torch.testing.assert_close(x[:, 2], time_delta(x[:, 0], 2))
+
+
+def test_soft_targets_touch_only_noisy_rows_and_stay_in_0_1():
+    targets = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    soft = soft_targets(targets.copy(), np.array([False, True, True]), 0.2)
+    np.testing.assert_allclose(soft, [[1.0, 0.0], [0.9, 0.1], [0.1, 0.9]], rtol=1e-6)
+    assert soft.min() >= 0 and soft.max() <= 1
+    np.testing.assert_array_equal(soft_targets(targets.copy(), None, 0.2), targets)

@@ -90,3 +90,13 @@ def test_learns_a_toy_multilabel_task():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_the_time_pooling_head_keeps_loud_short_events():
+    from fatlib.core.models.resnet import TimePool
+
+    x = torch.zeros(1, 2, 4, 10)
+    x[0, 0, :, 3] = 8.0  # one loud frame in channel 0
+    pooled = TimePool()(x)
+    assert pooled.shape == (1, 2)
+    torch.testing.assert_close(pooled, torch.tensor([[8.0 + 0.8, 0.0]]))

@@ -1,7 +1,8 @@
 """ResNet-18/34 (BasicBlock) in plain torch for log-mel "images", registered by name.
 
 Input (batch, in_channels, n_mels, n_frames) float; output logits (batch, n_classes) — use
-BCEWithLogits, never sigmoid + BCE. Global average pooling makes any crop length valid.
+BCEWithLogits, never sigmoid + BCE. Global average pooling (or the `-timepool` variants' head)
+makes any crop length valid.
 """
 
 from __future__ import annotations
@@ -22,6 +23,31 @@ def resnet18(n_classes: int, *, in_channels: int = 1, dropout: float = 0.0) -> R
 def resnet34(n_classes: int, *, in_channels: int = 1, dropout: float = 0.0) -> ResNet:
     """ResNet-34: 3, 4, 6 and 3 BasicBlocks per stage."""
     return ResNet((3, 4, 6, 3), n_classes, in_channels=in_channels, dropout=dropout)
+
+
+@register_model("resnet18-timepool")
+def resnet18_timepool(n_classes: int, *, in_channels: int = 1, dropout: float = 0.0) -> ResNet:
+    """ResNet-18 with a head that keeps time structure (`TimePool`) instead of global
+    average pooling."""
+    return ResNet((2, 2, 2, 2), n_classes, in_channels=in_channels, dropout=dropout,
+                  pool=TimePool())
+
+
+@register_model("resnet34-timepool")
+def resnet34_timepool(n_classes: int, *, in_channels: int = 1, dropout: float = 0.0) -> ResNet:
+    """ResNet-34 with the time-pooling head."""
+    return ResNet((3, 4, 6, 3), n_classes, in_channels=in_channels, dropout=dropout,
+                  pool=TimePool())
+
+
+class TimePool(nn.Module):
+    """(B, C, freq, time) -> (B, C): the mean over frequency, then max + mean over time (as
+    in PANNs and FAT2019 solutions: a short loud event is not averaged away over the crop)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features, any number of time steps."""
+        x = x.mean(dim=2)
+        return x.amax(dim=2) + x.mean(dim=2)
 
 
 class BasicBlock(nn.Module):
@@ -58,6 +84,7 @@ class ResNet(nn.Module):
         *,
         in_channels: int = 1,
         dropout: float = 0.0,
+        pool: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
@@ -73,7 +100,8 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
             in_planes = planes
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        # Global average pooling unless another head is given: (B, C, freq, time) -> (B, C).
+        self.pool = pool or nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_planes, n_classes)
         self._init_weights()
@@ -82,7 +110,7 @@ class ResNet(nn.Module):
         """(B, in_channels, n_mels, n_frames) -> logits (B, n_classes)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+        return self.fc(self.dropout(self.pool(x)))
 
     def first_conv(self) -> nn.Conv2d:
         """The stem convolution, whose filters the report draws."""

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from fatlib.core.cli import option
-from fatlib.core.config import NORMALISATIONS, ConfigError, MelConfig
+from fatlib.core.config import NORMALISATIONS, PADDINGS, ConfigError, MelConfig
 from fatlib.core.errors import UserError
 
 RECIPES = ("default", "seed")
@@ -51,9 +51,16 @@ class TrainConfig:
     noisy: str = option("off", "'mix' adds train_noisy to the training batches",
                         choices=("off", "mix"))
     noisy_weight: float = option(0.5, "loss weight of a noisy clip relative to a curated one")
+    noisy_smoothing: float = option(0.0, "soft targets for noisy clips only: t -> t (1 - s) + "
+                                    "s / 2 (0: off)")
     mixup: float = option(0.0, "mixup alpha, Beta(alpha, alpha); 0 = off")
     specaugment: bool = option(False, "SpecAugment: two frequency and two time masks per crop")
-    arch: str = option("resnet18", "architecture from the model registry (resnet18, resnet34)")
+    arch: str = option("resnet18", "architecture from the model registry: resnet18, resnet34, "
+                       "and their -timepool variants (a head that keeps time structure)")
+    pad: str = option("silence", "short clips in training crops: padded with their silence "
+                      "floor, repeated (wrap), or either at random per sample", choices=PADDINGS)
+    deltas: bool = option(False, "3 informative channels (log-mel, delta, delta-delta) instead "
+                          "of copies")
     recipe: str = option("default", "'seed': the seed kernel's 3-channel per-clip uint8 input",
                          choices=RECIPES)
     # "color" (the seed's per-clip uint8 mapping) won on fsdd-fat's held-out speaker
@@ -87,8 +94,13 @@ class TrainConfig:
             (self.mixup >= 0, "mixup alpha must be >= 0"),
             (self.arch in models, f"arch must be one of {models}"),
             (self.recipe in RECIPES, f"recipe must be one of {RECIPES}"),
-            (self.recipe != "seed" or (self.mixup == 0 and not self.specaugment),
-             "the seed recipe has no mixup or SpecAugment"),
+            (self.recipe != "seed" or (self.mixup == 0 and not self.specaugment and not
+                                       self.deltas and self.pad == "silence" and
+                                       self.noisy_smoothing == 0),
+             "the seed recipe has no mixup, SpecAugment, deltas, wrap padding or soft targets"),
+            (0 <= self.noisy_smoothing <= 1, "noisy smoothing must be in [0, 1]"),
+            (self.pad in PADDINGS, f"pad must be one of {PADDINGS}"),
+            (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
             (self.valid_crops >= 1, "valid crops must be >= 1"),
             (self.normalisation in NORMALISATIONS,
              f"normalisation must be one of {NORMALISATIONS}"),

@@ -30,15 +30,16 @@ def training_datasets(cfg: TrainConfig,
     curated = _read_split_dataset(cfg, "train_curated")
     valid = sorted(valid_names)
 
-    def select(ds: ray.data.Dataset, names: list[str], keep: bool, weight: float):
-        return ds.map_batches(_select, fn_kwargs={"names": names, "keep": keep, "weight": weight},
+    def select(ds: ray.data.Dataset, names: list[str], keep: bool, weight: float, noisy: bool):
+        return ds.map_batches(_select, fn_kwargs={"names": names, "keep": keep, "weight": weight,
+                                                  "noisy": noisy},
                               batch_format="numpy", num_cpus=LOADING_CPUS)
 
-    train_ds = select(curated, valid, False, 1.0)
-    valid_ds = select(curated, valid, True, 1.0)
+    train_ds = select(curated, valid, False, 1.0, False)
+    valid_ds = select(curated, valid, True, 1.0, False)
     if cfg.noisy == "mix":
         train_ds = train_ds.union(select(_read_split_dataset(cfg, "train_noisy"), [], False,
-                                         cfg.noisy_weight))
+                                         cfg.noisy_weight, True))
     return train_ds.materialize(), valid_ds.materialize()
 
 
@@ -75,10 +76,12 @@ def _read_split_dataset(cfg: TrainConfig, split: str) -> ray.data.Dataset:
         num_cpus=LOADING_CPUS)
 
 
-def _select(batch: dict, names: list[str], keep: bool, weight: float) -> dict:
-    """Rows whose fname is (keep) or is not (not keep) in names, with a loss-weight column."""
+def _select(batch: dict, names: list[str], keep: bool, weight: float, noisy: bool) -> dict:
+    """Rows whose fname is (keep) or is not (not keep) in names, with loss-weight and noisy
+    columns."""
     mask = np.isin(batch["fname"], names)
     mask = mask if keep else ~mask
     out = {key: value[mask] for key, value in batch.items()}
     out["weight"] = np.full(int(mask.sum()), weight, dtype=np.float32)
+    out["noisy"] = np.full(int(mask.sum()), noisy)
     return out

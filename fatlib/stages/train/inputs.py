@@ -53,7 +53,8 @@ def training_inputs(cfg: TrainConfig) -> TrainingInputs:
 def input_spec(cfg: TrainConfig, norm: Normalisation) -> InputSpec:
     """How the worker turns stored rows into batches: crop, scaling, named augmentations."""
     return InputSpec(n_mels=cfg.mel.n_mels, crop_frames=cfg.crop_frames, norm=norm,
-                     augment=compose(cfg.augmentations()))
+                     augment=compose(cfg.augmentations()), pad=cfg.pad,
+                     noisy_smoothing=cfg.noisy_smoothing)
 
 
 def _read_labels(features: str, split: str, cfg: TrainConfig, classes: list[str]) -> dict:
@@ -74,7 +75,8 @@ def _read_labels(features: str, split: str, cfg: TrainConfig, classes: list[str]
 def _normalisation(cfg: TrainConfig, curated: dict, valid_names: set) -> Normalisation:
     """The seed's per-clip colour mapping, per-clip standardisation, or global dB mean/std."""
     if cfg.recipe == "seed" or cfg.normalisation in ("color", "clip"):
-        return Normalisation(mode="color" if cfg.recipe == "seed" else cfg.normalisation)
+        return Normalisation(mode="color" if cfg.recipe == "seed" else cfg.normalisation,
+                             deltas=cfg.deltas)
     train_names = [f for f in curated["fname"] if f not in valid_names]
     rng = np.random.default_rng(cfg.seed)
     sample = set(rng.choice(train_names, size=min(500, len(train_names)), replace=False))
@@ -86,4 +88,5 @@ def _normalisation(cfg: TrainConfig, curated: dict, valid_names: set) -> Normali
                 total, total_sq, count = total + x.sum(), total_sq + (x**2).sum(), count + x.size
     mean = total / count
     return Normalisation(mode="global", mean=float(mean),
-                         std=float(np.sqrt(max(total_sq / count - mean**2, 1e-6))))
+                         std=float(np.sqrt(max(total_sq / count - mean**2, 1e-6))),
+                         deltas=cfg.deltas)
