@@ -63,6 +63,13 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def shared_cpus(concurrent: int, workers: int) -> float:
+    """CPUs per training worker when `concurrent` runs of `workers` workers share the cluster:
+    a little under an equal share, since each run's driver task holds 0.01 CPU and whole-CPU
+    workers would never fit beside them."""
+    return round(0.98 * cluster_cpus() / (concurrent * workers), 2)
+
+
 def cluster_gpus() -> float:
     """GPUs in the cluster (0 without any)."""
     return float(ray.cluster_resources().get("GPU", 0.0))

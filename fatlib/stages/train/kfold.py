@@ -16,7 +16,7 @@ from fatlib.core.labels import multi_hot
 from fatlib.core.metrics import lwlrap
 from fatlib.io import storage
 from fatlib.io.artifact import ENSEMBLE, META
-from fatlib.stages.runtime import cluster_cpus, cluster_gpus, ensure_ray
+from fatlib.stages.runtime import cluster_gpus, ensure_ray, shared_cpus
 from fatlib.stages.train.checkpoints import OOF, has_run, read_oof
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.driver import train
@@ -73,14 +73,12 @@ def _train_fold(cfg: TrainConfig) -> None:
 
 def _fold_config(cfg: TrainConfig) -> TrainConfig:
     """Each fold's settings: with no CPUs per worker given, the folds that can run at once (one
-    per set of GPUs their workers need, else one) share a little under the cluster's CPUs —
-    the fold tasks hold 0.01 CPU each, so whole-CPU workers would never fit."""
+    per set of GPUs their workers need, else one) share the cluster's CPUs as Tune's trials do."""
     if cfg.cpus_per_worker is not None:
         return cfg
     gpus_per_fold = cfg.workers * cfg.gpus_per_worker
     at_once = max(1, min(cfg.n_folds, int(cluster_gpus() // gpus_per_fold))) if gpus_per_fold else 1
-    share = 0.98 * cluster_cpus() / (at_once * cfg.workers)
-    return replace(cfg, cpus_per_worker=round(share, 2))
+    return replace(cfg, cpus_per_worker=shared_cpus(at_once, cfg.workers))
 
 
 def _finished(run: str) -> bool:

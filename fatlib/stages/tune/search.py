@@ -14,7 +14,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from fatlib.io import storage
-from fatlib.stages.runtime import cluster_cpus, ensure_ray
+from fatlib.stages.runtime import ensure_ray, shared_cpus
 from fatlib.stages.train.checkpoints import has_run, run_location
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.driver import train
@@ -26,10 +26,7 @@ def tune_training(settings: TuneSettings) -> TuneResult:
     ensure_ray()
     base = settings.base
     if base.cpus_per_worker is None:
-        # Concurrent trials share the CPUs; each trial's driver holds 0.01 CPU, so whole-CPU
-        # workers would never fit (2 CPUs - 0.01 < 2): take a little under an equal share.
-        share = 0.98 * cluster_cpus() / (settings.max_concurrent * base.workers)
-        base = replace(base, cpus_per_worker=round(share, 2))
+        base = replace(base, cpus_per_worker=shared_cpus(settings.max_concurrent, base.workers))
     base = replace(base, features=storage.absolute(base.features))
     settings = replace(settings, out=storage.absolute(settings.out), base=base)
     settings.base.check()
