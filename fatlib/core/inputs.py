@@ -95,6 +95,7 @@ class InputSpec:
     augment: Compose = Compose()
     pad: str = "silence"  # short clips in training crops: one of PADDINGS
     noisy_smoothing: float = 0.0  # rows marked noisy train on t (1 - s) + s / 2
+    resized_crop: float = 0.0  # crops span crop x U(1 - r, 1 + r) frames, resized to crop
 
 
 @dataclass
@@ -115,9 +116,11 @@ def host_batch(batch: dict, spec: InputSpec, classes: Sequence[str], rng: np.ran
     stats = batch_stats(batch, spec.n_mels)
     crops = torch.empty((len(frames), spec.n_mels, spec.crop_frames), dtype=torch.float16,
                         pin_memory=pin)
-    crop_rows(batch["logmel"], frames, random_starts(frames, spec.crop_frames, rng),
+    spans = resized_spans(len(frames), spec.crop_frames, spec.resized_crop, rng)
+    crop_rows(batch["logmel"], frames, random_starts(frames, spec.crop_frames if spans is None
+                                                     else spans, rng),
               spec.n_mels, spec.crop_frames, stats[:, 2], out=crops.numpy(),
-              wrap=_wrapped(spec.pad, len(frames), rng))
+              wrap=_wrapped(spec.pad, len(frames), rng), spans=spans)
     targets = torch.from_numpy(soft_targets(multi_hot(batch["labels"], classes),
                                             batch.get("noisy"), spec.noisy_smoothing))
     weights = torch.from_numpy(np.asarray(batch["weight"], dtype=np.float32))
@@ -191,22 +194,48 @@ def with_stats(batch: dict, n_mels: int) -> dict:
 
 def crop_rows(logmels: Sequence[bytes], n_frames: Sequence[int], starts: Sequence[int],
               n_mels: int, crop: int, floors: Sequence[float],
-              out: np.ndarray | None = None, wrap: np.ndarray | None = None) -> np.ndarray:
+              out: np.ndarray | None = None, wrap: np.ndarray | None = None,
+              spans: np.ndarray | None = None) -> np.ndarray:
     """(B, n_mels, crop) float16 windows sliced from float16 log-mel bytes; a clip shorter than
-    the crop sits at -start, padded with its floor (its minimum dB: what the seed's
-    zero-padded audio turns into) or, where wrap is true, repeated on both sides."""
+    the window sits at -start, padded with its floor (its minimum dB: what the seed's
+    zero-padded audio turns into) or, where wrap is true, repeated on both sides. With spans,
+    window i covers spans[i] frames and is resized in time to crop frames."""
     if out is None:
         out = np.empty((len(starts), n_mels, crop), dtype=np.float16)
     for i, (data, frames, start) in enumerate(zip(logmels, n_frames, starts, strict=True)):
         clip = np.frombuffer(data, dtype="<f2").reshape(n_mels, int(frames))
+        span = crop if spans is None else int(spans[i])
+        window = out[i] if span == crop else np.empty((n_mels, span), dtype=np.float16)
         if start >= 0:
-            out[i] = clip[:, start : start + crop]
+            window[:] = clip[:, start : start + span]
         elif wrap is not None and wrap[i]:
-            out[i] = clip[:, (np.arange(crop) + start) % clip.shape[1]]
+            window[:] = clip[:, (np.arange(span) + start) % clip.shape[1]]
         else:
-            out[i] = floors[i]
-            out[i, :, -start : -start + clip.shape[1]] = clip
+            window[:] = floors[i]
+            window[:, -start : -start + clip.shape[1]] = clip
+        if span != crop:
+            out[i] = resize_time(window, crop)
     return out
+
+
+def resized_spans(n: int, crop: int, scale: float, rng: np.random.Generator) -> np.ndarray | None:
+    """Source window lengths of n random resized crops, crop x U(1 - scale, 1 + scale) frames
+    (None when scale is 0: plain crops, and no draw from rng)."""
+    if scale == 0:
+        return None
+    return np.maximum(1, np.round(crop * rng.uniform(1 - scale, 1 + scale, n))).astype(int)
+
+
+def resize_time(window: np.ndarray, frames: int) -> np.ndarray:
+    """window (n_mels, span) linearly resampled to (n_mels, frames) along time: what
+    torch's interpolate(mode="linear", align_corners=False) computes."""
+    span = window.shape[1]
+    pos = np.clip((np.arange(frames) + 0.5) * (span / frames) - 0.5, 0, span - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, span - 1)
+    frac = (pos - lo).astype(np.float32)
+    x = window.astype(np.float32)
+    return x[:, lo] * (1 - frac) + x[:, hi] * frac
 
 
 def _wrapped(pad: str, n: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -231,8 +260,10 @@ def seed_color(logmel: np.ndarray, eps: float = _EPS) -> np.ndarray:
     return (255 * (x - lo) / (hi - lo)).astype(np.uint8)
 
 
-def random_starts(n_frames: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
-    """One random window start per clip: inside long clips, a placement offset for short ones.
+def random_starts(n_frames: np.ndarray, crop: int | np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
+    """One random window start per clip (crop: one length, or one per clip): inside long
+    clips, a placement offset for short ones.
 
     Negative starts mean the clip sits at -start inside a padded crop.
     """

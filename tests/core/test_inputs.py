@@ -14,6 +14,8 @@ from fatlib.core.inputs import (
     crop_rows,
     host_batch,
     random_starts,
+    resize_time,
+    resized_spans,
     seed_color,
     soft_targets,
     time_delta,
@@ -196,6 +198,36 @@ def test_wrap_padding_repeats_a_short_clip_instead_of_silence():
     spec = InputSpec(8, 64, Normalisation("clip"), pad="random")
     host = host_batch(_rows([40, 16, 5], classes), spec, classes, np.random.default_rng(0))
     assert host.crops.shape == (3, 8, 64)
+
+
+def test_resize_time_equals_torch_linear_interpolation():
+    window = np.random.default_rng(3).normal(size=(4, 37)).astype(np.float16)
+    for frames in (16, 37, 50):
+        expected = torch.nn.functional.interpolate(
+            torch.from_numpy(window.astype(np.float32))[None], size=frames, mode="linear",
+            align_corners=False)[0].numpy()
+        np.testing.assert_allclose(resize_time(window, frames), expected, atol=1e-5)
+
+
+def test_resized_crops_stretch_a_window_of_random_length_to_the_crop():
+    ramp = np.tile(np.arange(100, dtype=np.float16), (2, 1))  # dB = frame index
+    rng = np.random.default_rng(0)
+    spans = resized_spans(64, 20, 0.25, rng)
+    assert spans.min() >= 15 and spans.max() <= 25 and len(set(spans.tolist())) > 3
+    crops = crop_rows([encode_logmel(ramp)] * 64, [100] * 64, [10] * 64, 2, 20, [0.0] * 64,
+                      spans=spans)
+    assert crops.shape == (64, 2, 20)
+    # A ramp stays a ramp: it starts near the window's first frame and runs at slope span/crop.
+    slopes = np.diff(crops[:, 0, 2:-2].astype(np.float32), axis=1).mean(axis=1)
+    np.testing.assert_allclose(slopes, spans / 20, rtol=0.02)
+    assert np.abs(crops[:, 0, 0] - 10).max() <= 1
+    assert resized_spans(64, 20, 0.0, rng) is None  # off: plain crops, no draw
+    classes = ["a", "b", "c"]
+    spec = InputSpec(8, 16, Normalisation("clip"), resized_crop=0.3)
+    x, _, _ = training_batch(_rows([40, 16, 5], classes), spec, classes, np.random.default_rng(0))
+    again, _, _ = training_batch(_rows([40, 16, 5], classes), spec, classes,
+                                 np.random.default_rng(0))
+    assert x.shape == (3, 1, 8, 16) and torch.equal(x, again)  # seeded
 
 
 def test_time_delta_equals_librosa_delta():

@@ -133,7 +133,9 @@ def test_other_fingerprint_is_refused_before_training(features, tmp_path):
     "kwargs, message",
     [({"recipe": "seed", "mixup": 0.4}, "seed recipe has no mixup"),
      ({"fold": 5, "n_folds": 5}, "fold"),
-     ({"arch": "resnet50"}, "arch must be one of")],
+     ({"arch": "resnet50"}, "arch must be one of"),
+     ({"resized_crop": 1.0}, "resized crop must be in"),
+     ({"recipe": "seed", "resized_crop": 0.2}, "seed recipe has no.*resized crops")],
 )
 def test_bad_settings_are_named(features, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -59,6 +59,9 @@ class TrainConfig:
                        "and their -timepool variants (a head that keeps time structure)")
     pad: str = option("silence", "short clips in training crops: padded with their silence "
                       "floor, repeated (wrap), or either at random per sample", choices=PADDINGS)
+    resized_crop: float = option(0.0, "random resized crops in time: a crop spans crop x "
+                                 "U(1 - r, 1 + r) frames, stretched to crop (0: off)",
+                                 metavar="r")
     deltas: bool = option(False, "3 informative channels (log-mel, delta, delta-delta) instead "
                           "of copies")
     recipe: str = option("default", "'seed': the seed kernel's 3-channel per-clip uint8 input",
@@ -96,8 +99,11 @@ class TrainConfig:
             (self.recipe in RECIPES, f"recipe must be one of {RECIPES}"),
             (self.recipe != "seed" or (self.mixup == 0 and not self.specaugment and not
                                        self.deltas and self.pad == "silence" and
-                                       self.noisy_smoothing == 0),
-             "the seed recipe has no mixup, SpecAugment, deltas, wrap padding or soft targets"),
+                                       self.noisy_smoothing == 0 and
+                                       self.resized_crop == 0),
+             "the seed recipe has no mixup, SpecAugment, deltas, wrap padding, resized crops "
+             "or soft targets"),
+            (0 <= self.resized_crop < 1, "resized crop must be in [0, 1)"),
             (0 <= self.noisy_smoothing <= 1, "noisy smoothing must be in [0, 1]"),
             (self.pad in PADDINGS, f"pad must be one of {PADDINGS}"),
             (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
