@@ -17,7 +17,7 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from fatlib.core.errors import UserError
+from fatlib.core.errors import UserError, redact
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
@@ -110,7 +110,7 @@ def run_job(name: str, stage: Callable[[], T], summary: Callable[[T], str]) -> i
     try:
         result = stage()
     except UserError as e:
-        print(f"{name}: {e}", file=sys.stderr)
+        print(redact(f"{name}: {e}"), file=sys.stderr)
         return 2
     print(summary(result))
     return 0

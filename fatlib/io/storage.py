@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from fatlib.core.errors import UserError
+from fatlib.core.errors import UserError, redact
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "abfs", "hdfs")
 
@@ -35,13 +35,16 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
         path = uri[len("file://") :] if uri.startswith("file://") else uri
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
     parts = urlsplit(uri)
-    if "@" in parts.netloc:
+    if "@" in parts.netloc or parts.query:
+        # Refused whole, not parsed: a query's options are ignored by the filesystem below,
+        # and a secret in either part must not reach a log, an error or a manifest.
         raise StorageError(
-            f"{parts.scheme}:// URIs must not carry credentials; use the standard credential "
-            "chain (environment, ~/.aws, instance role)"
+            f"{redact(uri)}: {parts.scheme}:// URIs must not carry credentials or a query string; "
+            "use the standard credential chain (environment, ~/.aws, instance role) and "
+            "AWS_ENDPOINT_URL / AWS_REGION for options"
         )
     if not parts.netloc:
-        raise StorageError(f"{uri!r}: no bucket in the URI")
+        raise StorageError(f"{redact(uri)!r}: no bucket in the URI")
     fs = _remote_filesystem(f"{parts.scheme}://{parts.netloc}")
     return fs, f"{parts.netloc}{parts.path}".rstrip("/")
 
@@ -52,7 +55,7 @@ def is_remote(uri: str) -> bool:
     if scheme in ("", "file") or len(scheme) == 1:  # "" or a Windows drive letter
         return False
     if scheme not in REMOTE_SCHEMES:
-        raise StorageError(f"unsupported storage scheme {scheme}:// in {uri!r}")
+        raise StorageError(f"unsupported storage scheme {scheme}:// in {redact(uri)!r}")
     return True
 
 
@@ -89,7 +92,7 @@ def read_bytes(uri: str) -> bytes:
         with fs.open_input_stream(path) as f:
             return f.read()
     except FileNotFoundError:
-        raise StorageError(f"{uri}: not found") from None
+        raise StorageError(f"{redact(uri)}: not found") from None
 
 
 def write_bytes(uri: str, data: bytes) -> None:

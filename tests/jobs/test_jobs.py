@@ -89,3 +89,15 @@ def test_every_job_help_shows_defaults_without_loading_torch_or_ray():
         assert done.stdout.strip().endswith("HEAVY []"), (job, done.stdout[-300:])
         if job not in ("benchmark", "report"):
             assert "(default: " in done.stdout, job
+
+
+def test_credentials_in_a_uri_are_refused_without_echoing_them(tmp_path):
+    cases = [("jobs/preprocess.py", "--data", "s3://b/p?access_key=AKIAX&secret_key=SEKRIT",
+              "--out", str(tmp_path / "o")),
+             ("jobs/train.py", "--features", "s3://AKIAX:SEKRIT@b/f", "--out", str(tmp_path / "r"))]
+    for args in cases:
+        done = _run(*args)
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "must not carry credentials" in lines[0]
+        assert "SEKRIT" not in done.stdout + done.stderr and "AKIAX" not in done.stderr
