@@ -1,9 +1,8 @@
 """LR range test on the feature store (fastai's lr_find): prints suggested LRs, writes a plot."""
 
-import argparse
 import sys
 
-from fatlib.core.cli import add_flags, from_args, run_job
+from fatlib.core.cli import add_flags, from_args, job_parser, run_job
 from fatlib.stages.lr_find.config import LRFinderResult, SweepSettings
 from fatlib.stages.train.config import TrainConfig
 
@@ -17,7 +16,7 @@ _NOT_SWEEP_FLAGS = ("out", "resume", "folds", "epochs", "lr", "weight_decay", "n
 
 def main() -> int:
     """Parse flags, run the sweep, print the suggestion; user errors exit with code 2."""
-    p = argparse.ArgumentParser(description=__doc__)
+    p = job_parser(__doc__)
     add_flags(p, SweepSettings)
     add_flags(p, TrainConfig, exclude=_NOT_SWEEP_FLAGS)
     args = p.parse_args()

@@ -1,16 +1,15 @@
 """Generate a synthetic dataset in FAT2019's Kaggle layout and print its summary."""
 
-import argparse
 import sys
 import time
 
-from fatlib.core.cli import add_flags, from_args
+from fatlib.core.cli import add_flags, from_args, job_parser
 from fatlib.tools.synth import SynthConfig, generate_dataset
 
 
 def main() -> int:
     """Parse flags, generate the dataset, print a summary; user errors exit with code 2."""
-    p = argparse.ArgumentParser(description=__doc__)
+    p = job_parser(__doc__)
     p.add_argument("--out", required=True, help="dataset root directory (required)")
     add_flags(p, SynthConfig)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")

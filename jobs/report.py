@@ -1,14 +1,13 @@
 """Draw a training run's pictures and write <run>/report.html (spectrograms, curves, Grad-CAM)."""
 
-import argparse
 import sys
 
-from fatlib.core.cli import run_job
+from fatlib.core.cli import job_parser, run_job
 
 
 def main() -> int:
     """Parse flags, write the report, print where it is; user errors exit with code 2."""
-    p = argparse.ArgumentParser(description=__doc__)
+    p = job_parser(__doc__)
     p.add_argument("--run", required=True, help="run directory (local or s3://)")
     p.add_argument("--features", default=None,
                    help="feature store (default: the one the run was trained on)")

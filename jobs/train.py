@@ -4,13 +4,13 @@ With --folds all, train every fold as one distributed job and ensemble them."""
 import argparse
 import sys
 
-from fatlib.core.cli import add_flags, from_args, run_job
+from fatlib.core.cli import add_flags, from_args, job_parser, run_job
 from fatlib.stages.train.config import TrainConfig
 
 
 def main() -> int:
     """Parse flags, train, draw the reports, print the results; user errors exit 2."""
-    p = argparse.ArgumentParser(description=__doc__)
+    p = job_parser(__doc__)
     add_flags(p, TrainConfig)
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write report.html with the run's pictures in each run directory "

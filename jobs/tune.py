@@ -1,9 +1,8 @@
 """Search LR / crop / mixup / SpecAugment with Ray Tune (ASHA on validation lwlrap)."""
 
-import argparse
 import sys
 
-from fatlib.core.cli import add_flags, from_args, run_job
+from fatlib.core.cli import add_flags, from_args, job_parser, run_job
 from fatlib.io import storage
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.tune.config import PLOT, SEARCHED, TuneResult, TuneSettings
@@ -15,7 +14,7 @@ _NOT_TRAIN_FLAGS = ("out", "resume", "folds", *SEARCHED)
 
 def main() -> int:
     """Parse flags, run or resume the search, print the best trial's train.py command."""
-    p = argparse.ArgumentParser(description=__doc__)
+    p = job_parser(__doc__)
     add_flags(p, TuneSettings)
     add_flags(p, TrainConfig, exclude=_NOT_TRAIN_FLAGS, defaults={"workers": 1})
     args = p.parse_args()

@@ -27,19 +27,34 @@ def option(default: Any = _MISSING, help: str = "", *, flag: str | None = None,
            choices: Iterable | None = None, parse: Callable[[str], Any] | None = None,
            render: Callable[[Any], str] | None = None, sets: tuple[str, ...] | None = None,
            default_text: str | None = None, append: bool = False, metavar: str | None = None,
-           cli: bool = True, default_factory: Any = _MISSING) -> Any:
+           minimum: float | None = None, cli: bool = True,
+           default_factory: Any = _MISSING) -> Any:
     """A dataclass field that knows its command-line flag.
 
     flag: name without dashes (default: the field name with '-'); parse / render: text <-> value
     for types argparse cannot guess; sets: the fields one flag fills (parse returns a tuple);
     default_text: shown instead of a None default; append: the flag repeats into a tuple;
-    cli=False: no flag (set by code, e.g. fault drills).
+    minimum: the smallest value the flag accepts; cli=False: no flag (set by code, e.g. fault
+    drills).
     """
     meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
             "parse": parse, "render": render, "sets": sets, "default_text": default_text,
-            "append": append, "metavar": metavar, "cli": cli}
+            "append": append, "metavar": metavar, "minimum": minimum, "cli": cli}
     return dataclasses.field(default=default, default_factory=default_factory,
                              metadata={"fatlib": meta})
+
+
+class JobParser(argparse.ArgumentParser):
+    """A job's argument parser: a bad flag is one line naming it, exit 2 (not the usage)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Print `job: message (see --help)` and exit 2."""
+        self.exit(2, f"{self.prog.removesuffix('.py')}: {message} (see --help)\n")
+
+
+def job_parser(description: str | None) -> JobParser:
+    """The parser every job starts from."""
+    return JobParser(description=description)
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (),
@@ -142,9 +157,17 @@ class _Spec:
         if self.meta["parse"]:
             return self.meta["parse"](text)
         if self.is_tuple and not self.meta["append"]:
-            return tuple(_scalar(self.kind, part.strip()) for part in text.split(",")
-                         if part.strip())
-        return _scalar(self.kind, text)
+            return tuple(self._bounded(_scalar(self.kind, part.strip()))
+                         for part in text.split(",") if part.strip())
+        return self._bounded(_scalar(self.kind, text))
+
+    def _bounded(self, value: Any) -> Any:
+        """value, or an argparse error when it is below the field's minimum."""
+        low = self.meta["minimum"]
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {_scalar_text(low)}, got "
+                                             f"{_scalar_text(value)}")
+        return value
 
     def text(self, value: Any) -> str:
         """A field's value -> its flag's text (inverse of parse)."""
@@ -166,7 +189,8 @@ def _specs(cls: type, exclude: Iterable[str]) -> list[_Spec]:
         if f.name in excluded or not meta.get("cli", True):
             continue
         meta.setdefault("help", "")
-        for key in ("flag", "choices", "parse", "render", "sets", "default_text", "metavar"):
+        for key in ("flag", "choices", "parse", "render", "sets", "default_text", "metavar",
+                    "minimum"):
             meta.setdefault(key, None)
         meta.setdefault("append", False)
         kind, is_tuple = _kind(hints[f.name], f.name, cls)

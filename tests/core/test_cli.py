@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from fatlib.core.cli import add_flags, command, from_args, option, run_job
+from fatlib.core.cli import add_flags, command, from_args, job_parser, option, run_job
 from fatlib.core.errors import UserError
 from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.train.config import TrainConfig
@@ -85,3 +85,16 @@ def test_run_job_prints_user_errors_as_one_line(capsys):
     assert capsys.readouterr().err == "train: the store is missing\n"
     assert run_job("train", lambda: 41 + 1, lambda r: f"answer {r}") == 0
     assert capsys.readouterr().out == "answer 42\n"
+
+
+def test_a_flag_below_its_minimum_is_one_line_naming_it(capsys):
+    parser = job_parser("train a model")
+    parser.prog = "train.py"
+    add_flags(parser, TrainConfig)
+    for argv, message in [(["--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+                          (["--epochs", "x"], "argument --epochs: not a valid int: 'x'"),
+                          (["--workers", "-1"], "argument --workers: must be >= 1, got -1")]:
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args(["--features", "f", "--out", "o", *argv])
+        assert exited.value.code == 2
+        assert capsys.readouterr().err == f"train: {message} (see --help)\n"

@@ -13,7 +13,7 @@ class SweepSettings:
 
     start: float = option(1e-7, "first LR of the sweep")
     end: float = option(10.0, "last LR of the sweep")
-    steps: int = option(100, "batches (one LR each)")
+    steps: int = option(100, "batches (one LR each)", minimum=2)
     plot: str = option("lr_find.png", "where the PNG goes (path or s3://)")
 
 

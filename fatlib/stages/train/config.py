@@ -32,15 +32,16 @@ class TrainConfig:
 
     features: str = option(help="feature store: a directory or s3://...")
     out: str = option(help="run directory: a directory or s3://...")
-    workers: int = option(2, "Ray Train workers (DDP)")
-    gpus_per_worker: float = option(0.0, "GPUs per worker (0: train on CPUs)")
+    workers: int = option(2, "Ray Train workers (DDP)", minimum=1)
+    gpus_per_worker: float = option(0.0, "GPUs per worker (0: train on CPUs)", minimum=0)
     cpus_per_worker: float | None = option(None, "CPUs per worker",
                                            default_text="the cluster's CPUs shared among workers")
-    epochs: int = option(5, "training epochs")
+    epochs: int = option(5, "training epochs", minimum=1)
     lr: float = option(3e-3, "maximum LR of the one-cycle schedule")
     weight_decay: float = option(1e-2, "AdamW weight decay")
-    batch_size: int = option(64, "global batch size; each worker takes batch size / workers")
-    crop_frames: int = option(128, "random crop length in frames (the seed's 128 = 2 s)")
+    batch_size: int = option(64, "global batch size; each worker takes batch size / workers",
+                             minimum=1)
+    crop_frames: int = option(128, "random crop length in frames (the seed's 128 = 2 s)", minimum=8)
     fold: int = option(0, "validation fold k of K stratified folds of train_curated",
                        parse=parse_fold, render=lambda v: f"{v[0]}/{v[1]}",
                        sets=("fold", "n_folds"), metavar="k/K")
@@ -50,7 +51,8 @@ class TrainConfig:
                         choices=("one", "all"))
     noisy: str = option("off", "'mix' adds train_noisy to the training batches",
                         choices=("off", "mix"))
-    noisy_weight: float = option(0.5, "loss weight of a noisy clip relative to a curated one")
+    noisy_weight: float = option(0.5, "loss weight of a noisy clip relative to a curated one",
+                                 minimum=0)
     noisy_smoothing: float = option(0.0, "soft targets for noisy clips only: t -> t (1 - s) + "
                                     "s / 2 (0: off)")
     mixup: float = option(0.0, "mixup alpha, Beta(alpha, alpha); 0 = off")
@@ -71,11 +73,13 @@ class TrainConfig:
     normalisation: str = option("color", "input scaling: the seed's per-clip uint8 colour mapping "
                                 "(3 channels), per-clip standardisation, or the training set's "
                                 "dB statistics", choices=NORMALISATIONS)
-    valid_crops: int = option(3, "evenly spaced windows per validation clip, sigmoids averaged")
+    valid_crops: int = option(3, "evenly spaced windows per validation clip, sigmoids averaged",
+                              minimum=1)
     resume: bool = option(False, "continue the run in --out")
     seed: int = option(0, "seed of folds, initialisation, crops and augmentations")
-    keep_checkpoints: int = option(2, "checkpoints kept: the best by lwlrap (plus the latest)")
-    max_failures: int = option(3, "worker-group restarts from the latest checkpoint")
+    keep_checkpoints: int = option(2, "checkpoints kept: the best by lwlrap (plus the latest)",
+                                   minimum=1)
+    max_failures: int = option(3, "worker-group restarts from the latest checkpoint", minimum=0)
     mel: MelConfig = option(default_factory=MelConfig, cli=False)
     # Fault drill: one worker dies once after this epoch (tests and drills set it).
     fail_after_epoch: int | None = option(None, cli=False)

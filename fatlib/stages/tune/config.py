@@ -21,14 +21,15 @@ class TuneSettings:
     base: TrainConfig = option(cli=False)  # features, workers, fold...: shared by every trial
     out: str = option(help="experiment directory (local or s3://); an existing one is resumed, "
                       "finished trials kept")
-    samples: int = option(8, "trials")
-    max_concurrent: int = option(2, "trials running at once")
+    samples: int = option(8, "trials", minimum=1)
+    max_concurrent: int = option(2, "trials running at once", minimum=1)
     lr_min: float = option(3e-4, "lowest max LR tried (log-uniform)")
     lr_max: float = option(3e-2, "highest max LR tried")
-    crops: tuple[int, ...] = option((64, 128, 256), "crop lengths in frames to try")
-    mixups: tuple[float, ...] = option((0.0, 0.2, 0.4), "mixup alphas to try")
+    crops: tuple[int, ...] = option((64, 128, 256), "crop lengths in frames to try", minimum=8)
+    mixups: tuple[float, ...] = option((0.0, 0.2, 0.4), "mixup alphas to try", minimum=0)
     specaugments: tuple[bool, ...] = option((False, True), "SpecAugment settings to try")
-    grace_epochs: int = option(1, "ASHA: every trial runs at least this many epochs")
+    grace_epochs: int = option(1, "ASHA: every trial runs at least this many epochs",
+                               minimum=1)
     seed: int = option(0, cli=False)  # the search's seed: the job passes --seed
 
 
