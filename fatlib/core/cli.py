@@ -121,12 +121,16 @@ def command(script: str, cfg: Any, *, exclude: Iterable[str] = (),
 
 
 def run_job(name: str, stage: Callable[[], T], summary: Callable[[T], str]) -> int:
-    """Exit status of running stage(): 0 and its summary printed, or 2 and the error line."""
+    """Exit status of running stage(): 0 and its summary printed, 2 and the error line, or 130
+    after Ctrl-C (the process then exits, and its embedded Ray and Ray work with it)."""
     try:
         result = stage()
     except UserError as e:
         print(redact(f"{name}: {e}"), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
     print(summary(result))
     return 0
 

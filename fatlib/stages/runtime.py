@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import ray
 import ray.data
 
+from fatlib.core.errors import UserError
+
 GCS_PORT_VARIABLE = "RAY_GCS_SERVER_PORT"  # read by Ray when it starts a local head
+_POLL_SECONDS = 5.0
+T = TypeVar("T")
+
+
+class ResourceError(UserError):
+    """The cluster cannot hold what a job asks for."""
 
 
 def ensure_ray() -> None:
@@ -68,6 +79,94 @@ def shared_cpus(concurrent: int, workers: int) -> float:
     a little under an equal share, since each run's driver task holds 0.01 CPU and whole-CPU
     workers would never fit beside them."""
     return round(0.98 * cluster_cpus() / (concurrent * workers), 2)
+
+
+def unplaced(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> list[dict]:
+    """The bundles (each needs one node) that the nodes' resources cannot hold at once, placed
+    first-fit, largest first (what Ray's placement would find in all but contrived cases)."""
+    free = [dict(n) for n in nodes]
+    left = []
+    for bundle in sorted(bundles, key=lambda b: (b.get("GPU", 0.0), b.get("CPU", 0.0),
+                                                 sum(b.values())), reverse=True):
+        node = next((n for n in free if all(n.get(k, 0.0) + 1e-9 >= v
+                                            for k, v in bundle.items())), None)
+        if node is None:
+            left.append(bundle)
+            continue
+        for k, v in bundle.items():
+            node[k] -= v
+    return left
+
+
+def require_resources(bundles: list[dict[str, float]], what: str,
+                      wait_seconds: float | None = None) -> None:
+    """Return once the cluster's nodes can hold the bundles; else ResourceError naming the
+    shortfall: at once on the embedded local Ray (it never grows), after waiting up to
+    wait_seconds (default 0) on a cluster joined by address, where an autoscaler may add nodes."""
+    bundles = [{k: float(v) for k, v in b.items() if v} for b in bundles]
+    missing = unplaced(bundles, _alive_nodes())
+    if not missing:
+        return
+    wait = 0.0 if not os.environ.get("RAY_ADDRESS") else float(wait_seconds or 0.0)
+    if wait > 0:
+        print(f"{what}: waiting up to {wait:.0f} s for the cluster to grow: "
+              f"{_shortfall(bundles, missing)}", flush=True)
+        deadline = time.monotonic() + wait
+        while missing and time.monotonic() < deadline:
+            time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            missing = unplaced(bundles, _alive_nodes())
+        if not missing:
+            return
+    raise ResourceError(f"{what} {_shortfall(bundles, missing)}" +
+                        (f" (waited {wait:.0f} s)" if wait > 0 else ""))
+
+
+def _alive_nodes() -> list[dict[str, float]]:
+    """Total resources of each live node."""
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+def _shortfall(bundles: list[dict], missing: list[dict]) -> str:
+    """'asks for 3 x {CPU: 1} but the cluster has CPU 2 (largest node CPU 2)'."""
+    def text(resources: dict) -> str:
+        return ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items())
+                         if not k.startswith(("node:", "memory", "object_store_memory")))
+
+    kinds = sorted({tuple(sorted(b.items())) for b in bundles})
+    asked = " + ".join(f"{sum(1 for b in bundles if tuple(sorted(b.items())) == k)} x "
+                       f"{{{text(dict(k))}}}" for k in kinds)
+    nodes = _alive_nodes()
+    total: dict[str, float] = {}
+    for n in nodes:
+        for k, v in n.items():
+            total[k] = total.get(k, 0.0) + v
+    needed = sorted({k for b in missing for k in b})
+    have = ", ".join(f"{k} {total.get(k, 0.0):g}" for k in needed)
+    return (f"asks for {asked} but the cluster has {have} in {len(nodes)} node(s); "
+            f"{len(missing)} of {len(bundles)} cannot be placed")
+
+
+def interruptible(fn: Callable[[], T]) -> T:
+    """fn() run in a helper thread so Ctrl-C reaches this one at once.
+
+    Ray Train's fit() installs a SIGINT handler that waits for its controller, which never
+    answers while a worker group waits for resources; off the main thread it installs none.
+    """
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as e:  # re-raised in the caller's thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, name="fatlib-interruptible", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def cluster_gpus() -> float:

@@ -37,3 +37,36 @@ def test_workers_find_the_embedded_ray_despite_a_stale_cluster_record(ray_local)
 
 def test_embedded_ray_leaves_the_gcs_port_setting_as_it_was(ray_local):
     assert "RAY_GCS_SERVER_PORT" not in os.environ
+
+
+def test_bundles_are_placed_per_node():
+    from fatlib.stages.runtime import unplaced
+
+    nodes = [{"CPU": 2.0}, {"CPU": 4.0, "GPU": 1.0}]
+    assert unplaced([{"CPU": 1.0}] * 6, nodes) == []
+    assert unplaced([{"CPU": 1.0}] * 7, nodes) == [{"CPU": 1.0}]
+    assert unplaced([{"CPU": 3.0}] * 2, nodes) == [{"CPU": 3.0}]  # 6 CPUs, but not 3 on a node
+    assert unplaced([{"CPU": 1.0, "GPU": 1.0}] * 2, nodes) == [{"CPU": 1.0, "GPU": 1.0}]
+
+
+def test_a_shortfall_fails_at_once_naming_it_and_a_joined_cluster_waits_first(
+        ray_local, monkeypatch, capsys):
+    import time
+
+    from fatlib.stages.runtime import ResourceError, require_resources
+
+    require_resources([{"CPU": 1.0}] * 2, "training")  # fits: returns
+    with pytest.raises(ResourceError) as short:
+        require_resources([{"CPU": 1.0}] * 3, "training (3 workers)", wait_seconds=60)
+    assert str(short.value) == ("training (3 workers) asks for 3 x {CPU 1} but the cluster has "
+                                "CPU 2 in 1 node(s); 1 of 3 cannot be placed")
+    gpus = r"2 x \{CPU 0.5, GPU 1\} but the cluster has CPU 2, GPU 0"
+    with pytest.raises(ResourceError, match=gpus):
+        require_resources([{"CPU": 0.5, "GPU": 1.0}] * 2, "inference")
+    # Joined by address, where an autoscaler may add nodes: says so, waits, then gives up.
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    started = time.monotonic()
+    with pytest.raises(ResourceError, match=r"1 of 3 cannot be placed \(waited 1 s\)"):
+        require_resources([{"CPU": 1.0}] * 3, "training", wait_seconds=1)
+    assert 1 <= time.monotonic() - started < 10
+    assert "training: waiting up to 1 s for the cluster to grow" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from fatlib.io.artifact import load_model
 from fatlib.io.feature_store import FeatureStoreError
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
+from fatlib.stages.runtime import ResourceError
 from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.driver import train
 from fatlib.tools.synth import SynthConfig, generate_dataset
@@ -210,3 +211,34 @@ def test_every_recipe_option_trains_and_lands_in_the_artifact(features, tmp_path
     _, model = load_model(str(out / "model"))
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 128, 50)).shape[1] == len(meta["classes"])
+
+
+def test_a_resource_shortfall_fails_fast_and_ctrl_c_stops_a_run(features, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    base = [sys.executable, "jobs/train.py", "--features", features, "--no-report",
+            "--batch-size", "16", "--crop-frames", "64"]
+    # The tester's hang: 3 one-CPU workers on a 2-CPU machine waited for ever.
+    with pytest.raises(ResourceError) as short:
+        train(_cfg(features, tmp_path / "a", workers=3, cpus_per_worker=1.0))
+    assert str(short.value) == (
+        "training (3 workers) asks for 3 x {CPU 1} but the cluster has CPU 2 in 1 node(s); "
+        "1 of 3 cannot be placed")
+    # Ctrl-C while the run trains: the job and its embedded Ray are gone within 10 s. SIGINT
+    # set back to its default in the child: a shell's background jobs inherit it ignored.
+    run = subprocess.Popen([*base, "--out", str(tmp_path / "b"), "--epochs", "50"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "b").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    run.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = run.communicate(timeout=60)
+    assert time.monotonic() - sent <= 10
+    assert run.returncode == 130 and err.strip().splitlines()[-1] == "train: interrupted"

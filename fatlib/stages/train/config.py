@@ -79,6 +79,10 @@ class TrainConfig:
     seed: int = option(0, "seed of folds, initialisation, crops and augmentations")
     keep_checkpoints: int = option(2, "checkpoints kept: the best by lwlrap (plus the latest)",
                                    minimum=1)
+    wait_for_resources: float = option(
+        300.0, "on a cluster joined by address (an autoscaler may add nodes): seconds to wait "
+        "for the workers' resources before failing; the embedded local Ray fails at once",
+        minimum=0, metavar="SECONDS")
     max_failures: int = option(3, "worker-group restarts from the latest checkpoint", minimum=0)
     mel: MelConfig = option(default_factory=MelConfig, cli=False)
     # Fault drill: one worker dies once after this epoch (tests and drills set it).

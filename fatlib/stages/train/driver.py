@@ -10,7 +10,13 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from fatlib.io import storage
-from fatlib.stages.runtime import cluster_cpus, ensure_ray
+from fatlib.stages.runtime import (
+    cluster_cpus,
+    ensure_ray,
+    interruptible,
+    require_resources,
+    shared_cpus,
+)
 from fatlib.stages.train.checkpoints import check_run_dir, export, run_location
 from fatlib.stages.train.config import TrainConfig, TrainResult, steps_per_epoch
 from fatlib.stages.train.datasets import training_datasets
@@ -28,14 +34,16 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
     check_run_dir(cfg)
     inputs = training_inputs(cfg)
     ensure_ray()
+    cpus = cfg.cpus_per_worker or worker_cpus(cfg.workers)
+    gpus = {"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker > 0 else {}
+    require_resources([{"CPU": cpus, **gpus}] * cfg.workers,
+                      f"training ({cfg.workers} workers)", cfg.wait_for_resources)
     train_ds, valid_ds = training_datasets(cfg, inputs.valid_names)
     n_train = train_ds.count()
-    cpus = cfg.cpus_per_worker or max(1.0, cluster_cpus() // cfg.workers)
     worker_inputs = WorkerInputs(cfg=cfg, classes=inputs.classes,
                                  spec=input_spec(cfg, inputs.norm), n_train=n_train,
                                  threads=max(1, int(cpus)))
     storage_path, name = run_location(cfg.out)
-    gpus = {"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker > 0 else {}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"inputs": worker_inputs},
@@ -56,6 +64,13 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
         datasets={"train": train_ds, "valid": valid_ds},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
-    result = trainer.fit()
+    result = interruptible(trainer.fit)
     return export(cfg, result, inputs.classes, inputs.norm,
                   steps_per_epoch(n_train, cfg.batch_size, cfg.workers))
+
+
+def worker_cpus(workers: int) -> float:
+    """Default CPUs of a training worker: whole CPUs shared out, or a fraction of one each when
+    there are more workers than CPUs."""
+    cpus = cluster_cpus()
+    return float(cpus // workers) if cpus >= workers else shared_cpus(1, workers)

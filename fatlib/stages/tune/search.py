@@ -14,7 +14,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from fatlib.io import storage
-from fatlib.stages.runtime import ensure_ray, shared_cpus
+from fatlib.stages.runtime import ensure_ray, require_resources, shared_cpus
 from fatlib.stages.train.checkpoints import has_run, run_location
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.driver import train
@@ -30,6 +30,9 @@ def tune_training(settings: TuneSettings) -> TuneResult:
     base = replace(base, features=storage.absolute(base.features))
     settings = replace(settings, out=storage.absolute(settings.out), base=base)
     settings.base.check()
+    gpus = {"GPU": base.gpus_per_worker} if base.gpus_per_worker > 0 else {}
+    require_resources([{"CPU": base.cpus_per_worker, **gpus}] * base.workers,
+                      f"a tuning trial ({base.workers} workers)", base.wait_for_resources)
     storage_path, name = run_location(settings.out)
     experiment = storage.join(storage_path, name)
     trainable = tune.with_resources(
