@@ -20,6 +20,9 @@ from fatlib.core.config import MelConfig
 from fatlib.core.errors import UserError
 
 AudioSource = str | os.PathLike | bytes
+# Shorter decoded clips are refused rather than padded: a few samples padded to min_seconds
+# would become a training row of almost pure zeros, labelled as if it held the sound.
+MIN_SIGNAL_SECONDS = 0.1
 
 
 class AudioError(UserError):
@@ -39,10 +42,18 @@ def load_clip(source: AudioSource, cfg: MelConfig, *, name: str | None = None) -
 
 
 def prepare_clip(y: np.ndarray, sample_rate: int, cfg: MelConfig, *, name: str) -> np.ndarray:
-    """Decoded mono samples -> resampled, trimmed, padded signal at cfg.sample_rate."""
+    """Decoded mono samples -> resampled, trimmed, padded signal at cfg.sample_rate; AudioError
+    for a silent clip, one under MIN_SIGNAL_SECONDS, or one the resampler refuses."""
     if not np.any(y):
         raise AudioError(name, "all samples are zero (silent file)")
-    y = resample(y, sample_rate, cfg.sample_rate)
+    if len(y) < MIN_SIGNAL_SECONDS * sample_rate:
+        raise AudioError(name, f"too short: {len(y)} samples ({len(y) / sample_rate:.3f} s); "
+                               f"at least {MIN_SIGNAL_SECONDS:g} s of signal needed")
+    try:
+        y = resample(y, sample_rate, cfg.sample_rate)
+    except (RuntimeError, ValueError) as e:  # soxr's refusals of a rate or a size
+        raise AudioError(name, f"cannot resample {sample_rate} Hz -> {cfg.sample_rate} Hz: "
+                               f"{e}") from None
     if cfg.trim_top_db is not None:
         y, _ = trim_silence(
             y,

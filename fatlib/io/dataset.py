@@ -6,12 +6,15 @@ sample_submission.csv (fname + one column per class) and one audio folder per sp
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
 
-from fatlib.core.errors import UserError
+from fatlib.core.errors import UserError, redact
 from fatlib.core.labels import LabelError, parse_labels, vocabulary
 from fatlib.io import storage
 
@@ -33,6 +36,27 @@ class Clip:
     fname: str
     labels: tuple[str, ...]
     uri: str
+
+
+def require_dataset(data_uri: str) -> None:
+    """ManifestError unless data_uri is an existing directory (or a non-empty s3:// prefix)."""
+    try:
+        found = storage.exists(data_uri)
+    except OSError as e:  # an unreachable bucket or a refused listing
+        raise ManifestError(redact(f"{data_uri}: dataset path cannot be read ({e})")) from None
+    if not found:
+        raise ManifestError(f"{data_uri}: dataset path does not exist")
+    if storage.is_file(data_uri):
+        raise ManifestError(f"{data_uri}: dataset path is a file; expected a directory in the "
+                            "Kaggle layout")
+
+
+def clips_digest(clips: Iterable[Clip]) -> str:
+    """SHA-256 of a split's (fname, labels) rows, independent of row and label order."""
+    # Sorted so that reordering the CSV or a clip's labels is no change; JSON so that no
+    # character inside a name can make two different row sets print alike.
+    rows = sorted((c.fname, sorted(c.labels)) for c in clips)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def available_splits(data_uri: str) -> list[str]:

@@ -8,12 +8,17 @@ while writing or committing leaves nothing half-visible (docs/ARCHITECTURE.md, "
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import posixpath
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from fatlib import __version__
 from fatlib.core.config import MelConfig
@@ -59,6 +64,7 @@ class SplitInfo:
     frames: int
     bytes: int
     wall_seconds: float
+    clips_digest: str | None = None  # io.dataset.clips_digest of the rows it was built from
 
 
 def file_metadata(cfg: MelConfig, split: str) -> dict[bytes, bytes]:
@@ -76,6 +82,13 @@ def write_rows(uri: str, columns: dict[str, list], cfg: MelConfig, split: str) -
     table = pa.table(columns, schema=ROW_SCHEMA.with_metadata(file_metadata(cfg, split)))
     # Dictionary encoding only helps the label column; the log-mel bytes do not compress well.
     return storage.write_parquet(uri, table, compression="zstd", use_dictionary=["labels"])
+
+
+def part_name(fnames: list[str]) -> str:
+    """File name of a Parquet part holding these clips, in this order."""
+    # Named by content, so a retried task overwrites its own part instead of adding one.
+    digest = hashlib.sha1("\n".join(fnames).encode()).hexdigest()[:16]
+    return f"part-{digest}.parquet"
 
 
 def write_errors(uri: str, errors: list[tuple[str, str]]) -> None:
@@ -104,13 +117,24 @@ def new_manifest(cfg: MelConfig, classes: list[str], source: str) -> dict:
     }
 
 
-def commit_split(root: str, manifest: dict, staged: str, info: SplitInfo) -> None:
-    """Publish a split written under `staged`: move its files into place, then list it."""
+def commit_split(root: str, manifest: dict, staged: str, info: SplitInfo,
+                 keep: Collection[str] = ()) -> None:
+    """Publish a split written under `staged`: move its files into place, then list it.
+
+    keep: files of the committed version that stay where they are (an incremental update);
+    every other file of that version is deleted.
+    """
     final = storage.join(root, info.name)
     manifest["splits"].pop(info.name, None)
     storage.write_json(storage.join(root, MANIFEST), manifest)  # unpublish any older version
-    storage.remove_tree(final)
-    storage.move_tree(staged, final)
+    if keep:
+        for name in storage.list_files(final):
+            if name not in keep:
+                storage.remove(storage.join(final, name))
+        _move_files(staged, final)
+    else:
+        storage.remove_tree(final)
+        storage.move_tree(staged, final)
     manifest["splits"][info.name] = {
         "files": info.files,
         "rows": info.rows,
@@ -121,9 +145,39 @@ def commit_split(root: str, manifest: dict, staged: str, info: SplitInfo) -> Non
         "bytes": info.bytes,
         "wall_seconds": round(info.wall_seconds, 3),
         "clip_stats": True,  # its rows carry CLIP_STATS (splits of format-1 stores do not)
+        "clips_digest": info.clips_digest,
         "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     storage.write_json(storage.join(root, MANIFEST), manifest)
+
+
+def stored_clips(root: str, split: str) -> pa.Table:
+    """fname, labels, n_frames, seconds and `file` (its part's name) of every row of a
+    committed split; the log-mels are not read."""
+    columns = ["fname", "labels", "n_frames", "seconds"]
+    tables = []
+    for uri in split_files(root, split):
+        fs, path = storage.resolve(uri)
+        table = pq.read_table(path, filesystem=fs, columns=columns)  # only these columns' bytes
+        name = posixpath.basename(path)
+        tables.append(table.append_column("file", pa.array([name] * len(table), pa.string())))
+    schema = pa.schema([ROW_SCHEMA.field(c) for c in columns] + [("file", pa.string())])
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def rewrite_part(uri: str, staged: str, drop: Collection[str]) -> tuple[str, pa.Table] | None:
+    """Copy a part without the rows of `drop` into the folder staged, under its content name;
+    (that name, the copied rows' fname, n_frames and seconds), or None when no row is left."""
+    table = storage.read_parquet(uri)
+    kept = table.filter(pc.invert(pc.is_in(table.column("fname"), pa.array(list(drop),
+                                                                            pa.string()))))
+    if len(kept) == 0:
+        return None
+    name = part_name(kept.column("fname").to_pylist())
+    # The file's schema metadata (fingerprint, MelConfig, split) travels with the table.
+    storage.write_parquet(storage.join(staged, name), kept, compression="zstd",
+                          use_dictionary=["labels"])
+    return name, kept.select(["fname", "n_frames", "seconds"])
 
 
 def split_files(root: str, split: str, cfg: MelConfig | None = None) -> list[str]:
@@ -173,12 +227,27 @@ def has_clip_stats(root: str, split: str) -> bool:
 
 
 def require_fingerprint(manifest: dict, cfg: MelConfig, root: str) -> None:
-    """FeatureStoreError naming both fingerprints when the store was built with another config."""
+    """FeatureStoreError naming both fingerprints and the MelConfig fields that differ when the
+    store was built with another config."""
     if manifest["fingerprint"] != cfg.fingerprint:
         raise FeatureStoreError(
             f"{root}: features have mel fingerprint {manifest['fingerprint']}, "
-            f"the configuration expects {cfg.fingerprint}"
+            f"the configuration expects {cfg.fingerprint} ({mel_differences(manifest, cfg)}); "
+            "rebuild the store with jobs/preprocess.py and this configuration, or use the "
+            "MelConfig the store was built with"
         )
+
+
+def mel_differences(manifest: dict, cfg: MelConfig) -> str:
+    """Which MelConfig fields a store's manifest and cfg disagree on, with both values."""
+    stored = manifest.get("mel_config") or {}
+    expected = cfg.to_dict()
+    changed = [f"{name} {stored.get(name)!r} in the store, {value!r} expected"
+               for name, value in expected.items() if stored.get(name) != value]
+    if changed:
+        return "differs in " + "; ".join(changed)
+    # Equal parameters and another fingerprint: the feature algorithm itself changed.
+    return "same mel parameters, computed by another version of the feature algorithm"
 
 
 def read_split_table(
@@ -192,3 +261,12 @@ def read_split_table(
     tables = [storage.read_parquet(uri, columns) for uri in files]
     schema = ROW_SCHEMA if columns is None else pa.schema([ROW_SCHEMA.field(c) for c in columns])
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _move_files(staged: str, final: str) -> None:
+    """Move every file of the folder staged into the existing folder final; drop staged."""
+    fs, src = storage.resolve(staged)
+    _, dst = storage.resolve(final)
+    for name in storage.list_files(staged):
+        fs.move(posixpath.join(src, name), posixpath.join(dst, name))
+    storage.remove_tree(staged)

@@ -4,9 +4,11 @@ with messages that name the file and line."""
 import pytest
 
 from fatlib.io.dataset import (
+    Clip,
     ManifestError,
     available_splits,
     class_vocabulary,
+    clips_digest,
     list_audio,
     read_split,
     read_truth,
@@ -55,3 +57,11 @@ def test_bad_rows_are_named(root, row, message):
 def test_vocabulary_without_submission_is_the_sorted_union(root):
     (root / "sample_submission.csv").unlink()
     assert class_vocabulary(str(root)) == ["Bark", "Meow"]
+
+
+def test_clips_digest_changes_with_names_and_labels_not_order():
+    a, b = Clip("a.wav", ("Bark", "Meow"), "x/a.wav"), Clip("b.wav", ("Meow",), "x/b.wav")
+    digest = clips_digest([a, b])
+    assert clips_digest([b, Clip("a.wav", ("Meow", "Bark"), "elsewhere/a.wav")]) == digest
+    assert clips_digest([a]) != digest
+    assert clips_digest([a, Clip("b.wav", ("Bark",), "x/b.wav")]) != digest

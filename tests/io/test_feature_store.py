@@ -78,3 +78,14 @@ def test_another_mel_config_is_refused_naming_both_fingerprints(tmp_path):
         split_files(root, "train_curated", other)
     with pytest.raises(FeatureStoreError, match="no feature store here"):
         split_files(str(tmp_path / "empty"), "train_curated")
+
+
+def test_a_fingerprint_mismatch_names_the_fields_and_says_rebuild(tmp_path):
+    root = str(tmp_path)
+    storage.write_json(storage.join(root, "_MANIFEST.json"), new_manifest(CFG, ["Bark"], "d"))
+    with pytest.raises(FeatureStoreError) as info:
+        split_files(root, "train_curated", MelConfig(n_mels=64, fmin=0.0))
+    message = str(info.value)
+    assert "differs in n_mels 128 in the store, 64 expected; fmin 20.0 in the store, 0.0 " \
+           "expected" in message
+    assert "rebuild the store with jobs/preprocess.py" in message and "\n" not in message

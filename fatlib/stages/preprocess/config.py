@@ -20,8 +20,8 @@ class PreprocessConfig:
                                  default_text="one per CPU in the cluster")
     batch_size: int = option(64, "clips per task and per Parquet part, at most")
     mel: MelConfig = option(default_factory=MelConfig, cli=False)
-    overwrite: bool = option(False, "redo finished splits; replace a store built with another "
-                             "MelConfig")
+    overwrite: bool = option(False, "redo finished splits whole (needed once clips are "
+                             "relabelled); replace a store built with another MelConfig")
     node_resource: str | None = option(None, "run conversion only on nodes offering this custom "
                                        "resource (cluster.yaml: fatlib_cpu)", metavar="NAME")
 
@@ -33,6 +33,8 @@ class SplitResult:
     split: str
     converted: int = 0
     failed: int = 0
+    removed: int = 0  # stored clips the CSV no longer lists, dropped
+    kept: int | None = None  # stored rows kept as they were (None: the split was built whole)
     skipped: bool = False
     audio_seconds: float = 0.0
     bytes: int = 0
@@ -40,13 +42,13 @@ class SplitResult:
     errors_uri: str = ""
 
     def summary(self) -> str:
-        """One line: counts, and where the errors are when there are any."""
+        """One line: counts (of an update: also removed and kept), and where the errors are."""
         if self.skipped:
             return f"{self.split}: already preprocessed with this configuration, skipped"
-        line = (f"{self.split}: {self.converted} converted, {self.failed} failed"
-                f"{f' (see {self.errors_uri})' if self.failed else ''}; "
+        update = "" if self.kept is None else f", {self.removed} removed, {self.kept} kept"
+        return (f"{self.split}: {self.converted} converted, {self.failed} failed"
+                f"{f' (see {self.errors_uri})' if self.failed else ''}{update}; "
                 f"{self.audio_seconds:.0f} audio-s in {self.wall_seconds:.1f} s")
-        return line
 
 
 @dataclass

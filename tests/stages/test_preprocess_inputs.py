@@ -1,0 +1,185 @@
+"""Preprocessing against what users' data does (issue 15): entries that are not clips, splits
+where nothing converts, CSVs that grow, shrink or relabel, paths that do not exist."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from fatlib.io import storage
+from fatlib.io.dataset import ManifestError, class_vocabulary, clips_digest, read_split
+from fatlib.io.feature_store import FeatureStoreError, read_manifest, read_split_table
+from fatlib.stages.preprocess.config import PreprocessConfig
+from fatlib.stages.preprocess.convert import preprocess
+from fatlib.tools.synth import SynthConfig, generate_dataset
+
+pytestmark = pytest.mark.slow
+JOB = Path(__file__).resolve().parents[2] / "jobs" / "preprocess.py"
+SR = 8000
+
+
+def _dataset(root, n_curated=4):
+    """A tiny dataset; returns its train_curated.csv as a table."""
+    generate_dataset(root, SynthConfig(n_curated=n_curated, n_noisy=0, n_test=0,
+                                       max_seconds=0.5, sample_rate=SR))
+    return pd.read_csv(root / "train_curated.csv")
+
+
+def _curated(root, out, **options):
+    return preprocess(PreprocessConfig(data=str(root), out=str(out), splits=("train_curated",),
+                                       **options))
+
+
+def _job(monkeypatch, capsys, *args):
+    """(exit code, stdout, stderr) of jobs/preprocess.py run in this process."""
+    monkeypatch.setattr(sys, "argv", [str(JOB), *args])
+    code = runpy.run_path(str(JOB))["main"]()
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _stored(out):
+    table = read_split_table(str(out), "train_curated", columns=["fname", "labels"])
+    return dict(zip(table.column("fname").to_pylist(), table.column("labels").to_pylist(),
+                    strict=True))
+
+
+def test_a_directory_and_a_five_sample_clip_become_error_rows(ray_local, tmp_path):
+    root, out = tmp_path / "data", tmp_path / "out"
+    table = _dataset(root)
+    (root / "train_curated" / "x.wav").mkdir()
+    sf.write(root / "train_curated" / "tiny.wav", np.full(5, 0.5), SR, subtype="PCM_16")
+    extra = pd.DataFrame({"fname": ["x.wav", "tiny.wav"], "labels": [table.labels[0]] * 2})
+    pd.concat([table, extra]).to_csv(root / "train_curated.csv", index=False)
+    (result,) = _curated(out=out, root=root).splits
+    assert (result.converted, result.failed) == (4, 2)
+    errors = pd.read_parquet(out / "train_curated" / "_errors.parquet")
+    reasons = dict(zip(errors.fname, errors.reason, strict=True))
+    assert "cannot read" in reasons["x.wav"] and "is a directory" in reasons["x.wav"]
+    assert reasons["tiny.wav"].startswith("too short: 5 samples")
+    assert set(_stored(out)) == set(table.fname)
+
+
+def test_a_split_where_nothing_converted_fails_uncommitted_then_reruns(
+        ray_local, tmp_path, monkeypatch, capsys):
+    root, out = tmp_path / "data", tmp_path / "out"
+    table = _dataset(root)
+    good_csv = (root / "train_curated.csv").read_text()
+    table.assign(fname=[f"missing-{i}.wav" for i in range(len(table))]).to_csv(
+        root / "train_curated.csv", index=False)
+    args = ["--data", str(root), "--out", str(out), "--splits", "train_curated"]
+    code, _, err = _job(monkeypatch, capsys, *args)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "preprocess: train_curated: none of its 4 clips converted "
+        "(first: missing-0.wav: file not found); nothing committed"]
+    assert "train_curated" not in (read_manifest(str(out)) or {"splits": {}})["splits"]
+    (root / "train_curated.csv").write_text(good_csv)
+    code, printed, _ = _job(monkeypatch, capsys, *args)
+    assert code == 0
+    assert printed.startswith("train_curated: 4 converted, 0 failed;")
+    assert set(_stored(out)) == set(table.fname)
+
+
+def test_added_and_removed_clips_update_the_split_in_place(ray_local, tmp_path):
+    root, out = tmp_path / "data", tmp_path / "out"
+    table = _dataset(root, n_curated=9)
+    first, grown = table[:8], pd.concat([table[1:8], table[8:]])
+    first.to_csv(root / "train_curated.csv", index=False)
+    _curated(root, out, batch_size=2)  # 8 clips: 4 parts of 2 clips
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "train_curated").glob("part-*")}
+    old_rows = read_split_table(str(out), "train_curated").to_pandas().set_index("fname")
+
+    grown.to_csv(root / "train_curated.csv", index=False)
+    (result,) = _curated(root, out, batch_size=2).splits
+    assert result.summary().startswith("train_curated: 1 converted, 0 failed, 1 removed, 7 kept;")
+    assert set(_stored(out)) == set(grown.fname)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "train_curated").glob("part-*")}
+    untouched = {name for name in before if after.get(name) == before[name]}
+    assert len(untouched) == 3 and len(after) == 5  # the removed clip's part was rewritten
+    new_rows = read_split_table(str(out), "train_curated").to_pandas().set_index("fname")
+    for fname in grown.fname.iloc[:-1]:  # kept rows are the very bytes stored before
+        assert new_rows.loc[fname, "logmel"] == old_rows.loc[fname, "logmel"]
+    entry = read_manifest(str(out))["splits"]["train_curated"]
+    classes = class_vocabulary(str(root))
+    assert entry["clips_digest"] == clips_digest(read_split(str(root), "train_curated", classes))
+    assert (entry["rows"], entry["frames"]) == (8, int(new_rows.n_frames.sum()))
+    assert sorted(entry["files"]) == sorted(after)
+    assert _curated(root, out).splits[0].skipped
+
+
+def test_a_relabelled_clip_is_refused_unless_overwrite(ray_local, tmp_path):
+    root, out = tmp_path / "data", tmp_path / "out"
+    table = _dataset(root)
+    _curated(root, out)
+    manifest = (out / "_MANIFEST.json").read_text()
+    classes = class_vocabulary(str(root))
+    new_label = next(c for c in classes if c not in table.labels[1].split(","))
+    table.loc[1, "labels"] = new_label
+    table.to_csv(root / "train_curated.csv", index=False)
+    with pytest.raises(FeatureStoreError) as info:
+        _curated(root, out)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"1 clip(s) of train_curated relabelled since it was preprocessed (first: " \
+           f"{table.fname[1]} " in message and f"-> {new_label})" in message
+    assert (out / "_MANIFEST.json").read_text() == manifest
+    (result,) = _curated(root, out, overwrite=True).splits
+    assert result.converted == 4
+    assert _stored(out)[table.fname[1]] == [new_label]
+
+
+def test_a_store_without_digests_is_compared_by_its_rows(ray_local, tmp_path):
+    root, out = tmp_path / "data", tmp_path / "out"
+    table = _dataset(root, n_curated=5)
+    table[:4].to_csv(root / "train_curated.csv", index=False)
+    _curated(root, out)
+    manifest = read_manifest(str(out))
+    digest = manifest["splits"]["train_curated"].pop("clips_digest")
+    (out / "_MANIFEST.json").write_text(json.dumps(manifest))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    assert _curated(root, out).splits[0].skipped  # same rows: nothing redone, digest recorded
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == before
+    assert read_manifest(str(out))["splits"]["train_curated"]["clips_digest"] == digest
+    table.to_csv(root / "train_curated.csv", index=False)
+    (result,) = _curated(root, out).splits
+    assert (result.converted, result.removed, result.kept) == (1, 0, 4)
+
+
+def test_a_data_path_that_does_not_exist_is_named(monkeypatch, capsys, tmp_path):
+    code, _, err = _job(monkeypatch, capsys, "--data", "/nonexistent", "--out",
+                        str(tmp_path / "out"))
+    assert code == 2
+    assert err.strip().splitlines() == ["preprocess: /nonexistent: dataset path does not exist"]
+    with pytest.raises(ManifestError, match="dataset path is a file"):
+        preprocess(PreprocessConfig(data=str(JOB), out=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_update_on_s3_and_a_vanished_object(ray_local, s3_bucket, tmp_path):
+    import boto3
+
+    local = tmp_path / "data"
+    table = _dataset(local)
+    table[:3].to_csv(local / "train_curated.csv", index=False)
+    s3, bucket = boto3.client("s3"), s3_bucket.removeprefix("s3://")
+    for path in local.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, f"data/{path.relative_to(local)}")
+    data, out = f"{s3_bucket}/data", f"{s3_bucket}/features"
+    _curated(data, out)
+    s3.delete_object(Bucket=bucket, Key=f"data/train_curated/{table.fname[3]}")
+    table[1:].to_csv(local / "train_curated.csv", index=False)  # one removed, one (gone) added
+    s3.upload_file(str(local / "train_curated.csv"), bucket, "data/train_curated.csv")
+    (result,) = _curated(data, out).splits
+    assert (result.converted, result.failed, result.removed, result.kept) == (0, 1, 1, 2)
+    errors = storage.read_parquet(f"{out}/train_curated/_errors.parquet").to_pylist()
+    assert errors == [{"fname": table.fname[3], "reason": "file not found"}]
+    assert set(_stored(out)) == set(table.fname[1:3])
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="features/")["Contents"]]
+    assert not any("_staging" in k for k in keys)
