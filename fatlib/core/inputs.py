@@ -206,7 +206,7 @@ def crop_rows(logmels: Sequence[bytes], n_frames: Sequence[int], starts: Sequenc
         clip = np.frombuffer(data, dtype="<f2").reshape(n_mels, int(frames))
         span = crop if spans is None else int(spans[i])
         window = out[i] if span == crop else np.empty((n_mels, span), dtype=np.float16)
-        if start >= 0:
+        if frames >= span:
             window[:] = clip[:, start : start + span]
         elif wrap is not None and wrap[i]:
             window[:] = clip[:, (np.arange(span) + start) % clip.shape[1]]

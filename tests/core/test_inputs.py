@@ -222,6 +222,10 @@ def test_resized_crops_stretch_a_window_of_random_length_to_the_crop():
     np.testing.assert_allclose(slopes, spans / 20, rtol=0.02)
     assert np.abs(crops[:, 0, 0] - 10).max() <= 1
     assert resized_spans(64, 20, 0.0, rng) is None  # off: plain crops, no draw
+    # A window longer than the clip, placed at offset 0, pads (it once sliced short and failed).
+    short = crop_rows([encode_logmel(ramp[:, :20])], [20], [0], 2, 20, [-80.0],
+                      spans=np.array([25]))
+    assert short.shape == (1, 2, 20) and short[0, 0, -1] == -80
     classes = ["a", "b", "c"]
     spec = InputSpec(8, 16, Normalisation("clip"), resized_crop=0.3)
     x, _, _ = training_batch(_rows([40, 16, 5], classes), spec, classes, np.random.default_rng(0))
