@@ -1,13 +1,20 @@
 """The model artifact: weights + meta.json, everything inference needs and nothing it must guess.
 
 Layout: <dir>/weights.pt (a torch state_dict) and <dir>/meta.json, written last so a reader
-never sees meta.json without its weights. Works on local paths and s3:// alike.
+never sees meta.json without its weights. Works on local paths and s3:// alike. meta.json is
+sealed: it records the size and SHA-256 of weights.pt and a digest of its own fields (classes
+in order included), so a truncated or replaced weights.pt and an edited meta.json are refused
+instead of scoring with the wrong network or under the wrong column names.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
+import json
+import logging
+import pickle
 from dataclasses import dataclass, field
 
 import torch
@@ -19,14 +26,19 @@ from fatlib.core.inputs import Normalisation
 from fatlib.core.models import build_model
 from fatlib.io import storage
 
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2
+# Format 1 (before meta.json was sealed) is still read: its weights must load into the network
+# it describes, but an edit of its class order cannot be detected, so readers are warned.
+UNSEALED_FORMAT = 1
 WEIGHTS = "weights.pt"
 META = "meta.json"
 ENSEMBLE = "ensemble.json"  # in a K-fold run directory: its fold artifacts, relative paths
 
+_log = logging.getLogger(__name__)
+
 
 class ArtifactError(UserError):
-    """A model artifact is missing, incomplete, or of an unknown format."""
+    """A model artifact is missing, incomplete, edited, or of an unknown format."""
 
 
 @dataclass
@@ -41,6 +53,7 @@ class ModelMeta:
     recipe: str
     metrics: dict = field(default_factory=dict)
     fatlib_version: str = __version__
+    sealed: bool = True  # False: a format-1 artifact, whose class order nothing can verify
 
     @property
     def in_channels(self) -> int:
@@ -48,12 +61,13 @@ class ModelMeta:
         return self.normalisation.channels
 
     def to_dict(self) -> dict:
-        """JSON form."""
+        """JSON form (unsealed: `save_artifact` adds the weights' and its own digest)."""
         return {
             "format": ARTIFACT_FORMAT,
             "arch": self.arch,
             "in_channels": self.in_channels,
             "classes": self.classes,
+            "head_classes": len(self.classes),
             "mel_fingerprint": self.mel.fingerprint,
             "mel_config": self.mel.to_dict(),
             "crop_frames": self.crop_frames,
@@ -66,30 +80,40 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelMeta:
-        """Inverse of `to_dict`; refuses unknown formats and inconsistent fingerprints."""
-        if d.get("format") != ARTIFACT_FORMAT:
+        """Inverse of `to_dict`; refuses unknown formats, missing fields, inconsistent
+        fingerprints and class counts (the digest is `load_meta`'s to check)."""
+        if d.get("format") not in (ARTIFACT_FORMAT, UNSEALED_FORMAT):
             raise ArtifactError(f"unsupported model artifact format {d.get('format')!r}")
-        mel = MelConfig.from_dict(d["mel_config"])
-        if mel.fingerprint != d["mel_fingerprint"]:
-            raise ArtifactError("meta.json: mel_config does not match mel_fingerprint")
-        return cls(
-            arch=d["arch"],
-            classes=list(d["classes"]),
-            mel=mel,
-            crop_frames=int(d["crop_frames"]),
-            normalisation=Normalisation(**d["normalisation"]),
-            recipe=d["recipe"],
-            metrics=dict(d.get("metrics", {})),
-            fatlib_version=d.get("fatlib_version", "unknown"),
-        )
+        try:
+            mel = MelConfig.from_dict(d["mel_config"])
+            meta = cls(arch=d["arch"], classes=list(d["classes"]), mel=mel,
+                       crop_frames=int(d["crop_frames"]),
+                       normalisation=Normalisation(**d["normalisation"]), recipe=d["recipe"],
+                       metrics=dict(d.get("metrics", {})),
+                       fatlib_version=d.get("fatlib_version", "unknown"),
+                       sealed=d["format"] == ARTIFACT_FORMAT)
+            head = int(d.get("head_classes", len(meta.classes)))
+            fingerprint = d["mel_fingerprint"]
+        except (KeyError, TypeError, ValueError, UserError) as e:
+            raise ArtifactError(f"{META}: missing or malformed field ({_brief(e)})") from None
+        if mel.fingerprint != fingerprint:
+            raise ArtifactError(f"{META}: mel_config does not match mel_fingerprint")
+        if head != len(meta.classes):
+            raise ArtifactError(f"{META} lists {len(meta.classes)} classes but the network's "
+                                f"head has {head}")
+        return meta
 
 
 def save_artifact(uri: str, meta: ModelMeta, state_dict: dict) -> None:
-    """Write weights, then meta.json (the marker that the artifact is complete)."""
+    """Write weights, then meta.json sealed with their digest (the marker that the artifact
+    is complete)."""
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)
-    storage.write_bytes(storage.join(uri, WEIGHTS), buffer.getvalue())
-    storage.write_json(storage.join(uri, META), meta.to_dict())
+    weights = buffer.getvalue()
+    storage.write_bytes(storage.join(uri, WEIGHTS), weights)
+    doc = {**meta.to_dict(), "weights_bytes": len(weights),
+           "weights_sha256": hashlib.sha256(weights).hexdigest()}
+    storage.write_json(storage.join(uri, META), {**doc, "digest": _digest(doc)})
 
 
 def model_artifacts(uri: str) -> list[str]:
@@ -98,8 +122,14 @@ def model_artifacts(uri: str) -> list[str]:
     if storage.is_file(storage.join(uri, META)):
         return [uri]
     if storage.is_file(storage.join(uri, ENSEMBLE)):
-        doc = storage.read_json(storage.join(uri, ENSEMBLE))
-        return [storage.join(uri, *m["artifact"].split("/")) for m in doc["models"]]
+        where = storage.join(uri, ENSEMBLE)
+        try:
+            members = [m["artifact"].split("/") for m in storage.read_json(where)["models"]]
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ArtifactError(f"{where}: not a readable ensemble ({_brief(e)})") from None
+        if not members:
+            raise ArtifactError(f"{where}: lists no models")
+        return [storage.join(uri, *parts) for parts in members]
     if storage.is_file(storage.join(uri, "model", META)):
         return [storage.join(uri, "model")]
     raise ArtifactError(f"{uri}: not a model artifact ({META} missing), a training run or a "
@@ -107,17 +137,91 @@ def model_artifacts(uri: str) -> list[str]:
 
 
 def load_meta(uri: str) -> ModelMeta:
-    """meta.json of the artifact at uri."""
-    if not storage.is_file(storage.join(uri, META)):
-        raise ArtifactError(f"{uri}: not a model artifact ({META} missing)")
-    return ModelMeta.from_dict(storage.read_json(storage.join(uri, META)))
+    """meta.json of the artifact at uri; refused when truncated, edited or incomplete."""
+    return _meta(uri, _read_meta(uri))
 
 
 def load_model(uri: str) -> tuple[ModelMeta, torch.nn.Module]:
-    """The artifact's network with its weights, in eval mode, on the CPU."""
-    meta = load_meta(uri)
-    model = build_model(meta.arch, len(meta.classes), in_channels=meta.in_channels)
-    state = torch.load(io.BytesIO(storage.read_bytes(storage.join(uri, WEIGHTS))),
-                       map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    """The artifact's network with its weights, in eval mode, on the CPU; refused unless
+    weights.pt is the file meta.json was sealed with and fits the network it describes."""
+    doc = _read_meta(uri)
+    meta = _meta(uri, doc)
+    weights = storage.read_bytes(storage.join(uri, WEIGHTS))
+    if meta.sealed:
+        _check_weights(uri, doc, weights)
+    try:
+        model = build_model(meta.arch, len(meta.classes), in_channels=meta.in_channels)
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        raise ArtifactError(f"{uri}: {WEIGHTS} is unreadable or does not fit the network {META} "
+                            f"describes ({meta.arch}, {len(meta.classes)} classes, "
+                            f"{meta.in_channels} input channels): {_brief(e)}") from None
     return meta, model.eval()
+
+
+def check_artifact(uri: str) -> ModelMeta:
+    """meta.json of the artifact at uri after verifying all of it (digests, weights fit the
+    network); a format-1 artifact passes with a warning, its class order unverifiable."""
+    meta, _ = load_model(uri)
+    if not meta.sealed:
+        _log.warning("%s: %s predates sealed artifacts (format %d), so an edit of its class "
+                     "order cannot be detected; re-train to get a sealed artifact",
+                     uri, META, UNSEALED_FORMAT)
+    return meta
+
+
+def _read_meta(uri: str) -> dict:
+    """meta.json as a dict; a sealed one must match its digest."""
+    where = storage.join(uri, META)
+    if not storage.is_file(where):
+        raise ArtifactError(f"{uri}: not a model artifact ({META} missing)")
+    try:
+        doc = storage.read_json(where)
+    except ValueError:
+        raise ArtifactError(f"{where}: not valid JSON (truncated?); re-export the model or "
+                            "restore the file") from None
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{where}: not a model artifact's {META}")
+    if doc.get("format") not in (ARTIFACT_FORMAT, UNSEALED_FORMAT):
+        raise ArtifactError(f"{where}: unsupported model artifact format {doc.get('format')!r}")
+    sealed = doc["format"] == ARTIFACT_FORMAT or "digest" in doc  # "format": 1 is an edit too
+    if sealed and doc.get("digest") != _digest(doc):
+        raise ArtifactError(f"{where}: edited after export (its digest no longer matches its "
+                            "fields, e.g. the class order); re-export the model or restore the "
+                            "file")
+    return doc
+
+
+def _meta(uri: str, doc: dict) -> ModelMeta:
+    """ModelMeta of a parsed meta.json, errors naming the artifact."""
+    try:
+        return ModelMeta.from_dict(doc)
+    except ArtifactError as e:
+        raise ArtifactError(f"{uri}: {e}") from None
+
+
+def _check_weights(uri: str, doc: dict, weights: bytes) -> None:
+    """weights.pt must be the very file meta.json was sealed with."""
+    if len(weights) != doc.get("weights_bytes"):
+        raise ArtifactError(f"{uri}: {WEIGHTS} has {len(weights)} bytes, {META} recorded "
+                            f"{doc.get('weights_bytes')} (truncated or replaced); re-export "
+                            "the model or restore the file")
+    if hashlib.sha256(weights).hexdigest() != doc.get("weights_sha256"):
+        raise ArtifactError(f"{uri}: {WEIGHTS} does not match the SHA-256 {META} recorded "
+                            "(corrupted or replaced); re-export the model or restore the file")
+
+
+def _digest(doc: dict) -> str:
+    """SHA-256 of meta.json's fields but the digest itself, in canonical JSON: any edit (a
+    class renamed or moved, the weights' digest replaced) changes it."""
+    fields = {key: value for key, value in doc.items() if key != "digest"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+def _brief(error: Exception) -> str:
+    """An exception's message on one line: its first two non-empty lines (torch's state-dict
+    errors put the heading on the first, the first mismatch on the second, then many more)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines[:2]) or type(error).__name__

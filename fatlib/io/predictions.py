@@ -1,5 +1,6 @@
 """Predictions on storage: a run's submission.csv, scores.parquet, errors and _SUCCESS marker,
-and the ledger of clips that successful runs under one root already scored.
+and the ledger of what successful runs under one root did: clips scored, and clips that failed
+on a given version of their file.
 
 Layout: <out>/<run_id>/{submission.csv, scores.parquet, errors.parquet, _SUCCESS} and
 <out>/_ledger.parquet. A run counts only once its _SUCCESS (JSON) is written, last.
@@ -7,11 +8,13 @@ Layout: <out>/<run_id>/{submission.csv, scores.parquet, errors.parquet, _SUCCESS
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from fatlib.io import storage
 
@@ -20,11 +23,28 @@ LEDGER = "_ledger.parquet"
 SUBMISSION = "submission.csv"
 SCORES = "scores.parquet"
 ERRORS = "errors.parquet"
+# version: the failed clip's file version (`file_versions`), "" for scored clips or unknown.
+_LEDGER_COLUMNS = ["fname", "run_id", "failed", "version"]
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Clips successful runs scored, and (fname, file version) of clips they failed on."""
+
+    scored: frozenset[str] = frozenset()
+    failed: frozenset[tuple[str, str]] = frozenset()
+
+    def is_done(self, fname: str, version: str = "") -> bool:
+        """Whether a clip needs no scoring: scored once, or failed on this very file version
+        (an undecodable clip is retried only once its file changes)."""
+        return fname in self.scored or (fname, version) in self.failed
 
 
 def write_outputs(run_dir: str, fnames: Sequence[str], scores: np.ndarray,
-                  classes: Sequence[str], errors: Sequence[tuple[str, str]]) -> None:
-    """submission.csv (Kaggle format), scores.parquet, errors.parquet when clips failed."""
+                  classes: Sequence[str], errors: Sequence[tuple[str, str]],
+                  versions: Mapping[str, str] | None = None) -> None:
+    """submission.csv (Kaggle format), scores.parquet, errors.parquet when clips failed (fname,
+    reason and the failed file's version from `versions`, so the ledger knows when it changed)."""
     table = pd.DataFrame(scores.astype(np.float32), columns=list(classes))
     table.insert(0, "fname", list(fnames))
     storage.write_bytes(storage.join(run_dir, SUBMISSION),
@@ -33,6 +53,7 @@ def write_outputs(run_dir: str, fnames: Sequence[str], scores: np.ndarray,
                           pa.Table.from_pandas(table, preserve_index=False))
     if errors:
         frame = pd.DataFrame(list(errors), columns=["fname", "reason"])
+        frame["version"] = [(versions or {}).get(fname, "") for fname in frame.fname]
         storage.write_parquet(storage.join(run_dir, ERRORS),
                               pa.Table.from_pandas(frame, preserve_index=False))
 
@@ -48,29 +69,60 @@ def mark_success(run_dir: str, doc: dict) -> None:
     storage.write_json(storage.join(run_dir, SUCCESS), doc)
 
 
-def scored_fnames(out: str, exclude: str | None = None) -> set[str]:
-    """Clips scored by the successful runs under out (the ledger), except run `exclude`.
+def file_versions(folder: str) -> dict[str, str]:
+    """name -> "size:mtime_ns" of every file directly in folder (one listing, also on s3://):
+    a failed clip whose version changed was replaced or touched, so it is worth retrying."""
+    fs, path = storage.resolve(folder)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return {i.base_name: f"{i.size}:{i.mtime_ns}" for i in infos
+            if i.type == pafs.FileType.File}
 
-    <out>/_ledger.parquet caches (fname, run_id) of the runs folded in so far; it is derived
-    from the runs' own scores.parquet, so a crash between a run's _SUCCESS and the ledger
-    update only delays the fold-in to the next run.
+
+def update_ledger(out: str, exclude: str | None = None) -> Ledger:
+    """The ledger of the successful runs under out, except run `exclude`, folding newly
+    finished runs into <out>/_ledger.parquet (written only when that changes it).
+
+    The file is a cache derived from the runs' own scores.parquet and errors.parquet, so a
+    crash between a run's _SUCCESS and the ledger update only delays the fold-in; a ledger
+    written before failures were recorded is rebuilt from the runs.
     """
     runs = {d for d in storage.list_dirs(out)
             if d != exclude and storage.is_file(storage.join(out, d, SUCCESS))}
     ledger_uri = storage.join(out, LEDGER)
-    ledger = pd.DataFrame({"fname": pd.Series(dtype=str), "run_id": pd.Series(dtype=str)})
+    ledger = _entries([], "", failed=False)
     if storage.is_file(ledger_uri):
-        ledger = storage.read_parquet(ledger_uri).to_pandas()
+        cached = storage.read_parquet(ledger_uri).to_pandas()
+        if set(_LEDGER_COLUMNS) <= set(cached.columns):
+            ledger = cached[_LEDGER_COLUMNS]
     kept = ledger[ledger.run_id.isin(runs)]
-    missing = sorted(runs - set(kept.run_id))
-    added = [pd.DataFrame({"fname": _run_fnames(out, run), "run_id": run}) for run in missing]
+    added = [_run_entries(out, run) for run in sorted(runs - set(kept.run_id))]
     current = pd.concat([kept, *added], ignore_index=True)
-    if missing or len(kept) != len(ledger):
+    if sum(len(a) for a in added) or len(kept) != len(ledger):
         storage.write_parquet(ledger_uri, pa.Table.from_pandas(current, preserve_index=False))
-    return set(current.fname)
+    failed = current.failed.to_numpy(dtype=bool)
+    return Ledger(scored=frozenset(current.fname[~failed]),
+                  failed=frozenset(zip(current.fname[failed], current.version[failed],
+                                       strict=True)))
 
 
-def _run_fnames(out: str, run: str) -> list[str]:
-    """The fnames a finished run scored."""
-    table = storage.read_parquet(storage.join(out, run, SCORES), columns=["fname"])
-    return table.column("fname").to_pylist()
+def _run_entries(out: str, run: str) -> pd.DataFrame:
+    """Ledger rows of one finished run: the clips it scored, and those that failed."""
+    scored = storage.read_parquet(storage.join(out, run, SCORES), columns=["fname"])
+    frames = [_entries(scored.column("fname").to_pylist(), run, failed=False)]
+    errors_uri = storage.join(out, run, ERRORS)
+    if storage.is_file(errors_uri):
+        errors = storage.read_parquet(errors_uri).to_pandas()
+        versions = errors.version if "version" in errors else None  # runs before versions: ""
+        frames.append(_entries(list(errors.fname), run, failed=True, versions=versions))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _entries(fnames: list[str], run: str, failed: bool, versions=None) -> pd.DataFrame:
+    """Ledger rows with the ledger's column types."""
+    return pd.DataFrame({
+        "fname": pd.Series(fnames, dtype=object),
+        "run_id": pd.Series([run] * len(fnames), dtype=object),
+        "failed": pd.Series([failed] * len(fnames), dtype=bool),
+        "version": pd.Series(list(versions) if versions is not None else [""] * len(fnames),
+                             dtype=object),
+    })

@@ -1,6 +1,8 @@
 """Inference stage: Kaggle submission, TTA, ensembles, refusals, S3, exactly-once incremental."""
 
 import json
+import os
+import re
 import shutil
 
 import numpy as np
@@ -8,13 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
+from fatlib.core.cli import run_job
 from fatlib.core.config import MelConfig
 from fatlib.core.inputs import Normalisation
 from fatlib.core.models import build_model
 from fatlib.io import storage
 from fatlib.io.artifact import ArtifactError, ModelMeta, save_artifact
 from fatlib.io.feature_store import FeatureStoreError
-from fatlib.io.predictions import scored_fnames
+from fatlib.io.predictions import update_ledger
+from fatlib.stages.infer import pipeline
 from fatlib.stages.infer.config import InferConfig, InferenceError
 from fatlib.stages.infer.pipeline import infer
 from fatlib.stages.preprocess.config import PreprocessConfig
@@ -176,7 +180,7 @@ def test_incremental_scores_every_clip_exactly_once(setup, ray_local, tmp_path, 
     assert again.scored == 3
     rows = _successful_rows(out)
     assert sorted(rows.fname) == sorted(p.name for p in clips)  # each clip exactly once
-    assert scored_fnames(str(out)) == {p.name for p in clips}
+    assert update_ledger(str(out)).scored == {p.name for p in clips}
     assert (out / "_ledger.parquet").exists()
 
 
@@ -194,3 +198,112 @@ def test_actor_count_follows_the_cluster_gpus_or_cpus(ray_local):
     assert default_workers(0.0) == 2  # one single-thread actor per CPU of the 2-CPU Ray
     with pytest.raises(InferenceError, match="--gpus-per-worker 1: the cluster has 0 GPU"):
         default_workers(1.0)  # asking for GPU actors nobody can host would wait forever
+
+
+def _no_ray(monkeypatch):
+    """Make starting Ray or the scoring pipeline fail the test: refusals come first."""
+    def started(*args, **kwargs):
+        raise AssertionError("Ray or the scoring pipeline started")
+
+    monkeypatch.setattr(pipeline, "ensure_ray", started)
+    monkeypatch.setattr(pipeline, "_score", started)
+
+
+def _refusal(capsys, cfg):
+    """(exit status, stderr) of the infer job on cfg."""
+    status = run_job("infer", lambda: infer(cfg), lambda result: result.summary())
+    out, err = capsys.readouterr()
+    assert out == ""
+    return status, err
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _edit_meta(model, **changes):
+    path = model / "meta.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: _truncate(m / "weights.pt"),
+     r"weights\.pt has \d+ bytes, meta\.json recorded \d+ \(truncated or replaced\)"),
+    (lambda m: _truncate(m / "meta.json"), r"meta\.json: not valid JSON \(truncated\?\)"),
+    (lambda m: _edit_meta(m, crop_frames=256), r"meta\.json: edited after export"),
+    (lambda m: _edit_meta(m, classes=[CLASSES[1], CLASSES[0], *CLASSES[2:]]),
+     r"meta\.json: edited after export .*the class order"),
+], ids=["truncated-weights", "truncated-meta", "edited-field", "swapped-classes"])
+def test_damaged_artifacts_are_refused_on_the_driver(tmp_path, monkeypatch, capsys, damage,
+                                                     message):
+    model = tmp_path / "model"
+    _artifact(model)
+    damage(model)
+    _no_ray(monkeypatch)
+    status, err = _refusal(capsys, InferConfig(models=(str(model),), data=str(tmp_path),
+                                               out=str(tmp_path / "pred")))
+    assert status == 2 and err.count("\n") == 1 and err.startswith(f"infer: {model}")
+    assert re.search(message, err), err
+    assert not (tmp_path / "pred").exists()
+
+
+def test_every_fold_of_an_ensemble_is_verified_and_shares_the_class_order(tmp_path,
+                                                                          monkeypatch, capsys):
+    cv = tmp_path / "cv"
+    for k in (0, 1):
+        _artifact(cv / f"fold-{k}" / "model", seed=k)
+    (cv / "ensemble.json").write_text(json.dumps({"n_folds": 2, "models": [
+        {"artifact": f"fold-{k}/model", "lwlrap": 0.5} for k in (0, 1)]}))
+    _no_ray(monkeypatch)
+    cfg = InferConfig(models=(str(cv),), data=str(tmp_path), out=str(tmp_path / "pred"))
+    _edit_meta(cv / "fold-1" / "model", classes=[CLASSES[1], CLASSES[0], *CLASSES[2:]])
+    status, err = _refusal(capsys, cfg)
+    assert status == 2 and f"{cv / 'fold-1' / 'model'}/meta.json: edited after export" in err
+    swapped = [CLASSES[1], CLASSES[0], *CLASSES[2:]]  # sealed as such: a different vocabulary
+    _artifact(cv / "fold-1" / "model", classes=swapped)
+    status, err = _refusal(capsys, cfg)
+    assert status == 2 and err.count("\n") == 1 and "classes differ" in err
+
+
+def test_duplicate_sample_submission_columns_are_named(setup, tmp_path, monkeypatch, capsys):
+    root, a, _ = setup
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    lines = (data / "sample_submission.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    lines[0] = ",".join([*header, header[2]])  # the second class again, as the last column
+    (data / "sample_submission.csv").write_text("\n".join(lines) + "\n")
+    _no_ray(monkeypatch)
+    status, err = _refusal(capsys, InferConfig(models=(a,), data=str(data), out=str(tmp_path)))
+    assert status == 2 and err == (f"infer: {data / 'sample_submission.csv'}: duplicate column "
+                                   f"{header[2]!r} (columns 3, {len(header) + 1})\n")
+
+
+def test_incremental_runs_retry_a_failed_clip_only_once_its_file_changes(setup, ray_local,
+                                                                          tmp_path):
+    root, a, _ = setup
+    incoming, out = tmp_path / "incoming", tmp_path / "pred"
+    incoming.mkdir()
+    good = sorted((root / "data" / "test").iterdir())[:2]
+    for p in good:
+        shutil.copy(p, incoming / p.name)
+    bad = incoming / "zz_bad.wav"
+    bad.write_bytes(b"RIFF not really a wav file")
+
+    def run(run_id):
+        return infer(InferConfig(models=(a,), data=str(incoming), out=str(out), run_id=run_id,
+                                 tta=1, incremental=True))
+
+    first = run("t1")
+    assert (first.scored, first.failed) == (2, 1)
+    assert pd.read_parquet(out / "t1" / "errors.parquet").fname.tolist() == ["zz_bad.wav"]
+    ledger_written = (out / "_ledger.parquet").stat().st_mtime_ns
+    idle = run("t2")
+    assert not idle.written and not (out / "t2").exists()
+    assert idle.summary() == ("run t2: nothing new to score (2 already scored, 1 failed before "
+                              "and unchanged since); nothing written")
+    assert (out / "_ledger.parquet").stat().st_mtime_ns == ledger_written
+    os.utime(bad, ns=(bad.stat().st_atime_ns, bad.stat().st_mtime_ns + 10**9))  # touched
+    retried = run("t3")
+    assert (retried.scored, retried.failed, retried.skipped) == (0, 1, 2)
+    assert not run("t4").written and not (out / "t4").exists()

@@ -39,7 +39,7 @@ class InferConfig:
     run_id: str | None = option(None, "name of this run's folder under --out",
                                 default_text="the UTC time, e.g. 20261125T181500Z")
     incremental: bool = option(False, "score only clips no earlier successful run under --out "
-                               "scored")
+                               "scored or failed on (a failed clip again once its file changes)")
     node_resource: str | None = option(None, "decode audio only on nodes offering this resource "
                                        "(fatlib_cpu)", metavar="NAME")
 
@@ -52,13 +52,14 @@ class InferResult:
     run_dir: str
     scored: int
     failed: int
-    skipped: int
+    skipped: int  # already scored by an earlier run (--incremental)
     models: int
     tta: int
     wall_seconds: float
     lwlrap: float | None = None
     errors: list[tuple[str, str]] = field(default_factory=list)
     written: bool = True  # False: incremental run with nothing new, no run directory
+    known_failures: int = 0  # clips that failed before on the same file, not retried
 
     @property
     def submission(self) -> str:
@@ -67,11 +68,15 @@ class InferResult:
 
     def summary(self) -> str:
         """One line for the job to print."""
+        known = ([f"{self.known_failures} failed before and unchanged since"]
+                 if self.known_failures else [])
         if not self.written:
-            return f"run {self.run_id}: nothing new to score ({self.skipped} already scored)"
+            return (f"run {self.run_id}: nothing new to score "
+                    f"({', '.join([f'{self.skipped} already scored', *known])}); nothing written")
         parts = [f"run {self.run_id}: {self.scored} clips scored"]
         extra = [f"{self.failed} failed"] if self.failed else []
         extra += [f"{self.skipped} already scored"] if self.skipped else []
+        extra += known
         parts.append(f" ({', '.join(extra)})" if extra else "")
         parts.append(f" with {self.models} model(s) x TTA {self.tta} in {self.wall_seconds:.1f} s")
         if self.lwlrap is not None:

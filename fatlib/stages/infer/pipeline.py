@@ -1,16 +1,19 @@
 """The inference pipeline: clips -> log-mels (CPU tasks) -> a pool of scoring actors that load
 the models once and apply TTA -> <out>/<run_id>/ with submission.csv, scores.parquet and
 _SUCCESS last (fatlib.io.predictions). Input: a dataset root (test audio), a folder of audio
-files, or a feature store split. `incremental` skips clips an earlier successful run scored.
+files, or a feature store split. `incremental` skips clips an earlier successful run scored,
+and clips it failed on whose file has not changed since.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import math
 import re
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -25,9 +28,9 @@ from fatlib.core.labels import LabelError, multi_hot
 from fatlib.core.metrics import lwlrap
 from fatlib.core.scoring import combine, tta_logits
 from fatlib.io import predictions, storage
-from fatlib.io.artifact import ModelMeta, load_meta, load_model, model_artifacts
+from fatlib.io.artifact import ModelMeta, check_artifact, load_model, model_artifacts
 from fatlib.io.clips import clip_log_mel
-from fatlib.io.dataset import TRUTH_CSV, list_audio, read_split, read_truth
+from fatlib.io.dataset import SUBMISSION_CSV, TRUTH_CSV, list_audio, read_split, read_truth
 from fatlib.io.feature_store import MANIFEST, has_clip_stats, read_split_table, split_paths
 from fatlib.stages.infer.config import InferConfig, InferenceError, InferResult
 from fatlib.stages.runtime import cluster_cpus, cluster_gpus, ensure_ray, without_op_reservation
@@ -47,32 +50,38 @@ def infer(cfg: InferConfig) -> InferResult:
     models = tuple(a for m in cfg.models for a in model_artifacts(storage.absolute(m)))
     cfg = replace(cfg, models=models, data=storage.absolute(cfg.data),
                   out=storage.absolute(cfg.out))
-    metas = _check_models(cfg)
+    metas = _check_models(cfg)  # on the driver: a broken artifact never reaches an actor
     classes, mel = metas[0].classes, metas[0].mel
     run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if not _RUN_ID.match(run_id):
         raise InferenceError(f"run id {run_id!r}: use letters, digits, '.', '_' or '-'")
+    _check_sample_submission(cfg.data)
     run_dir = storage.join(cfg.out, run_id)
-    done = predictions.scored_fnames(cfg.out, exclude=run_id) if cfg.incremental else set()
+    ledger = (predictions.update_ledger(cfg.out, exclude=run_id) if cfg.incremental
+              else predictions.Ledger())
     ensure_ray()
-    rows, truth, skipped, n_rows = _input_rows(cfg, mel, classes, done)
-    if rows is None and cfg.incremental:  # a scheduled run with nothing new leaves no run
-        return InferResult(run_id=run_id, run_dir=run_dir, scored=0, failed=0, skipped=skipped,
+    inputs = _input_rows(cfg, mel, classes, ledger)
+    if inputs.rows is None and cfg.incremental:  # a scheduled run with nothing new leaves no run
+        return InferResult(run_id=run_id, run_dir=run_dir, scored=0, failed=0,
+                           skipped=inputs.skipped, known_failures=inputs.known_failures,
                            models=len(metas), tta=cfg.tta,
                            wall_seconds=time.perf_counter() - started, written=False)
     predictions.clear_run(run_dir)  # replacing a run: never visible half-replaced
-    results = _score(cfg, rows, metas, n_rows) if rows is not None else []
+    results = _score(cfg, inputs.rows, metas, inputs.n_rows) if inputs.rows is not None else []
     errors = sorted((r["fname"], r["error"]) for r in results if r["error"])
     good = sorted((r for r in results if not r["error"]), key=lambda r: r["fname"])
     fnames = [r["fname"] for r in good]
     scores = np.stack([r["scores"] for r in good]) if good else np.zeros((0, len(classes)))
-    score = _lwlrap(fnames, scores, truth, classes)
-    predictions.write_outputs(run_dir, fnames, scores, classes, errors)
+    score = _lwlrap(fnames, scores, inputs.truth, classes)
+    predictions.write_outputs(run_dir, fnames, scores, classes, errors, inputs.versions)
     result = InferResult(run_id=run_id, run_dir=run_dir, scored=len(good), failed=len(errors),
-                         skipped=skipped, models=len(metas), tta=cfg.tta,
+                         skipped=inputs.skipped, known_failures=inputs.known_failures,
+                         models=len(metas), tta=cfg.tta,
                          wall_seconds=time.perf_counter() - started, lwlrap=score,
                          errors=errors)
     predictions.mark_success(run_dir, _success_doc(cfg, metas, result))
+    if cfg.incremental:  # fold this run in now, so the next run with nothing new writes nothing
+        predictions.update_ledger(cfg.out)
     return result
 
 
@@ -118,7 +127,7 @@ def _check_models(cfg: InferConfig) -> list[ModelMeta]:
         raise InferenceError("--tta must be >= 1")
     if cfg.combine not in TTA_COMBINATIONS:
         raise InferenceError(f"--tta-combine must be one of {TTA_COMBINATIONS}")
-    metas = [load_meta(uri) for uri in cfg.models]
+    metas = [check_artifact(uri) for uri in cfg.models]  # digests, and weights fit the network
     first = metas[0]
     for uri, meta in zip(cfg.models[1:], metas[1:], strict=True):
         if meta.classes != first.classes:
@@ -130,46 +139,81 @@ def _check_models(cfg: InferConfig) -> list[ModelMeta]:
     return metas
 
 
-def _input_rows(cfg: InferConfig, mel, classes, done: set[str]):
-    """(Dataset of fname/logmel/n_frames/error rows or None, truth, skipped count, rows in
-    the Dataset)."""
+@dataclass
+class _Inputs:
+    """What a run scores: rows of fname/logmel/n_frames/error (None when nothing is to be
+    scored), the truth, what the ledger let it skip, and the audio files' versions."""
+
+    rows: ray.data.Dataset | None
+    truth: dict[str, list[str]] | None
+    skipped: int  # already scored
+    known_failures: int  # failed before on the same version of their file
+    n_rows: int
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def _input_rows(cfg: InferConfig, mel, classes, ledger: predictions.Ledger) -> _Inputs:
+    """The rows to score: a feature store split's, or the audio clips', less what the
+    ledger says is done."""
     if storage.is_file(storage.join(cfg.data, MANIFEST)):
         table = read_split_table(cfg.data, cfg.split, mel, columns=["fname", "labels"])
         labels = dict(zip(table.column("fname").to_pylist(), table.column("labels").to_pylist(),
                           strict=True))
         truth = {f: v for f, v in labels.items() if v} or None
-        skipped = len(set(labels) & done)
+        skipped = len(set(labels) & ledger.scored)
         if skipped == len(labels):
-            return None, truth, skipped, 0
+            return _Inputs(None, truth, skipped, 0, 0)
         fs, paths = split_paths(cfg.data, cfg.split, mel)
         ds = ray.data.read_parquet(paths, filesystem=fs)
         stats = list(CLIP_STATS) if has_clip_stats(cfg.data, cfg.split) else []
         ds = ds.select_columns(["fname", "logmel", "n_frames", *stats]).map_batches(
-            _not_done, fn_kwargs={"done": sorted(done), "n_mels": mel.n_mels},
+            _not_done, fn_kwargs={"done": sorted(ledger.scored), "n_mels": mel.n_mels},
             batch_format="numpy")
-        return ds, truth, skipped, len(labels) - skipped
-    clips, truth = _audio_clips(cfg.data, classes)
-    todo = [c for c in clips if c[0] not in done]
+        return _Inputs(ds, truth, skipped, 0, len(labels) - skipped)
+    folder, clips, truth = _audio_clips(cfg.data, classes)
+    versions = predictions.file_versions(folder)  # "" for a listed clip with no file
+    todo = [c for c in clips if not ledger.is_done(c[0], versions.get(c[0], ""))]
+    skipped = sum(fname in ledger.scored for fname, _ in clips)
+    known_failures = len(clips) - len(todo) - skipped
     if not todo:
-        return None, truth, len(clips), 0
+        return _Inputs(None, truth, skipped, known_failures, 0, versions)
     items = [{"fname": fname, "uri": uri} for fname, uri in todo]
     workers = cluster_cpus()
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4 * workers))
     ds = ds.map_batches(_log_mels, fn_kwargs={"mel": mel}, batch_size=16, batch_format="pyarrow",
                         num_cpus=_DECODE_CPUS,
                         resources={cfg.node_resource: 1} if cfg.node_resource else None)
-    return ds, truth, len(clips) - len(todo), len(todo)
+    return _Inputs(ds, truth, skipped, known_failures, len(todo), versions)
 
 
 def _audio_clips(data: str, classes: list[str]):
-    """[(fname, uri)] of a dataset root's test split or of a folder of audio files, and truth."""
+    """(folder, [(fname, uri)], truth) of a dataset root's test split or of a folder of audio
+    files."""
     if storage.exists(storage.join(data, "test")):
-        clips = read_split(data, "test", classes)
+        folder, clips = storage.join(data, "test"), read_split(data, "test", classes)
     else:
-        clips = list_audio(data)
+        folder, clips = data, list_audio(data)
     if not clips:
         raise InferenceError(f"{data}: no audio clips to score")
-    return [(c.fname, c.uri) for c in clips], read_truth(storage.join(data, TRUTH_CSV))
+    return folder, [(c.fname, c.uri) for c in clips], read_truth(storage.join(data, TRUTH_CSV))
+
+
+def _check_sample_submission(data: str) -> None:
+    """A dataset root's sample_submission.csv must not repeat a column: pandas would read the
+    second 'Bark' as 'Bark.1', and nobody would learn that the file is wrong."""
+    uri = storage.join(data, SUBMISSION_CSV)
+    if not storage.exists(storage.join(data, "test")) or not storage.is_file(uri):
+        return
+    text = storage.read_bytes(uri).decode("utf-8-sig", errors="replace")
+    header = next(csv.reader(io.StringIO(text)), [])
+    positions: dict[str, list[int]] = {}
+    for column, name in enumerate(header, start=1):
+        positions.setdefault(name, []).append(column)
+    repeated = [f"{name!r} (columns {', '.join(map(str, cols))})"
+                for name, cols in positions.items() if len(cols) > 1]
+    if repeated:
+        raise InferenceError(f"{uri}: duplicate column{'s' if len(repeated) > 1 else ''} "
+                             f"{'; '.join(repeated)}")
 
 
 def _log_mels(batch: pa.Table, mel) -> dict[str, np.ndarray]:
@@ -273,6 +317,7 @@ def _success_doc(cfg: InferConfig, metas: list[ModelMeta], result: InferResult) 
         "scored": result.scored,
         "failed": result.failed,
         "skipped_already_scored": result.skipped,
+        "skipped_known_failures": result.known_failures,
         "incremental": cfg.incremental,
         "lwlrap": result.lwlrap,
         "wall_seconds": round(result.wall_seconds, 3),
