@@ -1,15 +1,14 @@
 """Convert a Kaggle-layout dataset (local or s3://) into the Parquet log-mel feature store."""
 
-import argparse
 import sys
 
-from fatlib.core.cli import add_flags, from_args, run_job
+from fatlib.core.cli import add_flags, from_args, job_parser, run_job
 from fatlib.stages.preprocess.config import PreprocessConfig, PreprocessResult
 
 
 def main() -> int:
     """Parse flags, run the stage (and previews), print its summary; user errors exit 2."""
-    p = argparse.ArgumentParser(description=__doc__)
+    p = job_parser(__doc__)
     add_flags(p, PreprocessConfig)
     p.add_argument("--preview", type=int, default=0, metavar="N",
                    help="also write spectrogram PNGs of N clips per split to <out>/preview/ "

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -198,6 +199,21 @@ def test_actor_count_follows_the_cluster_gpus_or_cpus(ray_local):
     assert default_workers(0.0) == 2  # one single-thread actor per CPU of the 2-CPU Ray
     with pytest.raises(InferenceError, match="--gpus-per-worker 1: the cluster has 0 GPU"):
         default_workers(1.0)  # asking for GPU actors nobody can host would wait forever
+
+
+def test_scoring_actors_the_cluster_cannot_hold_are_refused_before_scoring(setup, ray_local,
+                                                                           tmp_path):
+    from fatlib.stages.runtime import ResourceError
+
+    root, model, _ = setup
+    cfg = InferConfig(models=(model,), data=str(root / "data"), out=str(tmp_path), workers=3,
+                      cpus_per_worker=1.0)
+    with pytest.raises(ResourceError, match=r"inference \(3 scoring actors\) asks for 3 x "
+                                            r"\{CPU 1\} but the cluster has CPU 2"):
+        infer(cfg)
+    with pytest.raises(ResourceError, match=r"1 x \{fatlib_cpu 1\}.*fatlib_cpu 0"):
+        infer(replace(cfg, workers=1, node_resource="fatlib_cpu"))
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 def _no_ray(monkeypatch):

@@ -5,12 +5,15 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import ray.train
 import torch
 
 from fatlib.core.config import ConfigError, MelConfig
+from fatlib.core.features import CLIP_STATS
+from fatlib.core.labels import multi_hot
 from fatlib.io import storage
 from fatlib.io.artifact import load_model
 from fatlib.io.feature_store import FeatureStoreError
@@ -84,6 +87,28 @@ def test_artifact_holds_everything_inference_needs(drilled_run, features):
     assert logits.shape == (2, len(meta.classes))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["lwlrap"] == pytest.approx(max(h["lwlrap"] for h in result.history))
+
+
+def test_the_reported_lwlrap_is_the_exported_models(drilled_run, features):
+    from fatlib.core.metrics import lwlrap
+    from fatlib.core.scoring import combine, tta_logits
+    from fatlib.io.feature_store import read_split_table
+    from fatlib.stages.train.checkpoints import read_oof
+
+    out, result = drilled_run  # 2 workers: each rank used to validate with its own BN stats
+    meta, model = load_model(str(out / "model"))
+    valid = set(read_oof(str(out))["fname"])
+    rows = read_split_table(features, "train_curated").to_pydict()
+    keep = [i for i, f in enumerate(rows["fname"]) if f in valid]
+    rows = {k: [v[i] for i in keep] for k, v in rows.items()}
+    stats = np.stack([rows[name] for name in CLIP_STATS], 1).astype(np.float32)
+    with torch.no_grad():
+        logits = tta_logits(model.eval(), rows["logmel"], rows["n_frames"], stats,
+                            meta.normalisation, meta.mel.n_mels, meta.crop_frames, 2,
+                            torch.device("cpu"))
+    truth = multi_hot(rows["labels"], meta.classes)
+    assert len(keep) == len(valid) > 0
+    assert lwlrap(truth, combine(logits)) == pytest.approx(result.best_lwlrap, abs=1e-4)
 
 
 def test_stopped_run_continues_with_resume(features, tmp_path):

@@ -25,23 +25,27 @@ class InferConfig:
     data: str = option(help="dataset root (test/), a folder of audio files, or a feature store")
     out: str = option(help="predictions root: a directory or s3://...")
     split: str = option("test", "split to score when --data is a feature store")
-    tta: int = option(4, "crops per clip (1: one centred crop)")
+    tta: int = option(4, "crops per clip (1: one centred crop)", minimum=1)
     combine: str = option(TTA_COMBINATIONS[0], "how a clip's crop scores become one score per "
                           "class", flag="tta-combine", choices=TTA_COMBINATIONS)
     workers: int | None = option(None, "scoring actors", default_text="as many as the cluster's "
-                                 "GPUs hold at --gpus-per-worker, else one per CPU")
-    gpus_per_worker: float = option(0.0, "GPUs per scoring actor")
+                                 "GPUs hold at --gpus-per-worker, else one per CPU", minimum=1)
+    gpus_per_worker: float = option(0.0, "GPUs per scoring actor", minimum=0)
     cpus_per_worker: float = option(0.5, "CPUs per scoring actor (fractional, so decode tasks "
                                     "always find a CPU)")
     batch_size: int | None = option(None, "most clips per scoring call (fewer in small runs, "
                                     "so every actor gets several)",
-                                    default_text="32 on CPUs, 512 with GPUs")
+                                    default_text="32 on CPUs, 512 with GPUs", minimum=1)
     run_id: str | None = option(None, "name of this run's folder under --out",
                                 default_text="the UTC time, e.g. 20261125T181500Z")
     incremental: bool = option(False, "score only clips no earlier successful run under --out "
                                "scored or failed on (a failed clip again once its file changes)")
     node_resource: str | None = option(None, "decode audio only on nodes offering this resource "
                                        "(fatlib_cpu)", metavar="NAME")
+    wait_for_resources: float = option(
+        300.0, "on a cluster joined by address (an autoscaler may add nodes): seconds to wait "
+        "for the resources asked for before failing; the embedded local Ray fails at once",
+        minimum=0, metavar="SECONDS")
 
 
 @dataclass

@@ -33,7 +33,13 @@ from fatlib.io.clips import clip_log_mel
 from fatlib.io.dataset import SUBMISSION_CSV, TRUTH_CSV, list_audio, read_split, read_truth
 from fatlib.io.feature_store import MANIFEST, has_clip_stats, read_split_table, split_paths
 from fatlib.stages.infer.config import InferConfig, InferenceError, InferResult
-from fatlib.stages.runtime import cluster_cpus, cluster_gpus, ensure_ray, without_op_reservation
+from fatlib.stages.runtime import (
+    cluster_cpus,
+    cluster_gpus,
+    ensure_ray,
+    require_resources,
+    without_op_reservation,
+)
 
 # Clips per scoring call: CPU actors keep calls small (cache-sized, several per actor); a GPU
 # wants its windows in large forwards (512 clips x TTA 4 = 2 forwards of 1024 windows).
@@ -60,6 +66,12 @@ def infer(cfg: InferConfig) -> InferResult:
     ledger = (predictions.update_ledger(cfg.out, exclude=run_id) if cfg.incremental
               else predictions.Ledger())
     ensure_ray()
+    cfg = replace(cfg, workers=cfg.workers or default_workers(cfg.gpus_per_worker))
+    gpus = {"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker > 0 else {}
+    decode = {cfg.node_resource: 1.0} if cfg.node_resource else {}
+    require_resources([{"CPU": cfg.cpus_per_worker, **gpus}] * cfg.workers +
+                      ([decode] if decode else []),
+                      f"inference ({cfg.workers} scoring actors)", cfg.wait_for_resources)
     inputs = _input_rows(cfg, mel, classes, ledger)
     if inputs.rows is None and cfg.incremental:  # a scheduled run with nothing new leaves no run
         return InferResult(run_id=run_id, run_dir=run_dir, scored=0, failed=0,
@@ -250,7 +262,7 @@ def _not_done(batch: dict, done: list[str], n_mels: int) -> dict:
 def _score(cfg: InferConfig, rows: ray.data.Dataset, metas: list[ModelMeta],
            n_rows: int) -> list[dict]:
     """Run the actor pool over the rows; results come back to the driver (scores are small)."""
-    workers = cfg.workers or default_workers(cfg.gpus_per_worker)
+    workers = cfg.workers or default_workers(cfg.gpus_per_worker)  # set by infer()
     threads = max(1, int(cfg.cpus_per_worker))
     with without_op_reservation():
         scored = rows.map_batches(

@@ -17,13 +17,17 @@ class PreprocessConfig:
     splits: tuple[str, ...] = option((), "comma-separated subset of "
                                      "train_curated,train_noisy,test", default_text="every split")
     workers: int | None = option(None, "concurrent conversion tasks",
-                                 default_text="one per CPU in the cluster")
-    batch_size: int = option(64, "clips per task and per Parquet part, at most")
+                                 default_text="one per CPU in the cluster", minimum=1)
+    batch_size: int = option(64, "clips per task and per Parquet part, at most", minimum=1)
     mel: MelConfig = option(default_factory=MelConfig, cli=False)
     overwrite: bool = option(False, "redo finished splits whole (needed once clips are "
                              "relabelled); replace a store built with another MelConfig")
     node_resource: str | None = option(None, "run conversion only on nodes offering this custom "
                                        "resource (cluster.yaml: fatlib_cpu)", metavar="NAME")
+    wait_for_resources: float = option(
+        300.0, "on a cluster joined by address (an autoscaler may add nodes): seconds to wait "
+        "for the resources asked for before failing; the embedded local Ray fails at once",
+        minimum=0, metavar="SECONDS")
 
 
 @dataclass

@@ -49,7 +49,12 @@ from fatlib.io.feature_store import (
     write_rows,
 )
 from fatlib.stages.preprocess.config import PreprocessConfig, PreprocessResult, SplitResult
-from fatlib.stages.runtime import cluster_cpus, ensure_ray, without_op_reservation
+from fatlib.stages.runtime import (
+    cluster_cpus,
+    ensure_ray,
+    require_resources,
+    without_op_reservation,
+)
 
 STAGING = "_staging"
 # What reading and decoding one clip can raise because of that clip (unreadable, a directory,
@@ -91,6 +96,8 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
     workers = 0
     if any(plan.convert for plan in plans.values()):
         ensure_ray()
+        require_resources([{"CPU": 1.0, **({cfg.node_resource: 1.0} if cfg.node_resource
+                                           else {})}], "preprocessing", cfg.wait_for_resources)
         workers = cfg.workers or cluster_cpus()
     results, failures = [], []
     for split in splits:
