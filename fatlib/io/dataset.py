@@ -6,6 +6,7 @@ sample_submission.csv (fname + one column per class) and one audio folder per sp
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -145,10 +146,28 @@ def read_truth(csv_uri: str) -> dict[str, list[str]] | None:
     return {f: parse_labels(v) for f, v in zip(table["fname"], table["labels"], strict=True)}
 
 
+def require_unique_columns(uri: str, data: bytes | None = None) -> None:
+    """ManifestError naming every column a CSV's header repeats: pandas would quietly read the
+    second 'Bark' as 'Bark.1', a class nobody has."""
+    text = (storage.read_bytes(uri) if data is None else data).decode("utf-8-sig", "replace")
+    header = next(csv.reader(io.StringIO(text)), [])
+    positions: dict[str, list[int]] = {}
+    for column, name in enumerate(header, start=1):
+        positions.setdefault(name, []).append(column)
+    repeated = [f"{name!r} (columns {', '.join(map(str, cols))})"
+                for name, cols in positions.items() if len(cols) > 1]
+    if repeated:
+        raise ManifestError(f"{uri}: duplicate column{'s' if len(repeated) > 1 else ''} "
+                            f"{'; '.join(repeated)}")
+
+
 def _read_csv(uri: str, name: str) -> pd.DataFrame:
-    """A CSV as strings (no NaN guessing); ManifestError if it is not a readable CSV."""
+    """A CSV as strings (no NaN guessing); ManifestError if it is not a readable CSV or
+    repeats a column."""
+    data = storage.read_bytes(uri)
+    require_unique_columns(uri, data)
     try:
-        return pd.read_csv(io.BytesIO(storage.read_bytes(uri)), dtype=str, keep_default_na=False)
+        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ManifestError(f"{name}: not a readable CSV ({str(e).strip()})") from None
 

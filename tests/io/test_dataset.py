@@ -65,3 +65,11 @@ def test_clips_digest_changes_with_names_and_labels_not_order():
     assert clips_digest([b, Clip("a.wav", ("Meow", "Bark"), "elsewhere/a.wav")]) == digest
     assert clips_digest([a]) != digest
     assert clips_digest([a, Clip("b.wav", ("Bark",), "x/b.wav")]) != digest
+
+
+def test_a_repeated_column_is_named_not_renamed(root):
+    (root / "sample_submission.csv").write_text("fname,Meow,Bark,Meow\nt1.wav,0,0,0\n")
+    with pytest.raises(ManifestError) as repeated:
+        class_vocabulary(str(root))  # pandas alone would have made a class 'Meow.1'
+    assert str(repeated.value) == (f"{root / 'sample_submission.csv'}: duplicate column 'Meow' "
+                                   "(columns 2, 4)")

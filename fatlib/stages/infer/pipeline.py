@@ -7,9 +7,7 @@ and clips it failed on whose file has not changed since.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import math
 import re
 import time
@@ -30,7 +28,14 @@ from fatlib.core.scoring import combine, tta_logits
 from fatlib.io import predictions, storage
 from fatlib.io.artifact import ModelMeta, check_artifact, load_model, model_artifacts
 from fatlib.io.clips import clip_log_mel
-from fatlib.io.dataset import SUBMISSION_CSV, TRUTH_CSV, list_audio, read_split, read_truth
+from fatlib.io.dataset import (
+    SUBMISSION_CSV,
+    TRUTH_CSV,
+    list_audio,
+    read_split,
+    read_truth,
+    require_unique_columns,
+)
 from fatlib.io.feature_store import MANIFEST, has_clip_stats, read_split_table, split_paths
 from fatlib.stages.infer.config import InferConfig, InferenceError, InferResult
 from fatlib.stages.runtime import (
@@ -211,21 +216,11 @@ def _audio_clips(data: str, classes: list[str]):
 
 
 def _check_sample_submission(data: str) -> None:
-    """A dataset root's sample_submission.csv must not repeat a column: pandas would read the
-    second 'Bark' as 'Bark.1', and nobody would learn that the file is wrong."""
+    """A dataset root's sample_submission.csv must not repeat a column (its columns name the
+    submission's)."""
     uri = storage.join(data, SUBMISSION_CSV)
-    if not storage.exists(storage.join(data, "test")) or not storage.is_file(uri):
-        return
-    text = storage.read_bytes(uri).decode("utf-8-sig", errors="replace")
-    header = next(csv.reader(io.StringIO(text)), [])
-    positions: dict[str, list[int]] = {}
-    for column, name in enumerate(header, start=1):
-        positions.setdefault(name, []).append(column)
-    repeated = [f"{name!r} (columns {', '.join(map(str, cols))})"
-                for name, cols in positions.items() if len(cols) > 1]
-    if repeated:
-        raise InferenceError(f"{uri}: duplicate column{'s' if len(repeated) > 1 else ''} "
-                             f"{'; '.join(repeated)}")
+    if storage.exists(storage.join(data, "test")) and storage.is_file(uri):
+        require_unique_columns(uri)
 
 
 def _log_mels(batch: pa.Table, mel) -> dict[str, np.ndarray]:
