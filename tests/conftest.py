@@ -11,6 +11,21 @@ import soundfile as sf
 SR = 44100
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "bad_input: a user's bad data, flags or files, and what "
+                                       "fatlib does with them (issue 15's bad-input suite)")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The bad-input suite's size in the run's own output: how many cases were tried."""
+    calls = [r for outcome in ("passed", "failed") for r in terminalreporter.stats.get(outcome, [])
+             if r.when == "call" and "bad_input" in r.keywords]
+    if calls:
+        handled = sum(r.passed for r in calls)
+        terminalreporter.write_line(f"bad-input suite: {len(calls)} cases tried, {handled} "
+                                    "handled as intended")
+
+
 def signals(sr: int = SR, seconds: float = 3.0) -> dict[str, np.ndarray]:
     """Test signals of the kinds the parity claims cover, float32 mono."""
     rng = np.random.default_rng(0)

@@ -87,6 +87,7 @@ def test_run_job_prints_user_errors_as_one_line(capsys):
     assert capsys.readouterr().out == "answer 42\n"
 
 
+@pytest.mark.bad_input
 def test_a_flag_below_its_minimum_is_one_line_naming_it(capsys):
     parser = job_parser("train a model")
     parser.prog = "train.py"

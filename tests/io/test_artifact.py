@@ -39,6 +39,7 @@ def test_meta_round_trips(artifact):
     assert not model.training and model(torch.zeros(1, 1, 128, 64)).shape == (1, 2)
 
 
+@pytest.mark.bad_input
 def test_missing_or_inconsistent_meta_is_refused(artifact, tmp_path):
     with pytest.raises(ArtifactError, match="not a model artifact"):
         load_meta(str(tmp_path / "nothing"))
@@ -65,6 +66,7 @@ def _edit(path, **changes):
     path.write_text(json.dumps({**doc, **changes}, indent=2))
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("damage, message", [
     (lambda m: _truncate(m / "weights.pt"), r"weights\.pt has \d+ bytes, meta\.json recorded \d+"),
     (lambda m: _truncate(m / "meta.json"), r"meta\.json: not valid JSON \(truncated\?\)"),
@@ -79,6 +81,7 @@ def test_damaged_artifacts_are_refused_in_one_line(artifact, tmp_path, damage, m
     assert str(refused.value).startswith(artifact) and "\n" not in str(refused.value)
 
 
+@pytest.mark.bad_input
 def test_replaced_weights_of_the_same_size_are_refused(artifact, tmp_path):
     other = tmp_path / "other"
     save_artifact(str(other), load_meta(artifact), build_model("resnet18", 2).state_dict())
@@ -95,6 +98,7 @@ def _unsealed(path, **changes):
     path.write_text(json.dumps({**doc, "format": 1, **changes}))
 
 
+@pytest.mark.bad_input
 def test_unsealed_artifacts_load_with_a_warning_once_their_weights_fit(artifact, tmp_path,
                                                                       caplog):
     _unsealed(tmp_path / "model" / "meta.json")
@@ -110,6 +114,7 @@ def test_unsealed_artifacts_load_with_a_warning_once_their_weights_fit(artifact,
         check_artifact(artifact)
 
 
+@pytest.mark.bad_input
 def test_unreadable_ensembles_are_refused_in_one_line(tmp_path):
     (tmp_path / "ensemble.json").write_text('{"models": [{"artif')
     with pytest.raises(ArtifactError, match=r"ensemble\.json: not a readable ensemble"):

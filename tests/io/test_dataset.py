@@ -42,6 +42,7 @@ def test_audio_folders_and_truth(root):
     assert read_truth(str(root / "missing.csv")) is None
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("row, message", [
     ("../x.wav,Bark", "train_curated.csv line 3: unsafe fname '../x.wav'"),
     ("a.wav,Bark", "train_curated.csv line 3: duplicate fname 'a.wav' (first on line 2)"),
@@ -67,6 +68,7 @@ def test_clips_digest_changes_with_names_and_labels_not_order():
     assert clips_digest([a, Clip("b.wav", ("Bark",), "x/b.wav")]) != digest
 
 
+@pytest.mark.bad_input
 def test_a_repeated_column_is_named_not_renamed(root):
     (root / "sample_submission.csv").write_text("fname,Meow,Bark,Meow\nt1.wav,0,0,0\n")
     with pytest.raises(ManifestError) as repeated:

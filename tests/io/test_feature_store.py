@@ -80,6 +80,7 @@ def test_another_mel_config_is_refused_naming_both_fingerprints(tmp_path):
         split_files(str(tmp_path / "empty"), "train_curated")
 
 
+@pytest.mark.bad_input
 def test_a_fingerprint_mismatch_names_the_fields_and_says_rebuild(tmp_path):
     root = str(tmp_path)
     storage.write_json(storage.join(root, "_MANIFEST.json"), new_manifest(CFG, ["Bark"], "d"))

@@ -38,6 +38,7 @@ def test_directories_list_move_and_remove(tmp_path):
     storage.remove(storage.join(dst, "gone"))  # removing nothing is fine
 
 
+@pytest.mark.bad_input
 def test_uris_resolve_and_bad_ones_are_refused():
     assert storage.absolute("file:///x/y") == "/x/y"
     assert storage.join("s3://bucket/a", "b") == "s3://bucket/a/b"

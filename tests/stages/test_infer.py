@@ -81,6 +81,7 @@ def test_ensemble_is_the_mean_of_its_members(setup, ray_local, tmp_path):
                                atol=2e-6)
 
 
+@pytest.mark.bad_input
 def test_mismatched_ensembles_and_fingerprints_are_refused(setup, ray_local, tmp_path):
     root, a, _ = setup
     other_classes = _artifact(tmp_path / "other", classes=CLASSES[:-1] + ["Zebra"])
@@ -201,6 +202,7 @@ def test_actor_count_follows_the_cluster_gpus_or_cpus(ray_local):
         default_workers(1.0)  # asking for GPU actors nobody can host would wait forever
 
 
+@pytest.mark.bad_input
 def test_scoring_actors_the_cluster_cannot_hold_are_refused_before_scoring(setup, ray_local,
                                                                            tmp_path):
     from fatlib.stages.runtime import ResourceError
@@ -242,6 +244,7 @@ def _edit_meta(model, **changes):
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("damage, message", [
     (lambda m: _truncate(m / "weights.pt"),
      r"weights\.pt has \d+ bytes, meta\.json recorded \d+ \(truncated or replaced\)"),
@@ -263,6 +266,7 @@ def test_damaged_artifacts_are_refused_on_the_driver(tmp_path, monkeypatch, caps
     assert not (tmp_path / "pred").exists()
 
 
+@pytest.mark.bad_input
 def test_every_fold_of_an_ensemble_is_verified_and_shares_the_class_order(tmp_path,
                                                                           monkeypatch, capsys):
     cv = tmp_path / "cv"
@@ -281,6 +285,7 @@ def test_every_fold_of_an_ensemble_is_verified_and_shares_the_class_order(tmp_pa
     assert status == 2 and err.count("\n") == 1 and "classes differ" in err
 
 
+@pytest.mark.bad_input
 def test_duplicate_sample_submission_columns_are_named(setup, tmp_path, monkeypatch, capsys):
     root, a, _ = setup
     data = tmp_path / "data"
@@ -295,6 +300,7 @@ def test_duplicate_sample_submission_columns_are_named(setup, tmp_path, monkeypa
                                    f"{header[2]!r} (columns 3, {len(header) + 1})\n")
 
 
+@pytest.mark.bad_input
 def test_incremental_runs_retry_a_failed_clip_only_once_its_file_changes(setup, ray_local,
                                                                           tmp_path):
     root, a, _ = setup

@@ -18,7 +18,7 @@ from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
 from fatlib.tools.synth import SynthConfig, generate_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.bad_input]
 JOB = Path(__file__).resolve().parents[2] / "jobs" / "preprocess.py"
 SR = 8000
 

@@ -49,6 +49,7 @@ def test_bundles_are_placed_per_node():
     assert unplaced([{"CPU": 1.0, "GPU": 1.0}] * 2, nodes) == [{"CPU": 1.0, "GPU": 1.0}]
 
 
+@pytest.mark.bad_input
 def test_a_shortfall_fails_at_once_naming_it_and_a_joined_cluster_waits_first(
         ray_local, monkeypatch, capsys):
     import time

@@ -89,6 +89,7 @@ def test_artifact_holds_everything_inference_needs(drilled_run, features):
     assert metrics["lwlrap"] == pytest.approx(max(h["lwlrap"] for h in result.history))
 
 
+@pytest.mark.bad_input
 def test_the_reported_lwlrap_is_the_exported_models(drilled_run, features):
     from fatlib.core.metrics import lwlrap
     from fatlib.core.scoring import combine, tta_logits
@@ -144,6 +145,7 @@ def test_seed_recipe_with_noisy_mix_writes_its_run_to_s3(features, s3_bucket):
     assert storage.is_file(f"{out}/model/weights.pt") and storage.is_file(f"{out}/history.csv")
 
 
+@pytest.mark.bad_input
 def test_other_fingerprint_is_refused_before_training(features, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(features, other)
@@ -155,6 +157,7 @@ def test_other_fingerprint_is_refused_before_training(features, tmp_path):
         train(_cfg(str(other), tmp_path / "run"))
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"recipe": "seed", "mixup": 0.4}, "seed recipe has no mixup"),
@@ -168,6 +171,7 @@ def test_bad_settings_are_named(features, tmp_path, kwargs, message):
         train(_cfg(features, tmp_path / "run", **kwargs))
 
 
+@pytest.mark.bad_input
 def test_too_few_clips_for_the_folds(features, tmp_path):
     with pytest.raises(FeatureStoreError, match="too few for 60 folds"):
         train(_cfg(features, tmp_path / "run", fold=0, n_folds=60))
@@ -238,6 +242,7 @@ def test_every_recipe_option_trains_and_lands_in_the_artifact(features, tmp_path
         assert model(torch.zeros(1, 3, 128, 50)).shape[1] == len(meta["classes"])
 
 
+@pytest.mark.bad_input
 def test_a_resource_shortfall_fails_fast_and_ctrl_c_stops_a_run(features, tmp_path):
     import signal
     import subprocess
