@@ -112,6 +112,24 @@ def test_the_reported_lwlrap_is_the_exported_models(drilled_run, features):
     assert lwlrap(truth, combine(logits)) == pytest.approx(result.best_lwlrap, abs=1e-4)
 
 
+def test_global_normalisation_is_the_training_clips_db_mean_and_std(features, tmp_path):
+    from fatlib.core.features import decode_logmel
+    from fatlib.io.feature_store import read_split_table
+    from fatlib.stages.train.inputs import training_inputs
+
+    cfg = _cfg(features, tmp_path / "run", normalisation="global")
+    inputs = training_inputs(cfg)  # from the stored per-clip stats, no log-mel read
+    rows = read_split_table(features, "train_curated").to_pylist()
+    values = np.concatenate([decode_logmel(r["logmel"], 128, r["n_frames"]).ravel()
+                             for r in rows if r["fname"] not in inputs.valid_names])
+    assert inputs.norm.mean == pytest.approx(values.astype(np.float64).mean(), rel=1e-5)
+    assert inputs.norm.std == pytest.approx(values.astype(np.float64).std(), rel=1e-4)
+    old = downgrade_store(Path(features), tmp_path / "old")  # no stats: log-mels sampled
+    legacy = training_inputs(replace(cfg, features=str(old))).norm
+    assert (legacy.mean, legacy.std) == pytest.approx((inputs.norm.mean, inputs.norm.std),
+                                                      rel=1e-4)
+
+
 def test_stopped_run_continues_with_resume(features, tmp_path):
     out = tmp_path / "stopped"
     cfg = _cfg(features, out, workers=1, epochs=2, max_failures=0, fail_after_epoch=1)

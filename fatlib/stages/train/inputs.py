@@ -15,6 +15,7 @@ from fatlib.core.labels import LabelError, multi_hot
 from fatlib.io import storage
 from fatlib.io.feature_store import (
     FeatureStoreError,
+    has_clip_stats,
     read_manifest,
     read_split_table,
     require_fingerprint,
@@ -78,14 +79,28 @@ def _normalisation(cfg: TrainConfig, curated: dict, valid_names: set) -> Normali
         return Normalisation(mode="color" if cfg.recipe == "seed" else cfg.normalisation,
                              deltas=cfg.deltas)
     train_names = [f for f in curated["fname"] if f not in valid_names]
-    rng = np.random.default_rng(cfg.seed)
-    sample = set(rng.choice(train_names, size=min(500, len(train_names)), replace=False))
-    total, total_sq, count = 0.0, 0.0, 0
-    for uri in split_files(cfg.features, "train_curated", cfg.mel):
-        for row in storage.read_parquet(uri).to_pylist():
-            if row["fname"] in sample:
-                x = decode_logmel(row["logmel"], cfg.mel.n_mels, row["n_frames"]).astype(np.float64)
-                total, total_sq, count = total + x.sum(), total_sq + (x**2).sum(), count + x.size
+    if has_clip_stats(cfg.features, "train_curated"):
+        # Exact over every training clip, from the stored per-clip stats (columns only): a clip
+        # of n values with mean m and std s adds n m to the sum and n (s^2 + m^2) to the squares.
+        table = read_split_table(cfg.features, "train_curated", cfg.mel,
+                                 columns=["fname", "n_frames", "db_mean", "db_std"])
+        training = set(train_names)
+        keep = np.array([f in training for f in table.column("fname").to_pylist()])
+        n = table.column("n_frames").to_numpy().astype(np.float64)[keep] * cfg.mel.n_mels
+        m = table.column("db_mean").to_numpy().astype(np.float64)[keep]
+        sd = table.column("db_std").to_numpy().astype(np.float64)[keep]
+        count, total, total_sq = n.sum(), (n * m).sum(), (n * (sd**2 + m**2)).sum()
+    else:  # a store from before the stats: a sample of 500 training clips' log-mels
+        rng = np.random.default_rng(cfg.seed)
+        sample = set(rng.choice(train_names, size=min(500, len(train_names)), replace=False))
+        total, total_sq, count = 0.0, 0.0, 0
+        for uri in split_files(cfg.features, "train_curated", cfg.mel):
+            for row in storage.read_parquet(uri).to_pylist():
+                if row["fname"] in sample:
+                    x = decode_logmel(row["logmel"], cfg.mel.n_mels,
+                                      row["n_frames"]).astype(np.float64)
+                    total, total_sq = total + x.sum(), total_sq + (x**2).sum()
+                    count += x.size
     mean = total / count
     return Normalisation(mode="global", mean=float(mean),
                          std=float(np.sqrt(max(total_sq / count - mean**2, 1e-6))),
