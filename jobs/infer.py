@@ -10,10 +10,17 @@ def main() -> int:
     """Parse flags, run inference, print one summary line; user errors exit with code 2."""
     p = job_parser(__doc__)
     add_flags(p, InferConfig)
-    cfg = from_args(InferConfig, p.parse_args())
-    from fatlib.stages.infer.pipeline import infer  # Ray and torch: only after the flags parse
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's own logs on the console (default: off; they go to a file "
+                        "in the Ray session's log directory, named in one line)")
+    args = p.parse_args()
+    cfg = from_args(InferConfig, args)
+    # Ray and torch: only after the flags parse.
+    from fatlib.stages import console
+    from fatlib.stages.infer.pipeline import infer
 
-    return run_job("infer", lambda: infer(cfg), InferResult.summary)
+    console.setup(args.verbose)
+    return run_job("infer", lambda: console.settle(infer(cfg)), InferResult.summary)
 
 
 if __name__ == "__main__":

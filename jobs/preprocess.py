@@ -13,14 +13,20 @@ def main() -> int:
     p.add_argument("--preview", type=int, default=0, metavar="N",
                    help="also write spectrogram PNGs of N clips per split to <out>/preview/ "
                         "(default: 0)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's own logs on the console (default: off; they go to a file "
+                        "in the Ray session's log directory, named in one line)")
     args = p.parse_args()
     cfg = from_args(PreprocessConfig, args)
     # The stage and the pictures load Ray, torch and matplotlib: only after the flags parse.
     from fatlib.report.previews import write_previews
+    from fatlib.stages import console
     from fatlib.stages.preprocess.convert import preprocess
 
+    console.setup(args.verbose)
+
     def stage() -> PreprocessResult:
-        result = preprocess(cfg)
+        result = console.settle(preprocess(cfg))
         if args.preview > 0:
             write_previews(result.out, [s.split for s in result.splits], args.preview, cfg.mel)
         return result

@@ -15,22 +15,31 @@ def main() -> int:
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write report.html with the run's pictures in each run directory "
                         "(default: on)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's own logs on the console (default: off; they go to a file "
+                        "in the Ray session's log directory, named in one line)")
     args = p.parse_args()
     cfg = from_args(TrainConfig, args)
     # The stage and the report load Ray, torch and matplotlib: only after the flags parse.
     from fatlib.report.run_report import write_report
+    from fatlib.stages import console
     from fatlib.stages.train.driver import train
     from fatlib.stages.train.kfold import fold_dir, train_folds
 
+    console.setup(args.verbose)
+
     def stage() -> str:
         if cfg.folds == "all":
-            result = train_folds(cfg)
+            result = console.settle(train_folds(cfg))
             runs = [fold_dir(result.out, k) for k in result.trained]
+            summary = result.summary()
         else:
-            result = train(cfg)
+            result = console.settle(train(cfg))
             runs = [result.out]
+            # The workers printed the epoch table as it grew: only the outcome here.
+            summary = result.summary().removeprefix(result.table()).strip()
         reports = [write_report(run, cfg.features).html for run in runs] if args.report else []
-        return "\n".join([result.summary(), *(f"report: {r}" for r in reports)])
+        return "\n".join([summary, *(f"report: {r}" for r in reports)])
 
     return run_job("train", stage, str)
 

@@ -17,15 +17,21 @@ def main() -> int:
     p = job_parser(__doc__)
     add_flags(p, TuneSettings)
     add_flags(p, TrainConfig, exclude=_NOT_TRAIN_FLAGS, defaults={"workers": 1})
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's own logs on the console (default: off; they go to a file "
+                        "in the Ray session's log directory, named in one line)")
     args = p.parse_args()
     base = from_args(TrainConfig, args, exclude=_NOT_TRAIN_FLAGS, out="")
     settings = from_args(TuneSettings, args, base=base, seed=base.seed)
     # The search and the plot load Ray, torch and matplotlib: only after the flags parse.
     from fatlib.report.figures import save_png, tune_figure
+    from fatlib.stages import console
     from fatlib.stages.tune.search import tune_training
 
+    console.setup(args.verbose)
+
     def stage() -> TuneResult:
-        result = tune_training(settings)
+        result = console.settle(tune_training(settings))
         save_png(tune_figure(result.trials), storage.join(result.out, PLOT))
         return result
 

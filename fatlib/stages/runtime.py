@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,10 +14,13 @@ from typing import TypeVar
 
 import ray
 import ray.data
+from ray._private import ray_constants
 
 from fatlib.core.errors import UserError
+from fatlib.stages import console
 
 GCS_PORT_VARIABLE = "RAY_GCS_SERVER_PORT"  # read by Ray when it starts a local head
+LOOPBACK = "127.0.0.1"
 _POLL_SECONDS = 5.0
 T = TypeVar("T")
 
@@ -31,35 +35,59 @@ def ensure_ray() -> None:
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
-        return
-    start_local_ray(log_to_driver=True)
+    else:
+        start_local_ray(log_to_driver=True)
+    if console.is_quiet():
+        print(f"ray: logs in {console.attach()} (--verbose shows them here)", file=sys.stderr,
+              flush=True)
 
 
 def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> str:
-    """Start an embedded Ray instance whose own processes know its address; returns it.
+    """Start an embedded Ray instance, listening on loopback only, whose own processes know its
+    address; returns it.
 
     Ray code that runs inside workers and finds "the" cluster by itself (Ray Train's placement
     group cleaner, which frees a Tune trial's workers after ASHA stops it) otherwise reads
     /tmp/ray/ray_current_cluster, left by the last `ray start` on the machine: stale or another
     cluster, so the cleaner dies and the stopped trial's CPUs stay reserved (later trials hang).
     """
-    host = ray.util.get_node_ip_address()
+    host = LOOPBACK
     port = free_port(host)
     address = f"{host}:{port}"
     saved = os.environ.get(GCS_PORT_VARIABLE)
     os.environ[GCS_PORT_VARIABLE] = str(port)
     try:
         # address="local": a fresh instance, never a stray `ray start` cluster found here;
-        # the dashboard on loopback only.
-        ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
-                 log_to_driver=log_to_driver,
-                 runtime_env={"env_vars": {"RAY_ADDRESS": address}})
+        # the dashboard on loopback only. Workers print the training table straight to
+        # stdout: Train's print patch would send it to stdout and to its log records.
+        with _loopback_node():
+            ray.init(address="local", num_cpus=num_cpus, dashboard_host=LOOPBACK,
+                     _node_ip_address=LOOPBACK, log_to_driver=log_to_driver,
+                     runtime_env={"env_vars": {"RAY_ADDRESS": address,
+                                               "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}})
     finally:
         if saved is None:
             os.environ.pop(GCS_PORT_VARIABLE, None)
         else:
             os.environ[GCS_PORT_VARIABLE] = saved
     return address
+
+
+@contextmanager
+def _loopback_node() -> Iterator[None]:
+    """ray.init that keeps _node_ip_address=127.0.0.1 (all its servers then bind loopback).
+
+    ray.init swaps a loopback node address for the machine's own one, except where Ray runs
+    as a single machine (its macOS/Windows default, ENABLE_RAY_CLUSTER off): then the GCS,
+    raylet, workers and both agents (the metrics endpoint included) listen on 127.0.0.1 only,
+    not on all interfaces. The flag is read at import, so it is switched for the call.
+    """
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def free_port(host: str = "127.0.0.1") -> int:

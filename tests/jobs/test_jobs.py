@@ -72,6 +72,32 @@ def test_preprocess_job_converts_and_summarises(tmp_path):
     lines = done.stdout.strip().splitlines()
     assert lines[-4].startswith("train_curated: 4 converted, 0 failed;")
     assert lines[-1].startswith(f"features: {tmp_path / 'out'} (mel fingerprint ")
+    # Ray's own logs are in its session directory, named in one line.
+    assert len(lines) == 4 and "INFO" not in done.stderr
+    assert done.stderr.strip().splitlines()[0].startswith("ray: logs in /")
+
+
+def test_train_console_shows_the_epoch_table_once_and_ray_logs_only_with_verbose(tmp_path):
+    from fatlib.tools.synth import SynthConfig, generate_dataset
+
+    root, features, run = tmp_path / "data", tmp_path / "features", tmp_path / "run"
+    generate_dataset(root, SynthConfig(n_curated=10, n_noisy=0, n_test=1, max_seconds=1.0,
+                                       sample_rate=16000))
+    verbose = _run("jobs/preprocess.py", "--data", str(root), "--out", str(features),
+                   "--workers", "1", "--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "\tINFO " in verbose.stderr and "ray: logs in" not in verbose.stderr
+    done = _run("jobs/train.py", "--features", str(features), "--out", str(run),
+                "--epochs", "2", "--batch-size", "4", "--workers", "1", "--no-report")
+    assert done.returncode == 0, done.stderr
+    console = (done.stdout + done.stderr).splitlines()
+    assert len(console) <= 8, console
+    assert "INFO" not in done.stdout + done.stderr and "\x1b[" not in done.stdout
+    # fastai's table, live from the rank-0 worker, without Ray's "(RayTrainWorker pid=...)".
+    table = [line for line in console if line.lstrip().startswith(("epoch ", "1 ", "2 "))]
+    assert [line.split()[0] for line in table] == ["epoch", "1", "2"], console
+    assert table[0] == "epoch  train_loss  valid_loss    lwlrap    time"
+    assert done.stdout.strip().splitlines()[-1].startswith("best epoch ")
 
 
 def test_every_job_help_shows_defaults_without_loading_torch_or_ray():

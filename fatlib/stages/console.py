@@ -1,0 +1,122 @@
+"""What a job's console shows: the job's own lines, what Ray workers print (the training table)
+and, in a terminal, progress bars. Ray's own logs go to a file in the Ray session's log
+directory, named in one line; `--verbose` shows them on the console as Ray prints them."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import ray
+
+DRIVER_LOG = "fatlib-driver.log"  # in <session>/logs, beside the logs of Ray's own processes
+_RAY_HANDLER = "ray_print_logs"  # the name Ray registers its worker-output printer under
+_OUR_HANDLER = "fatlib_print_logs"
+_QUIET_SECONDS = 1.0  # worker output reaches the driver through Ray's log monitor, ~0.1-1 s late
+_SETTLE_LIMIT_SECONDS = 5.0
+T = TypeVar("T")
+
+
+@dataclass
+class _Console:
+    """This process's console settings (one per process, as the console is)."""
+
+    quiet: bool = False  # a job asked for a readable console: Ray's logs go to a file
+    pending: logging.handlers.MemoryHandler | None = None  # Ray's records until the file exists
+    last_output: float = 0.0  # when a worker's line last reached this console (monotonic)
+
+
+_console = _Console()
+
+
+def setup(verbose: bool) -> None:
+    """Give a job's console to the job: Ray's log records off it unless verbose (then nothing
+    changes). Call once, before the stage starts Ray."""
+    if verbose or _console.quiet:
+        return
+    _console.quiet = True
+    # Kept in memory until Ray's session directory exists (records come before it: ray.init
+    # warns about token authentication while it starts).
+    _console.pending = logging.handlers.MemoryHandler(capacity=1_000_000,
+                                                      flushLevel=logging.CRITICAL + 1)
+    logging.getLogger("ray").addHandler(_console.pending)
+    quiet_ray_loggers()
+
+
+def is_quiet() -> bool:
+    """Whether a job has taken the console (see setup)."""
+    return _console.quiet
+
+
+def quiet_ray_loggers() -> None:
+    """Raise every console handler of Ray's loggers to ERROR; their files keep everything.
+
+    Ray configures its loggers as its modules are imported (Ray Data's, Train's), so this runs
+    again once Ray has started."""
+    names = ["ray", *(n for n in logging.root.manager.loggerDict if n.startswith("ray."))]
+    for name in names:
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                    handler, logging.FileHandler):
+                handler.setLevel(logging.ERROR)
+
+
+def attach() -> str:
+    """Once Ray runs: its driver-side records go to <session>/logs/fatlib-driver.log, workers'
+    stdout to this console without Ray's prefixes; returns the log directory."""
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    quiet_ray_loggers()
+    if _console.pending is not None and _console.pending.target is None:
+        file = logging.FileHandler(logs / DRIVER_LOG)
+        file.setFormatter(logging.Formatter(
+            "%(asctime)s\t%(levelname)s %(name)s %(filename)s:%(lineno)s -- %(message)s"))
+        _console.pending.setTarget(file)
+        _console.pending.flush()
+    # Ray's printer puts "(RayTrainWorker pid=...)" and colour codes before every line and
+    # forwards workers' stderr: the log records of every Ray actor and task.
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher
+
+    global_worker_stdstream_dispatcher.remove_handler(_RAY_HANDLER)
+    global_worker_stdstream_dispatcher.remove_handler(_OUR_HANDLER)
+    global_worker_stdstream_dispatcher.add_handler(_OUR_HANDLER, _show_worker_stdout)
+    return str(logs)
+
+
+def settle(result: T) -> T:
+    """result, once the workers' lines still on their way to this console have arrived (they
+    follow the work they describe by up to a second)."""
+    if not (_console.quiet and ray.is_initialized()):
+        return result
+    started = time.monotonic()
+    while time.monotonic() - started < _SETTLE_LIMIT_SECONDS:
+        if time.monotonic() - max(started, _console.last_output) >= _QUIET_SECONDS:
+            break
+        time.sleep(0.1)
+    return result
+
+
+def _show_worker_stdout(data: dict) -> None:
+    """Print a batch of one worker's forwarded lines: stdout only, blank lines dropped; Ray's
+    progress-bar updates drawn in a terminal and dropped elsewhere."""
+    from ray._private import worker
+    from ray.experimental.tqdm_ray import RAY_TQDM_MAGIC
+
+    if data.get("is_err") or not str(data.get("pid", "")).isdigit():
+        return  # stderr (log records) and the raylet's / autoscaler's own messages
+    lines = data.get("lines", [])
+    if lines:
+        _console.last_output = time.monotonic()
+    terminal = sys.stdout.isatty()
+    for line in lines:
+        if RAY_TQDM_MAGIC in line:
+            if terminal:
+                worker.process_tqdm(line)
+        elif line.strip():
+            worker.hide_tqdm()
+            print(line, flush=True)
+    worker.restore_tqdm()
