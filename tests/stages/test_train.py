@@ -175,6 +175,12 @@ def test_other_fingerprint_is_refused_before_training(features, tmp_path):
         train(_cfg(str(other), tmp_path / "run"))
 
 
+def test_the_default_recipe_repeats_short_clips_and_the_seed_recipe_pads_silence():
+    assert TrainConfig(features="f", out="o").padding == "random"
+    assert TrainConfig(features="f", out="o", recipe="seed").padding == "silence"
+    assert TrainConfig(features="f", out="o", pad="wrap").padding == "wrap"
+
+
 @pytest.mark.bad_input
 @pytest.mark.parametrize(
     "kwargs, message",
@@ -182,7 +188,8 @@ def test_other_fingerprint_is_refused_before_training(features, tmp_path):
      ({"fold": 5, "n_folds": 5}, "fold"),
      ({"arch": "resnet50"}, "arch must be one of"),
      ({"resized_crop": 1.0}, "resized crop must be in"),
-     ({"recipe": "seed", "resized_crop": 0.2}, "seed recipe has no.*resized crops")],
+     ({"recipe": "seed", "resized_crop": 0.2}, "seed recipe has no.*resized crops"),
+     ({"recipe": "seed", "pad": "wrap"}, "seed recipe has no.*wrap padding")],
 )
 def test_bad_settings_are_named(features, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -59,8 +59,11 @@ class TrainConfig:
     specaugment: bool = option(False, "SpecAugment: two frequency and two time masks per crop")
     arch: str = option("resnet18", "architecture from the model registry: resnet18, resnet34, "
                        "and their -timepool variants (a head that keeps time structure)")
-    pad: str = option("silence", "short clips in training crops: padded with their silence "
-                      "floor, repeated (wrap), or either at random per sample", choices=PADDINGS)
+    # "random" won on fsdd-fat's held-out speaker over 3 seeds (BENCHMARKS.md), so it is the
+    # default recipe's; the seed recipe pads with silence.
+    pad: str | None = option(None, "short clips in training crops: padded with their silence "
+                             "floor, repeated (wrap), or either at random per sample",
+                             choices=PADDINGS, default_text="random; silence with --recipe seed")
     resized_crop: float = option(0.0, "random resized crops in time: a crop spans crop x "
                                  "U(1 - r, 1 + r) frames, stretched to crop (0: off)",
                                  metavar="r")
@@ -106,14 +109,14 @@ class TrainConfig:
             (self.arch in models, f"arch must be one of {models}"),
             (self.recipe in RECIPES, f"recipe must be one of {RECIPES}"),
             (self.recipe != "seed" or (self.mixup == 0 and not self.specaugment and not
-                                       self.deltas and self.pad == "silence" and
+                                       self.deltas and self.pad in (None, "silence") and
                                        self.noisy_smoothing == 0 and
                                        self.resized_crop == 0),
              "the seed recipe has no mixup, SpecAugment, deltas, wrap padding, resized crops "
              "or soft targets"),
             (0 <= self.resized_crop < 1, "resized crop must be in [0, 1)"),
             (0 <= self.noisy_smoothing <= 1, "noisy smoothing must be in [0, 1]"),
-            (self.pad in PADDINGS, f"pad must be one of {PADDINGS}"),
+            (self.pad is None or self.pad in PADDINGS, f"pad must be one of {PADDINGS}"),
             (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
             (self.valid_crops >= 1, "valid crops must be >= 1"),
             (self.normalisation in NORMALISATIONS,
@@ -122,6 +125,11 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+    @property
+    def padding(self) -> str:
+        """How training crops fill out short clips: --pad, else the recipe's."""
+        return self.pad or ("silence" if self.recipe == "seed" else "random")
 
     def augmentations(self) -> list[tuple[str, dict]]:
         """The batch augmentations this config asks for, by name (fatlib.core.augment)."""
