@@ -13,7 +13,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	# PYTHONWARNINGS: setuptools' build backend prints a 10-line banner about editable installs.
+	PYTHONWARNINGS=ignore $(VENV)/bin/pip install --quiet --constraint constraints.txt \
+		--editable '.[dev]'
 	touch $(STAMP)
 
 # ruff, then the floors of docs/ARCHITECTURE.md (import-linter contracts in pyproject.toml).
