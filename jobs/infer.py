@@ -8,11 +8,8 @@ from fatlib.stages.infer.config import InferConfig, InferResult
 
 def main() -> int:
     """Parse flags, run inference, print one summary line; user errors exit with code 2."""
-    p = job_parser(__doc__)
+    p = job_parser(__doc__, verbose=True)
     add_flags(p, InferConfig)
-    p.add_argument("--verbose", action="store_true",
-                   help="show Ray's own logs on the console (default: off; they go to a file "
-                        "in the Ray session's log directory, named in one line)")
     args = p.parse_args()
     cfg = from_args(InferConfig, args)
     # Ray and torch: only after the flags parse.

@@ -8,14 +8,11 @@ from fatlib.stages.preprocess.config import PreprocessConfig, PreprocessResult
 
 def main() -> int:
     """Parse flags, run the stage (and previews), print its summary; user errors exit 2."""
-    p = job_parser(__doc__)
+    p = job_parser(__doc__, verbose=True)
     add_flags(p, PreprocessConfig)
     p.add_argument("--preview", type=int, default=0, metavar="N",
                    help="also write spectrogram PNGs of N clips per split to <out>/preview/ "
                         "(default: 0)")
-    p.add_argument("--verbose", action="store_true",
-                   help="show Ray's own logs on the console (default: off; they go to a file "
-                        "in the Ray session's log directory, named in one line)")
     args = p.parse_args()
     cfg = from_args(PreprocessConfig, args)
     # The stage and the pictures load Ray, torch and matplotlib: only after the flags parse.

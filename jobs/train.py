@@ -10,14 +10,11 @@ from fatlib.stages.train.config import TrainConfig
 
 def main() -> int:
     """Parse flags, train, draw the reports, print the results; user errors exit 2."""
-    p = job_parser(__doc__)
+    p = job_parser(__doc__, verbose=True)
     add_flags(p, TrainConfig)
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write report.html with the run's pictures in each run directory "
                         "(default: on)")
-    p.add_argument("--verbose", action="store_true",
-                   help="show Ray's own logs on the console (default: off; they go to a file "
-                        "in the Ray session's log directory, named in one line)")
     args = p.parse_args()
     cfg = from_args(TrainConfig, args)
     # The stage and the report load Ray, torch and matplotlib: only after the flags parse.

@@ -14,12 +14,9 @@ _NOT_TRAIN_FLAGS = ("out", "resume", "folds", *SEARCHED)
 
 def main() -> int:
     """Parse flags, run or resume the search, print the best trial's train.py command."""
-    p = job_parser(__doc__)
+    p = job_parser(__doc__, verbose=True)
     add_flags(p, TuneSettings)
     add_flags(p, TrainConfig, exclude=_NOT_TRAIN_FLAGS, defaults={"workers": 1})
-    p.add_argument("--verbose", action="store_true",
-                   help="show Ray's own logs on the console (default: off; they go to a file "
-                        "in the Ray session's log directory, named in one line)")
     args = p.parse_args()
     base = from_args(TrainConfig, args, exclude=_NOT_TRAIN_FLAGS, out="")
     settings = from_args(TuneSettings, args, base=base, seed=base.seed)

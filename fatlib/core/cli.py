@@ -52,9 +52,14 @@ class JobParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog.removesuffix('.py')}: {message} (see --help)\n")
 
 
-def job_parser(description: str | None) -> JobParser:
-    """The parser every job starts from."""
-    return JobParser(description=description)
+def job_parser(description: str | None, *, verbose: bool = False) -> JobParser:
+    """The parser every job starts from; verbose: the --verbose flag of jobs that run on Ray."""
+    parser = JobParser(description=description)
+    if verbose:
+        parser.add_argument("--verbose", action="store_true",
+                            help="show Ray's own logs on the console (default: off; they go to "
+                                 "a file in the Ray session's log directory, named in one line)")
+    return parser
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (),
