@@ -2,7 +2,7 @@
 
 import sys
 
-from fatlib.core.cli import add_flags, from_args, job_parser, run_job
+from fatlib.core.cli import add_flags, from_args, job_parser
 from fatlib.stages.infer.config import InferConfig, InferResult
 
 
@@ -16,8 +16,7 @@ def main() -> int:
     from fatlib.stages import console
     from fatlib.stages.infer.pipeline import infer
 
-    console.setup(args.verbose)
-    return run_job("infer", lambda: console.settle(infer(cfg)), InferResult.summary)
+    return console.run_ray_job("infer", args.verbose, lambda: infer(cfg), InferResult.summary)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import sys
 
-from fatlib.core.cli import add_flags, from_args, job_parser, run_job
+from fatlib.core.cli import add_flags, from_args, job_parser
 from fatlib.stages.preprocess.config import PreprocessConfig, PreprocessResult
 
 
@@ -20,15 +20,13 @@ def main() -> int:
     from fatlib.stages import console
     from fatlib.stages.preprocess.convert import preprocess
 
-    console.setup(args.verbose)
-
     def stage() -> PreprocessResult:
-        result = console.settle(preprocess(cfg))
+        result = preprocess(cfg)
         if args.preview > 0:
             write_previews(result.out, [s.split for s in result.splits], args.preview, cfg.mel)
         return result
 
-    return run_job("preprocess", stage, PreprocessResult.summary)
+    return console.run_ray_job("preprocess", args.verbose, stage, PreprocessResult.summary)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ With --folds all, train every fold as one distributed job and ensemble them."""
 import argparse
 import sys
 
-from fatlib.core.cli import add_flags, from_args, job_parser, run_job
+from fatlib.core.cli import add_flags, from_args, job_parser
 from fatlib.stages.train.config import TrainConfig
 
 
@@ -23,22 +23,20 @@ def main() -> int:
     from fatlib.stages.train.driver import train
     from fatlib.stages.train.kfold import fold_dir, train_folds
 
-    console.setup(args.verbose)
-
     def stage() -> str:
         if cfg.folds == "all":
-            result = console.settle(train_folds(cfg))
+            result = train_folds(cfg)
             runs = [fold_dir(result.out, k) for k in result.trained]
             summary = result.summary()
         else:
-            result = console.settle(train(cfg))
+            result = train(cfg)
             runs = [result.out]
             # The workers printed the epoch table as it grew: only the outcome here.
             summary = result.summary().removeprefix(result.table()).strip()
         reports = [write_report(run, cfg.features).html for run in runs] if args.report else []
         return "\n".join([summary, *(f"report: {r}" for r in reports)])
 
-    return run_job("train", stage, str)
+    return console.run_ray_job("train", args.verbose, stage, str)
 
 
 if __name__ == "__main__":

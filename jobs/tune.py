@@ -2,7 +2,7 @@
 
 import sys
 
-from fatlib.core.cli import add_flags, from_args, job_parser, run_job
+from fatlib.core.cli import add_flags, from_args, job_parser
 from fatlib.io import storage
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.tune.config import PLOT, SEARCHED, TuneResult, TuneSettings
@@ -25,14 +25,12 @@ def main() -> int:
     from fatlib.stages import console
     from fatlib.stages.tune.search import tune_training
 
-    console.setup(args.verbose)
-
     def stage() -> TuneResult:
-        result = console.settle(tune_training(settings))
+        result = tune_training(settings)
         save_png(tune_figure(result.trials), storage.join(result.out, PLOT))
         return result
 
-    return run_job("tune", stage, TuneResult.summary)
+    return console.run_ray_job("tune", args.verbose, stage, TuneResult.summary)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,14 @@ import logging
 import logging.handlers
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import ray
+
+from fatlib.core.cli import run_job
 
 DRIVER_LOG = "fatlib-driver.log"  # in <session>/logs, beside the logs of Ray's own processes
 _RAY_HANDLER = "ray_print_logs"  # the name Ray registers its worker-output printer under
@@ -46,6 +49,14 @@ def setup(verbose: bool) -> None:
                                                       flushLevel=logging.CRITICAL + 1)
     logging.getLogger("ray").addHandler(_console.pending)
     quiet_ray_loggers()
+
+
+def run_ray_job(name: str, verbose: bool, stage: Callable[[], T],
+                summary: Callable[[T], str]) -> int:
+    """core.cli.run_job for a stage that starts Ray: the console is the job's (see setup) and
+    the summary comes after the workers' last lines (see settle)."""
+    setup(verbose)
+    return run_job(name, lambda: settle(stage()), summary)
 
 
 def is_quiet() -> bool:

@@ -132,20 +132,22 @@ def require_resources(bundles: list[dict[str, float]], what: str,
     shortfall: at once on the embedded local Ray (it never grows), after waiting up to
     wait_seconds (default 0) on a cluster joined by address, where an autoscaler may add nodes."""
     bundles = [{k: float(v) for k, v in b.items() if v} for b in bundles]
-    missing = unplaced(bundles, _alive_nodes())
+    nodes = _alive_nodes()
+    missing = unplaced(bundles, nodes)
     if not missing:
         return
     wait = 0.0 if not os.environ.get("RAY_ADDRESS") else float(wait_seconds or 0.0)
     if wait > 0:
         print(f"{what}: waiting up to {wait:.0f} s for the cluster to grow: "
-              f"{_shortfall(bundles, missing)}", flush=True)
+              f"{_shortfall(bundles, missing, nodes)}", flush=True)
         deadline = time.monotonic() + wait
         while missing and time.monotonic() < deadline:
             time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
-            missing = unplaced(bundles, _alive_nodes())
+            nodes = _alive_nodes()
+            missing = unplaced(bundles, nodes)
         if not missing:
             return
-    raise ResourceError(f"{what} {_shortfall(bundles, missing)}" +
+    raise ResourceError(f"{what} {_shortfall(bundles, missing, nodes)}" +
                         (f" (waited {wait:.0f} s)" if wait > 0 else ""))
 
 
@@ -154,7 +156,7 @@ def _alive_nodes() -> list[dict[str, float]]:
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
-def _shortfall(bundles: list[dict], missing: list[dict]) -> str:
+def _shortfall(bundles: list[dict], missing: list[dict], nodes: list[dict]) -> str:
     """'asks for 3 x {CPU: 1} but the cluster has CPU 2 (largest node CPU 2)'."""
     def text(resources: dict) -> str:
         return ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items())
@@ -163,7 +165,6 @@ def _shortfall(bundles: list[dict], missing: list[dict]) -> str:
     kinds = sorted({tuple(sorted(b.items())) for b in bundles})
     asked = " + ".join(f"{sum(1 for b in bundles if tuple(sorted(b.items())) == k)} x "
                        f"{{{text(dict(k))}}}" for k in kinds)
-    nodes = _alive_nodes()
     total: dict[str, float] = {}
     for n in nodes:
         for k, v in n.items():
