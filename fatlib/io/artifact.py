@@ -141,14 +141,20 @@ def load_meta(uri: str) -> ModelMeta:
     return _meta(uri, _read_meta(uri))
 
 
-def load_model(uri: str) -> tuple[ModelMeta, torch.nn.Module]:
-    """The artifact's network with its weights, in eval mode, on the CPU; refused unless
-    weights.pt is the file meta.json was sealed with and fits the network it describes."""
+def read_artifact(uri: str) -> tuple[ModelMeta, bytes]:
+    """The artifact's meta and weights.pt's bytes; refused when meta.json is truncated or
+    edited or (sealed) weights.pt is not the file meta.json was sealed with."""
     doc = _read_meta(uri)
     meta = _meta(uri, doc)
     weights = storage.read_bytes(storage.join(uri, WEIGHTS))
     if meta.sealed:
         _check_weights(uri, doc, weights)
+    return meta, weights
+
+
+def model_from_weights(uri: str, meta: ModelMeta, weights: bytes) -> torch.nn.Module:
+    """The network meta describes with weights.pt's bytes loaded, in eval mode, on the CPU;
+    refused when they do not fit it."""
     try:
         model = build_model(meta.arch, len(meta.classes), in_channels=meta.in_channels)
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
@@ -157,18 +163,27 @@ def load_model(uri: str) -> tuple[ModelMeta, torch.nn.Module]:
         raise ArtifactError(f"{uri}: {WEIGHTS} is unreadable or does not fit the network {META} "
                             f"describes ({meta.arch}, {len(meta.classes)} classes, "
                             f"{meta.in_channels} input channels): {_brief(e)}") from None
-    return meta, model.eval()
+    return model.eval()
 
 
-def check_artifact(uri: str) -> ModelMeta:
-    """meta.json of the artifact at uri after verifying all of it (digests, weights fit the
-    network); a format-1 artifact passes with a warning, its class order unverifiable."""
-    meta, _ = load_model(uri)
+def load_model(uri: str) -> tuple[ModelMeta, torch.nn.Module]:
+    """The artifact's network with its weights, in eval mode, on the CPU; refused unless
+    weights.pt is the file meta.json was sealed with and fits the network it describes."""
+    meta, weights = read_artifact(uri)
+    return meta, model_from_weights(uri, meta, weights)
+
+
+def check_artifact(uri: str) -> tuple[ModelMeta, bytes]:
+    """The artifact's meta and weights after verifying all of it (digests, weights fit the
+    network), so a reader need not fetch them again; a format-1 artifact passes with a warning,
+    its class order unverifiable."""
+    meta, weights = read_artifact(uri)
+    model_from_weights(uri, meta, weights)
     if not meta.sealed:
         _log.warning("%s: %s predates sealed artifacts (format %d), so an edit of its class "
                      "order cannot be detected; re-train to get a sealed artifact",
                      uri, META, UNSEALED_FORMAT)
-    return meta
+    return meta, weights
 
 
 def _read_meta(uri: str) -> dict:

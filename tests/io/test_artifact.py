@@ -103,8 +103,9 @@ def test_unsealed_artifacts_load_with_a_warning_once_their_weights_fit(artifact,
                                                                       caplog):
     _unsealed(tmp_path / "model" / "meta.json")
     with caplog.at_level("WARNING", logger="fatlib.io.artifact"):
-        meta = check_artifact(artifact)
+        meta, weights = check_artifact(artifact)
     assert meta.classes == ["Bark", "Meow"] and not meta.sealed
+    assert weights == (tmp_path / "model" / "weights.pt").read_bytes()
     assert [r.getMessage() for r in caplog.records] == [
         f"{artifact}: meta.json predates sealed artifacts (format 1), so an edit of its class "
         "order cannot be detected; re-train to get a sealed artifact"]

@@ -81,6 +81,26 @@ def test_ensemble_is_the_mean_of_its_members(setup, ray_local, tmp_path):
                                atol=2e-6)
 
 
+def test_actors_score_with_the_weights_the_driver_verified(setup, ray_local, tmp_path,
+                                                           monkeypatch):
+    root, a, _ = setup
+    model = shutil.copytree(a, tmp_path / "model")
+    baseline = infer(InferConfig(models=(a,), data=str(root / "data"), out=str(tmp_path),
+                                 run_id="a", tta=1))
+    read_inputs = pipeline._input_rows
+
+    def overwritten_after_the_check(*args, **kwargs):
+        (model / "weights.pt").write_bytes(b"replaced while the job runs")
+        return read_inputs(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_input_rows", overwritten_after_the_check)
+    result = infer(InferConfig(models=(str(model),), data=str(root / "data"),
+                               out=str(tmp_path), run_id="copy", tta=1))
+    assert result.scored == baseline.scored == 8 and result.failed == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "copy" / "submission.csv"),
+                                  pd.read_csv(tmp_path / "a" / "submission.csv"))
+
+
 @pytest.mark.bad_input
 def test_mismatched_ensembles_and_fingerprints_are_refused(setup, ray_local, tmp_path):
     root, a, _ = setup

@@ -26,7 +26,7 @@ from fatlib.core.labels import LabelError, multi_hot
 from fatlib.core.metrics import lwlrap
 from fatlib.core.scoring import combine, tta_logits
 from fatlib.io import predictions, storage
-from fatlib.io.artifact import ModelMeta, check_artifact, load_model, model_artifacts
+from fatlib.io.artifact import ModelMeta, check_artifact, model_artifacts, model_from_weights
 from fatlib.io.clips import clip_log_mel
 from fatlib.io.dataset import (
     SUBMISSION_CSV,
@@ -61,7 +61,8 @@ def infer(cfg: InferConfig) -> InferResult:
     models = tuple(a for m in cfg.models for a in model_artifacts(storage.absolute(m)))
     cfg = replace(cfg, models=models, data=storage.absolute(cfg.data),
                   out=storage.absolute(cfg.out))
-    metas = _check_models(cfg)  # on the driver: a broken artifact never reaches an actor
+    checked = _check_models(cfg)  # on the driver: a broken artifact never reaches an actor
+    metas = [meta for meta, _ in checked]
     classes, mel = metas[0].classes, metas[0].mel
     run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if not _RUN_ID.match(run_id):
@@ -84,7 +85,7 @@ def infer(cfg: InferConfig) -> InferResult:
                            models=len(metas), tta=cfg.tta,
                            wall_seconds=time.perf_counter() - started, written=False)
     predictions.clear_run(run_dir)  # replacing a run: never visible half-replaced
-    results = _score(cfg, inputs.rows, metas, inputs.n_rows) if inputs.rows is not None else []
+    results = _score(cfg, inputs.rows, checked, inputs.n_rows) if inputs.rows is not None else []
     errors = sorted((r["fname"], r["error"]) for r in results if r["error"])
     good = sorted((r for r in results if not r["error"]), key=lambda r: r["fname"])
     fnames = [r["fname"] for r in good]
@@ -105,13 +106,13 @@ def infer(cfg: InferConfig) -> InferResult:
 class Scorer:
     """Ray Data actor: holds the models, scores batches of log-mels with TTA crops."""
 
-    def __init__(self, models: list[str], tta: int, how: str, threads: int) -> None:
+    def __init__(self, models: list[tuple[str, ModelMeta, ray.ObjectRef]], tta: int, how: str,
+                 threads: int) -> None:
         torch.set_num_threads(threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.models = []
-        for uri in models:
-            meta, model = load_model(uri)
-            model = model.to(self.device)
+        for uri, meta, weights in models:  # verified on the driver, fetched from Ray's store
+            model = model_from_weights(uri, meta, ray.get(weights)).to(self.device)
             if self.device.type == "cuda":
                 model = model.to(memory_format=torch.channels_last)
             self.models.append((meta, model))
@@ -136,24 +137,25 @@ class Scorer:
         return {"fname": batch["fname"], "scores": scores, "error": batch["error"]}
 
 
-def _check_models(cfg: InferConfig) -> list[ModelMeta]:
-    """Load every artifact's meta; refuse mixed vocabularies or fingerprints, bad settings."""
+def _check_models(cfg: InferConfig) -> list[tuple[ModelMeta, bytes]]:
+    """Every artifact's meta and verified weights; refuse mixed vocabularies or fingerprints,
+    bad settings."""
     if not cfg.models:
         raise InferenceError("no --model given")
     if cfg.tta < 1:
         raise InferenceError("--tta must be >= 1")
     if cfg.combine not in TTA_COMBINATIONS:
         raise InferenceError(f"--tta-combine must be one of {TTA_COMBINATIONS}")
-    metas = [check_artifact(uri) for uri in cfg.models]  # digests, and weights fit the network
-    first = metas[0]
-    for uri, meta in zip(cfg.models[1:], metas[1:], strict=True):
+    checked = [check_artifact(uri) for uri in cfg.models]  # digests, weights fit the network
+    first = checked[0][0]
+    for uri, (meta, _) in zip(cfg.models[1:], checked[1:], strict=True):
         if meta.classes != first.classes:
             raise InferenceError(f"{uri}: its classes differ from {cfg.models[0]}'s; "
                                  "an ensemble needs one vocabulary")
         if meta.mel.fingerprint != first.mel.fingerprint:
             raise InferenceError(f"{uri}: mel fingerprint {meta.mel.fingerprint} differs from "
                                  f"{cfg.models[0]}'s {first.mel.fingerprint}")
-    return metas
+    return checked
 
 
 @dataclass
@@ -254,15 +256,19 @@ def _not_done(batch: dict, done: list[str], n_mels: int) -> dict:
     return out
 
 
-def _score(cfg: InferConfig, rows: ray.data.Dataset, metas: list[ModelMeta],
+def _score(cfg: InferConfig, rows: ray.data.Dataset, checked: list[tuple[ModelMeta, bytes]],
            n_rows: int) -> list[dict]:
     """Run the actor pool over the rows; results come back to the driver (scores are small)."""
     workers = cfg.workers or default_workers(cfg.gpus_per_worker)  # set by infer()
     threads = max(1, int(cfg.cpus_per_worker))
+    # The weights the driver verified go to the actors through Ray's object store: one read
+    # of each artifact (an s3:// download) per job, not one per actor.
+    models = [(uri, meta, ray.put(weights))
+              for uri, (meta, weights) in zip(cfg.models, checked, strict=True)]
     with without_op_reservation():
         scored = rows.map_batches(
             Scorer,
-            fn_constructor_kwargs={"models": list(cfg.models), "tta": cfg.tta,
+            fn_constructor_kwargs={"models": models, "tta": cfg.tta,
                                    "how": cfg.combine, "threads": threads},
             batch_size=_batch_size(cfg.batch_size or _DEFAULT_BATCH[cfg.gpus_per_worker > 0],
                                    n_rows, workers),
