@@ -24,7 +24,7 @@ lint: venv
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12
 
 # The whole pipeline on fresh demo data: generate -> preprocess -> train -> infer.
 demo: venv
