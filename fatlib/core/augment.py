@@ -56,8 +56,28 @@ class SpecAugment:
                             self.max_time), y, w
 
 
+@dataclass(frozen=True)
+class FrequencyShift:
+    """Move each sample's spectrogram up or down the mel axis by a random whole number of bins.
+
+    Above ~1 kHz the mel scale is close to logarithmic, so a shift of k bins scales those
+    frequencies by a near-constant ratio: the change of pitch and formants between speakers
+    (vocal tract length perturbation, Jaitly & Hinton, 2013)."""
+
+    max_bins: int = 4
+    p: float = 1.0
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+                 rng: np.random.Generator) -> Batch:
+        """The shifted batch (or the batch unchanged, with probability 1 - p)."""
+        if not _applies(self.p, rng):
+            return x, y, w
+        return frequency_shift(x, rng, self.max_bins), y, w
+
+
 # Every augmentation a config can name; a new one is a class above and a line here.
-AUGMENTATIONS: dict[str, type] = {"mixup": Mixup, "specaugment": SpecAugment}
+AUGMENTATIONS: dict[str, type] = {"mixup": Mixup, "specaugment": SpecAugment,
+                                  "frequency_shift": FrequencyShift}
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,17 @@ def spec_augment(
         masks.append(torch.from_numpy(mask).to(x.device))
     bands, spans = masks  # one masked_fill for all masks: (B, 1, n_mels, 1) | (B, 1, 1, frames)
     return x.masked_fill(bands[:, None, :, None] | spans[:, None, None, :], 0.0)
+
+
+def frequency_shift(x: torch.Tensor, rng: np.random.Generator, max_bins: int) -> torch.Tensor:
+    """x with each sample moved by s ~ U{-max_bins..max_bins} mel bins (a new tensor): bin b
+    takes bin b - s; the bins left empty repeat the edge bin, as a spectrum beyond its band.
+
+    x: (batch, channels, n_mels, n_frames)."""
+    batch, channels, n_mels, n_frames = x.shape
+    shifts = torch.from_numpy(rng.integers(-max_bins, max_bins + 1, size=batch)).to(x.device)
+    source = (torch.arange(n_mels, device=x.device)[None, :] - shifts[:, None]).clamp(0, n_mels - 1)
+    return x.gather(2, source[:, None, :, None].expand(batch, channels, n_mels, n_frames))
 
 
 def _applies(p: float, rng: np.random.Generator) -> bool:

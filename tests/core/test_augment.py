@@ -1,10 +1,18 @@
-"""Augmentations: mixup and SpecAugment as transforms with a probability, composed by name."""
+"""Augmentations (mixup, SpecAugment, frequency shifts): transforms with a probability, by name."""
 
 import numpy as np
 import pytest
 import torch
 
-from fatlib.core.augment import Mixup, SpecAugment, compose, mixup, spec_augment
+from fatlib.core.augment import (
+    FrequencyShift,
+    Mixup,
+    SpecAugment,
+    compose,
+    frequency_shift,
+    mixup,
+    spec_augment,
+)
 
 
 def test_mixup_is_a_convex_blend_dominated_by_the_original():
@@ -28,6 +36,21 @@ def test_spec_augment_masks_whole_bands_and_spans():
     assert (x == 1).float().mean() > 0.5
 
 
+def test_frequency_shift_moves_each_sample_whole_along_the_mel_axis():
+    n_mels, frames = 32, 5
+    # Each mel bin holds its own index, so a shifted sample reads back its shift.
+    x = torch.arange(n_mels, dtype=torch.float32).view(1, 1, n_mels, 1).expand(64, 3, n_mels,
+                                                                              frames)
+    y, w = torch.eye(64), torch.ones(64)
+    shifted, sy, sw = FrequencyShift(max_bins=3)(x, y, w, np.random.default_rng(0))
+    assert shifted.shape == x.shape and torch.equal(sy, y) and torch.equal(sw, w)
+    shifts = n_mels // 2 - shifted[:, 0, n_mels // 2, 0]  # bin b takes bin b - s
+    assert set(shifts.long().tolist()) == {3, 2, 1, 0, -1, -2, -3}
+    for sample, s in zip(shifted, shifts.long().tolist(), strict=True):
+        expected = (torch.arange(n_mels) - s).clamp(0, n_mels - 1).float()  # edges repeat
+        assert torch.equal(sample, expected.view(1, n_mels, 1).expand(3, n_mels, frames))
+    again = frequency_shift(x, np.random.default_rng(0), 3)
+    assert torch.equal(again, shifted)  # seeded: the same generator, the same shifts
 
 
 def test_transforms_fire_with_their_probability():
@@ -40,8 +63,10 @@ def test_transforms_fire_with_their_probability():
 
 
 def test_compose_builds_transforms_by_name_and_refuses_unknown_ones():
-    pipeline = compose([("mixup", {"alpha": 0.2}), ("specaugment", {"max_time": 4})])
-    assert pipeline.transforms == (Mixup(alpha=0.2), SpecAugment(max_time=4))
+    pipeline = compose([("mixup", {"alpha": 0.2}), ("specaugment", {"max_time": 4}),
+                        ("frequency_shift", {"max_bins": 2})])
+    assert pipeline.transforms == (Mixup(alpha=0.2), SpecAugment(max_time=4),
+                                   FrequencyShift(max_bins=2))
     x, y, w = torch.ones(4, 1, 16, 16), torch.eye(4), torch.ones(4)
     assert pipeline(x, y, w, np.random.default_rng(0))[0].shape == x.shape
     with pytest.raises(ValueError, match="unknown augmentation 'cutout'"):

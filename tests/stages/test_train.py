@@ -189,6 +189,7 @@ def test_the_default_recipe_repeats_short_clips_and_the_seed_recipe_pads_silence
      ({"arch": "resnet50"}, "arch must be one of"),
      ({"resized_crop": 1.0}, "resized crop must be in"),
      ({"recipe": "seed", "resized_crop": 0.2}, "seed recipe has no.*resized crops"),
+     ({"recipe": "seed", "freq_shift": 4}, "seed recipe has no.*frequency shifts"),
      ({"recipe": "seed", "pad": "wrap"}, "seed recipe has no.*wrap padding")],
 )
 def test_bad_settings_are_named(features, tmp_path, kwargs, message):

@@ -57,6 +57,9 @@ class TrainConfig:
                                     "s / 2 (0: off)")
     mixup: float = option(0.0, "mixup alpha, Beta(alpha, alpha); 0 = off")
     specaugment: bool = option(False, "SpecAugment: two frequency and two time masks per crop")
+    freq_shift: int = option(0, "move each crop up or down the mel axis by up to this many "
+                             "bins, at random (speaker and pitch variation; 0: off)", minimum=0,
+                             metavar="BINS")
     arch: str = option("resnet18", "architecture from the model registry: resnet18, resnet34, "
                        "and their -timepool variants (a head that keeps time structure)")
     # "random" won on fsdd-fat's held-out speaker over 3 seeds (BENCHMARKS.md), so it is the
@@ -111,9 +114,10 @@ class TrainConfig:
             (self.recipe != "seed" or (self.mixup == 0 and not self.specaugment and not
                                        self.deltas and self.pad in (None, "silence") and
                                        self.noisy_smoothing == 0 and
-                                       self.resized_crop == 0),
-             "the seed recipe has no mixup, SpecAugment, deltas, wrap padding, resized crops "
-             "or soft targets"),
+                                       self.resized_crop == 0 and self.freq_shift == 0),
+             "the seed recipe has no mixup, SpecAugment, frequency shifts, deltas, wrap "
+             "padding, resized crops or soft targets"),
+            (self.freq_shift >= 0, "freq shift must be >= 0"),
             (0 <= self.resized_crop < 1, "resized crop must be in [0, 1)"),
             (0 <= self.noisy_smoothing <= 1, "noisy smoothing must be in [0, 1]"),
             (self.pad is None or self.pad in PADDINGS, f"pad must be one of {PADDINGS}"),
@@ -138,6 +142,8 @@ class TrainConfig:
             steps.append(("mixup", {"alpha": self.mixup}))
         if self.specaugment:
             steps.append(("specaugment", {}))
+        if self.freq_shift > 0:
+            steps.append(("frequency_shift", {"max_bins": self.freq_shift}))
         return steps
 
 
