@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 13's GPU figures in one call on a bare CUDA machine (no Ray installed, no network):
 #
-#   mkdir -p .gpu && cp ../shared/gpu/site.tar.xz ../shared/gpu/with-site.sh .gpu/
+#   mkdir -p .gpu && cp ../shared/gpu/site.tar.xz ../shared/gpu/with-site.sh .gpu/  # ignored:
+#   the device tool needs carry=[".gpu"]
 #   bash cluster/gpu-check.sh                 # from the project root; figures in $OUT
 #
 # Runs `jobs/benchmark.py train --device cuda` (the training stage's steady samples/s, the
