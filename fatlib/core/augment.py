@@ -10,7 +10,7 @@ from (name, parameters) pairs, so a config names its augmentations instead of co
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,44 +20,57 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
-class Mixup:
+class Transform:
+    """A batch augmentation that fires with probability p; subclasses say what it does."""
+
+    p: float = field(default=1.0, kw_only=True)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+                 rng: np.random.Generator) -> Batch:
+        """The transformed batch (or the batch unchanged, with probability 1 - p)."""
+        if not _applies(self.p, rng):
+            return x, y, w
+        return self.apply(x, y, w, rng)
+
+    def apply(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+              rng: np.random.Generator) -> Batch:
+        """The transformed batch."""
+        raise NotImplementedError(f"{type(self).__name__} does not define apply")
+
+
+@dataclass(frozen=True)
+class Mixup(Transform):
     """Blend inputs, targets and loss weights with a random partner, lambda ~ Beta(alpha, alpha).
 
     One lambda per sample, folded to >= 0.5 so the original sample stays the dominant one.
     """
 
     alpha: float = 0.4
-    p: float = 1.0
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
-                 rng: np.random.Generator) -> Batch:
-        """The mixed batch (or the batch unchanged, with probability 1 - p)."""
-        if not _applies(self.p, rng):
-            return x, y, w
+    def apply(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+              rng: np.random.Generator) -> Batch:
+        """The mixed batch."""
         return mixup(x, y, w, self.alpha, rng)
 
 
 @dataclass(frozen=True)
-class SpecAugment:
+class SpecAugment(Transform):
     """Zero random mel bands and time spans per sample (Park et al., 2019)."""
 
     n_freq_masks: int = 2
     max_freq: int = 16
     n_time_masks: int = 2
     max_time: int = 16
-    p: float = 1.0
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
-                 rng: np.random.Generator) -> Batch:
-        """The masked batch (or the batch unchanged, with probability 1 - p)."""
-        if not _applies(self.p, rng):
-            return x, y, w
+    def apply(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+              rng: np.random.Generator) -> Batch:
+        """The masked batch."""
         return spec_augment(x, rng, self.n_freq_masks, self.max_freq, self.n_time_masks,
                             self.max_time), y, w
 
 
 @dataclass(frozen=True)
-class FrequencyShift:
+class FrequencyShift(Transform):
     """Move each sample's spectrogram up or down the mel axis by a random whole number of bins.
 
     Above ~1 kHz the mel scale is close to logarithmic, so a shift of k bins scales those
@@ -65,18 +78,15 @@ class FrequencyShift:
     (vocal tract length perturbation, Jaitly & Hinton, 2013)."""
 
     max_bins: int = 4
-    p: float = 1.0
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
-                 rng: np.random.Generator) -> Batch:
-        """The shifted batch (or the batch unchanged, with probability 1 - p)."""
-        if not _applies(self.p, rng):
-            return x, y, w
+    def apply(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+              rng: np.random.Generator) -> Batch:
+        """The shifted batch."""
         return frequency_shift(x, rng, self.max_bins), y, w
 
 
 # Every augmentation a config can name; a new one is a class above and a line here.
-AUGMENTATIONS: dict[str, type] = {"mixup": Mixup, "specaugment": SpecAugment,
+AUGMENTATIONS: dict[str, type[Transform]] = {"mixup": Mixup, "specaugment": SpecAugment,
                                   "frequency_shift": FrequencyShift}
 
 
