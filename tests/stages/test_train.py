@@ -258,11 +258,12 @@ def test_every_recipe_option_trains_and_lands_in_the_artifact(features, tmp_path
     out = tmp_path / "options"
     train(_cfg(features, out, workers=1, epochs=1, arch="resnet18-timepool", pad="random",
                deltas=True, noisy="mix", noisy_smoothing=0.1, mixup=0.4, specaugment=True,
-               normalisation="clip"))
+               freq_shift=2, normalisation="clip"))
     meta = json.loads((out / "model" / "meta.json").read_text())
     assert meta["arch"] == "resnet18-timepool" and meta["in_channels"] == 3
     assert meta["normalisation"]["deltas"] is True
     assert meta["metrics"]["config"]["noisy_smoothing"] == 0.1
+    assert meta["metrics"]["config"]["freq_shift"] == 2
     _, model = load_model(str(out / "model"))
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 128, 50)).shape[1] == len(meta["classes"])
