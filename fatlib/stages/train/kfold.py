@@ -58,7 +58,9 @@ def train_folds(cfg: TrainConfig) -> KFoldResult:
     ensure_ray()
     todo = [k for k in range(cfg.n_folds) if not _finished(fold_dir(cfg.out, k))]
     share = _fold_config(cfg)
-    runs = [_train_fold.options(num_cpus=0.01).remote(
+    # The fold tasks only wait on their Ray Train runs, and all K start at once: holding any CPU
+    # (0.01 each) they took what the running fold's workers need (K = 5 on 2 CPUs hung).
+    runs = [_train_fold.options(num_cpus=0).remote(
         replace(share, fold=k, out=fold_dir(cfg.out, k), resume=has_run(fold_dir(cfg.out, k))))
         for k in todo]
     ray.get(runs)
