@@ -9,6 +9,7 @@ from (name, parameters) pairs, so a config names its augmentations instead of co
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
-class Transform:
+class Transform(ABC):
     """A batch augmentation that fires with probability p; subclasses say what it does."""
 
     p: float = field(default=1.0, kw_only=True)
@@ -32,10 +33,10 @@ class Transform:
             return x, y, w
         return self.apply(x, y, w, rng)
 
+    @abstractmethod
     def apply(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
               rng: np.random.Generator) -> Batch:
-        """The transformed batch."""
-        raise NotImplementedError(f"{type(self).__name__} does not define apply")
+        """The transformed batch (every augmentation says what it does here)."""
 
 
 @dataclass(frozen=True)
