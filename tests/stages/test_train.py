@@ -132,7 +132,8 @@ def test_global_normalisation_is_the_training_clips_db_mean_and_std(features, tm
 
 def test_stopped_run_continues_with_resume(features, tmp_path):
     out = tmp_path / "stopped"
-    cfg = _cfg(features, out, workers=1, epochs=2, max_failures=0, fail_after_epoch=1)
+    # With a weight average: the resumed run continues both the network and its average.
+    cfg = _cfg(features, out, workers=1, epochs=2, max_failures=0, fail_after_epoch=1, ema=1.0)
     with pytest.raises(Exception):  # noqa: B017 - the crash surfaces as Ray's own error type
         train(cfg)
     with pytest.raises(RunDirError, match="--resume"):
@@ -151,6 +152,15 @@ def test_stopped_run_continues_with_resume(features, tmp_path):
     assert reports.read_text().split() == ["1", "2"]
     norm = json.loads((out / "model" / "meta.json").read_text())["normalisation"]
     assert norm["mode"] == "color"  # the default input: the seed's colour mapping
+    # The exported model is the validated average, not the network the optimizer moved.
+    states = [torch.load(p, weights_only=False) for p in out.glob("checkpoint_*/state.pt")]
+    best = next(s for s in states if s["epoch"] == resumed.best_epoch)
+    steps = json.loads((out / "metrics.json").read_text())["steps_per_epoch"]
+    assert best["updates"] == best["epoch"] * steps  # one update per optimizer step
+    _, model = load_model(str(out / "model"))
+    exported = model.state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in best["model"].items())
+    assert not torch.equal(exported["fc.weight"], best["trained"]["fc.weight"])
 
 
 def test_seed_recipe_with_noisy_mix_writes_its_run_to_s3(features, s3_bucket):
@@ -190,6 +200,7 @@ def test_the_default_recipe_repeats_short_clips_and_the_seed_recipe_pads_silence
      ({"resized_crop": 1.0}, "resized crop must be in"),
      ({"recipe": "seed", "resized_crop": 0.2}, "seed recipe has no.*resized crops"),
      ({"recipe": "seed", "freq_shift": 4}, "seed recipe has no.*frequency shifts"),
+     ({"recipe": "seed", "ema": 2.0}, "seed recipe has no.*weight averaging"),
      ({"recipe": "seed", "pad": "wrap"}, "seed recipe has no.*wrap padding")],
 )
 def test_bad_settings_are_named(features, tmp_path, kwargs, message):

@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 import ray.train
 import torch
 
+from fatlib.core.averaging import WeightAverage
 from fatlib.core.inputs import Normalisation
 from fatlib.io import storage
 from fatlib.io.artifact import ModelMeta, save_artifact
@@ -53,30 +54,45 @@ def run_location(out: str) -> tuple[str, str]:
     return os.path.dirname(path), os.path.basename(path)
 
 
-def restore(model, optimizer, scheduler) -> tuple[int, list[dict]]:
+def restore(model, optimizer, scheduler, average: WeightAverage | None = None
+            ) -> tuple[int, list[dict]]:
     """Continue from the latest checkpoint when Ray Train hands one over (restart or resume):
     the epochs done and their history ((0, []) for a fresh run)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0, []
     state = _load_state(checkpoint)
-    unwrap(model).load_state_dict(state["model"])
+    # With a weight average, "model" holds the average (what was validated and is exported) and
+    # "trained" the network the optimizer moves.
+    unwrap(model).load_state_dict(state.get("trained", state["model"]))
+    if average is not None:
+        average.load_state_dict({"model": state["model"], "updates": state.get("updates", 0)}
+                                if "trained" in state else
+                                {"model": unwrap(model).state_dict(), "updates": 0})
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return state["epoch"], state["history"]
 
 
 def report_epoch(rank: int, model, optimizer, scheduler, history: list[dict],
-                 metrics: dict, valid: dict) -> None:
+                 metrics: dict, valid: dict, average: WeightAverage | None = None) -> None:
     """Every rank reports (a barrier); rank 0 attaches the checkpoint of this epoch, with the
-    validation fold's scores (valid: fname, scores) that become the run's out-of-fold scores."""
+    validation fold's scores (valid: fname, scores) that become the run's out-of-fold scores.
+
+    With a weight average, the average is the checkpoint's model (the network that was
+    validated, and the one exported) and the trained network is kept beside it for resuming.
+    """
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
+    state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "epoch": metrics["epoch"],
+             "history": history, "valid": valid}
+    if average is not None:
+        state |= {"trained": state["model"], "model": average.module.state_dict(),
+                  "updates": average.updates}
     with tempfile.TemporaryDirectory(prefix="fatlib-ckpt-") as folder:
-        torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": metrics["epoch"],
-                    "history": history, "valid": valid}, os.path.join(folder, STATE_FILE))
+        torch.save(state, os.path.join(folder, STATE_FILE))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 

@@ -60,6 +60,9 @@ class TrainConfig:
     freq_shift: int = option(0, "move each crop up or down the mel axis by up to this many "
                              "bins, at random (speaker and pitch variation; 0: off)", minimum=0,
                              metavar="BINS")
+    ema: float = option(0.0, "validate and export an exponential moving average of the weights "
+                        "spanning about this many epochs of steps (0: off)", minimum=0,
+                        metavar="EPOCHS")
     arch: str = option("resnet18", "architecture from the model registry: resnet18, resnet34, "
                        "and their -timepool variants (a head that keeps time structure)")
     # "random" won on fsdd-fat's held-out speaker over 3 seeds (BENCHMARKS.md), so it is the
@@ -113,11 +116,12 @@ class TrainConfig:
             (self.recipe in RECIPES, f"recipe must be one of {RECIPES}"),
             (self.recipe != "seed" or (self.mixup == 0 and not self.specaugment and not
                                        self.deltas and self.pad in (None, "silence") and
-                                       self.noisy_smoothing == 0 and
+                                       self.noisy_smoothing == 0 and self.ema == 0 and
                                        self.resized_crop == 0 and self.freq_shift == 0),
              "the seed recipe has no mixup, SpecAugment, frequency shifts, deltas, wrap "
-             "padding, resized crops or soft targets"),
+             "padding, resized crops, soft targets or weight averaging"),
             (self.freq_shift >= 0, "freq shift must be >= 0"),
+            (self.ema >= 0, "ema must be >= 0 epochs"),
             (0 <= self.resized_crop < 1, "resized crop must be in [0, 1)"),
             (0 <= self.noisy_smoothing <= 1, "noisy smoothing must be in [0, 1]"),
             (self.pad is None or self.pad in PADDINGS, f"pad must be one of {PADDINGS}"),

@@ -10,6 +10,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from fatlib.core.averaging import WeightAverage, ema_decay
 from fatlib.core.inputs import InputSpec, batch_stats, host_batch, to_device
 from fatlib.core.labels import multi_hot
 from fatlib.core.losses import clip_bce, weighted_bce
@@ -49,10 +50,12 @@ def train_loop_per_worker(config: dict) -> None:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    epoch_steps = steps_per_epoch(inputs.n_train, cfg.batch_size, world)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr,
-        total_steps=cfg.epochs * steps_per_epoch(inputs.n_train, cfg.batch_size, world))
-    start_epoch, history = restore(model, optimizer, scheduler)
+        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * epoch_steps)
+    average = (WeightAverage(unwrap(model), ema_decay(cfg.ema, epoch_steps))
+               if cfg.ema > 0 else None)
+    start_epoch, history = restore(model, optimizer, scheduler, average)
     # A restored run first replays its finished epochs' metrics (no checkpoints), so whoever
     # watches the reports from scratch - a Tune trial resumed after its job was killed - sees
     # the whole run, even when no epoch is left to train.
@@ -64,10 +67,11 @@ def train_loop_per_worker(config: dict) -> None:
         started = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch, rank])  # reproducible after a restart
         train_loss, samples = _train_epoch(model, optimizer, scheduler, train_shard, inputs,
-                                           rng, device)
+                                           rng, device, average)
         trained = time.perf_counter()
         fnames, scores, truth, valid_loss = validation_scores(
-            model, valid_shard, inputs, device, rank=rank, world=world)
+            model if average is None else average.module, valid_shard, inputs, device,
+            rank=rank, world=world)
         done = time.perf_counter()
         # train_time / samples is the stage's training throughput, validation apart.
         metrics = {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
@@ -76,7 +80,7 @@ def train_loop_per_worker(config: dict) -> None:
                    "valid_time": done - trained, "samples": samples}
         history.append(metrics)
         report_epoch(rank, model, optimizer, scheduler, history, metrics,
-                     valid={"fname": fnames, "scores": scores})
+                     valid={"fname": fnames, "scores": scores}, average=average)
         if rank == 0:
             print(format_history(history, header=epoch == start_epoch, last_only=True), flush=True)
         maybe_fail(cfg, epoch, rank, world)
@@ -126,7 +130,7 @@ def validation_scores(model, shard, inputs: WorkerInputs, device, *, rank: int, 
 
 
 def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng,
-                 device) -> tuple[float, int]:
+                 device, average: WeightAverage | None = None) -> tuple[float, int]:
     """One pass over this worker's shard: (mean training loss, samples) over all shards.
 
     Nothing in the loop waits for the device (the loss is summed there, read once at the end),
@@ -149,6 +153,8 @@ def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng,
         optimizer.step()
         if scheduler.last_epoch < scheduler.total_steps:
             scheduler.step()
+        if average is not None:
+            average.update(unwrap(model))
         total += loss.detach() * len(w)
         count += len(w)
     sums = torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=device)])
