@@ -220,6 +220,12 @@ def feature_columns(table: pa.Table, weight: float = 1.0) -> dict[str, np.ndarra
     return columns
 
 
+def has_split(root: str, split: str) -> bool:
+    """Whether the store holds this split, committed, with at least one clip."""
+    manifest = read_manifest(root) or {"splits": {}}
+    return manifest["splits"].get(split, {}).get("rows", 0) > 0
+
+
 def has_clip_stats(root: str, split: str) -> bool:
     """Whether a committed split's rows carry the CLIP_STATS columns (written since format 2)."""
     manifest = read_manifest(root) or {"splits": {}}

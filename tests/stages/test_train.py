@@ -20,6 +20,7 @@ from fatlib.io.feature_store import FeatureStoreError
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
 from fatlib.stages.runtime import ResourceError
+from fatlib.stages.train.checkpoints import read_oof
 from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.driver import train
 from fatlib.tools.synth import SynthConfig, generate_dataset
@@ -81,6 +82,10 @@ def test_artifact_holds_everything_inference_needs(drilled_run, features):
     assert norm["mode"] == "global" and norm["std"] > 1  # dB statistics of the training fold
     assert meta_doc["metrics"]["lwlrap"] == pytest.approx(result.best_lwlrap)
     assert meta_doc["metrics"]["best_epoch"] == result.best_epoch
+    # The default recipe trained on the noisy split too (this store has 20 noisy clips).
+    config = meta_doc["metrics"]["config"]
+    assert (config["noisy"], config["noisy_smoothing"], config["pad"]) == ("mix", 0.2, "random")
+    assert result.history[0]["samples"] > len(read_oof(str(out))) * 4  # > the 80 curated
     meta, model = load_model(str(out / "model"))
     with torch.no_grad():
         logits = model(torch.zeros(2, 1, 128, 64))
@@ -94,7 +99,6 @@ def test_the_reported_lwlrap_is_the_exported_models(drilled_run, features):
     from fatlib.core.metrics import lwlrap
     from fatlib.core.scoring import combine, tta_logits
     from fatlib.io.feature_store import read_split_table
-    from fatlib.stages.train.checkpoints import read_oof
 
     out, result = drilled_run  # 2 workers: each rank used to validate with its own BN stats
     meta, model = load_model(str(out / "model"))
@@ -189,6 +193,17 @@ def test_the_default_recipe_repeats_short_clips_and_the_seed_recipe_pads_silence
     assert TrainConfig(features="f", out="o").padding == "random"
     assert TrainConfig(features="f", out="o", recipe="seed").padding == "silence"
     assert TrainConfig(features="f", out="o", pad="wrap").padding == "wrap"
+
+
+def test_the_default_recipe_mixes_in_the_noisy_split_with_soft_targets():
+    default, seed = TrainConfig(features="f", out="o"), TrainConfig(features="f", out="o",
+                                                                     recipe="seed")
+    assert default.with_noisy(store_has_noisy=True).noisy == "mix"
+    assert default.with_noisy(store_has_noisy=False).noisy == "off"  # a store without one
+    assert default.smoothing == 0.2
+    assert seed.with_noisy(store_has_noisy=True).noisy == "off" and seed.smoothing == 0.0
+    chosen = TrainConfig(features="f", out="o", noisy="off", noisy_smoothing=0.0)
+    assert chosen.with_noisy(store_has_noisy=True).noisy == "off" and chosen.smoothing == 0.0
 
 
 @pytest.mark.bad_input

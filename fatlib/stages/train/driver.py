@@ -10,6 +10,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from fatlib.io import storage
+from fatlib.io.feature_store import has_split
 from fatlib.stages.runtime import (
     cluster_cpus,
     ensure_ray,
@@ -32,6 +33,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
     cfg = replace(cfg, features=storage.absolute(cfg.features), out=storage.absolute(cfg.out))
     cfg.check()
     check_run_dir(cfg)
+    cfg = cfg.with_noisy(has_split(cfg.features, "train_noisy"))
     inputs = training_inputs(cfg)
     ensure_ray()
     cpus = cfg.cpus_per_worker or worker_cpus(cfg.workers)

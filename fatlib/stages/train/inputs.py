@@ -55,7 +55,7 @@ def input_spec(cfg: TrainConfig, norm: Normalisation) -> InputSpec:
     """How the worker turns stored rows into batches: crop, scaling, named augmentations."""
     return InputSpec(n_mels=cfg.mel.n_mels, crop_frames=cfg.crop_frames, norm=norm,
                      augment=compose(cfg.augmentations()), pad=cfg.padding,
-                     noisy_smoothing=cfg.noisy_smoothing, resized_crop=cfg.resized_crop)
+                     noisy_smoothing=cfg.smoothing, resized_crop=cfg.resized_crop)
 
 
 def _read_labels(features: str, split: str, cfg: TrainConfig, classes: list[str]) -> dict:
