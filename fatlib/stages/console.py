@@ -95,7 +95,33 @@ def attach() -> str:
     global_worker_stdstream_dispatcher.remove_handler(_RAY_HANDLER)
     global_worker_stdstream_dispatcher.remove_handler(_OUR_HANDLER)
     global_worker_stdstream_dispatcher.add_handler(_OUR_HANDLER, _show_worker_stdout)
+    raylet_messages_to_log()
     return str(logs)
+
+
+def raylet_messages_to_log() -> None:
+    """The raylet's messages to drivers go to Ray's log records (the driver log file) instead
+    of the console, like Ray's other logs.
+
+    Ray prints them on stdout from its error-listener thread, bypassing the worker-output
+    printer: e.g. "N PYTHON worker processes have been started ... the maximum expected
+    startup concurrency" several times a run when --folds all starts K folds on 2 CPUs.
+    """
+    from ray._private import worker
+
+    if getattr(worker.print_to_stdstream, "fatlib_routed", False):
+        return
+    print_as_ray_does = worker.print_to_stdstream
+
+    def print_to_stdstream(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":
+            print_as_ray_does(data, ignore_prefix)
+            return
+        for line in data.get("lines", []):
+            logging.getLogger("ray").warning("raylet: %s", line)
+
+    print_to_stdstream.fatlib_routed = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = print_to_stdstream
 
 
 def settle(result: T) -> T:
