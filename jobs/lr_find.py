@@ -9,7 +9,7 @@ from fatlib.stages.train.config import TrainConfig
 # The sweep trains one fresh model in this process on curated clips with AdamW's defaults: the
 # training stage's run-directory, schedule, noisy-data and cluster flags do not apply.
 _NOT_SWEEP_FLAGS = ("out", "resume", "folds", "epochs", "lr", "weight_decay", "noisy",
-                    "noisy_weight",
+                    "noisy_weight", "noisy_smoothing", "ema",
                     "workers", "gpus_per_worker", "cpus_per_worker", "keep_checkpoints",
                     "max_failures", "valid_crops")
 
