@@ -65,9 +65,8 @@ def restore(model, optimizer, scheduler, average: WeightAverage | None = None
     # With a weight average, "model" holds the average (what was validated and is exported) and
     # "trained" the network the optimizer moves.
     unwrap(model).load_state_dict(state.get("trained", state["model"]))
-    if average is not None:
-        average.load_state_dict({"model": state["model"], "updates": state.get("updates", 0)}
-                                if "trained" in state else
+    if average is not None:  # a run that averages now but did not before starts afresh
+        average.load_state_dict(state if "trained" in state else
                                 {"model": unwrap(model).state_dict(), "updates": 0})
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -89,8 +88,7 @@ def report_epoch(rank: int, model, optimizer, scheduler, history: list[dict],
              "scheduler": scheduler.state_dict(), "epoch": metrics["epoch"],
              "history": history, "valid": valid}
     if average is not None:
-        state |= {"trained": state["model"], "model": average.module.state_dict(),
-                  "updates": average.updates}
+        state |= {"trained": state["model"], **average.state_dict()}  # its model and updates
     with tempfile.TemporaryDirectory(prefix="fatlib-ckpt-") as folder:
         torch.save(state, os.path.join(folder, STATE_FILE))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
