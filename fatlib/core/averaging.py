@@ -32,8 +32,6 @@ class WeightAverage:
         self.module = copy.deepcopy(model).eval()
         for parameter in self.module.parameters():
             parameter.requires_grad_(False)
-        self._followed: nn.Module | None = None
-        self._pairs: tuple[list, list, list, list] = ([], [], [], [])
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -42,23 +40,12 @@ class WeightAverage:
         # Warm-up (as timm's): the first steps weigh the fresh weights more, so the average is
         # not dominated by the random initialisation when the run is short.
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        mine, theirs, counters, their_counters = self._tensors(model)
-        torch._foreach_lerp_(mine, theirs, 1.0 - decay)
-        for counter, current in zip(counters, their_counters, strict=True):
-            counter.copy_(current)  # e.g. BatchNorm's num_batches_tracked
-
-    def _tensors(self, model: nn.Module) -> tuple[list, list, list, list]:
-        """(averaged floats, model floats, averaged counters, model counters), paired once per
-        model: the optimizer updates tensors in place, so the pairs stay valid every step."""
-        if self._followed is not model:
-            pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(),
-                             strict=True))
-            floats = [(a, m.detach()) for a, m in pairs if a.dtype.is_floating_point]
-            counters = [(a, m) for a, m in pairs if not a.dtype.is_floating_point]
-            self._pairs = ([a for a, _ in floats], [m for _, m in floats],
-                           [a for a, _ in counters], [m for _, m in counters])
-            self._followed = model
-        return self._pairs
+        for mine, current in zip(self.module.state_dict().values(), model.state_dict().values(),
+                                 strict=True):
+            if mine.dtype.is_floating_point:
+                mine.lerp_(current.detach(), 1.0 - decay)
+            else:  # counters such as BatchNorm's num_batches_tracked
+                mine.copy_(current)
 
     def state_dict(self) -> dict:
         """The averaged network's weights and the number of updates so far."""
