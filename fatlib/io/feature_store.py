@@ -220,20 +220,16 @@ def feature_columns(table: pa.Table, weight: float = 1.0) -> dict[str, np.ndarra
     return columns
 
 
-def _split_entry(root: str, split: str) -> dict:
-    """The manifest's record of a committed split ({} when the store or split is missing)."""
-    manifest = read_manifest(root) or {"splits": {}}
-    return manifest["splits"].get(split, {})
-
-
 def has_split(root: str, split: str) -> bool:
     """Whether the store holds this split, committed, with at least one clip."""
-    return _split_entry(root, split).get("rows", 0) > 0
+    manifest = read_manifest(root) or {"splits": {}}
+    return manifest["splits"].get(split, {}).get("rows", 0) > 0
 
 
 def has_clip_stats(root: str, split: str) -> bool:
     """Whether a committed split's rows carry the CLIP_STATS columns (written since format 2)."""
-    return bool(_split_entry(root, split).get("clip_stats", False))
+    manifest = read_manifest(root) or {"splits": {}}
+    return bool(manifest["splits"].get(split, {}).get("clip_stats", False))
 
 
 def require_fingerprint(manifest: dict, cfg: MelConfig, root: str) -> None:
