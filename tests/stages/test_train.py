@@ -140,6 +140,7 @@ def test_stopped_run_continues_with_resume(features, tmp_path):
     cfg = _cfg(features, out, workers=1, epochs=2, max_failures=0, fail_after_epoch=1, ema=1.0)
     with pytest.raises(Exception):  # noqa: B017 - the crash surfaces as Ray's own error type
         train(cfg)
+    [crashed] = [torch.load(p, weights_only=False) for p in out.glob("checkpoint_*/state.pt")]
     with pytest.raises(RunDirError, match="--resume"):
         train(replace(cfg, fail_after_epoch=None))
     reports = tmp_path / "reports.txt"
@@ -152,12 +153,15 @@ def test_stopped_run_continues_with_resume(features, tmp_path):
     resumed = train(replace(cfg, fail_after_epoch=None, resume=True),
                     callbacks=(RecordReports(),))
     assert [h["epoch"] for h in resumed.history] == [1, 2]
+    # Epoch 1 was continued from the crashed run's checkpoint, not trained again.
+    assert resumed.history[0] == crashed["history"][0]
     # The finished epoch is replayed first, so a resumed Tune trial sees the whole run.
     assert reports.read_text().split() == ["1", "2"]
     norm = json.loads((out / "model" / "meta.json").read_text())["normalisation"]
     assert norm["mode"] == "color"  # the default input: the seed's colour mapping
     # The exported model is the validated average, not the network the optimizer moved.
     states = [torch.load(p, weights_only=False) for p in out.glob("checkpoint_*/state.pt")]
+    assert sorted(s["epoch"] for s in states) == [1, 2]
     best = next(s for s in states if s["epoch"] == resumed.best_epoch)
     steps = json.loads((out / "metrics.json").read_text())["steps_per_epoch"]
     assert best["updates"] == best["epoch"] * steps  # one update per optimizer step

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -26,6 +27,8 @@ from fatlib.stages.train.config import RunDirError, TrainConfig, TrainResult
 STATE_FILE = "state.pt"
 OOF = "oof.parquet"  # the best epoch's validation scores: out-of-fold scores of a K-fold run
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "lwlrap", "time", "lr"]
+# Where Ray Train's controller records the checkpoints it has registered (what a resume sees).
+REGISTERED = "checkpoint_manager_snapshot.json"
 
 
 def check_run_dir(cfg: TrainConfig) -> None:
@@ -100,8 +103,27 @@ def maybe_fail(cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
         return
     marker = storage.join(cfg.out, ".fault-drill-done")
     if rank == world - 1 and not storage.exists(marker):
+        # The controller registers a reported checkpoint asynchronously: a worker that dies
+        # before then loses it, and the run restarts an epoch earlier (or from scratch), which
+        # is not the drill "crash after this epoch's checkpoint".
+        _await_registered(cfg.out, epoch + 1)
         storage.write_bytes(marker, b"1")
         os._exit(1)  # a hard crash, as a lost node looks to Ray Train
+
+
+def _await_registered(out: str, epoch: int, timeout: float = 60.0) -> None:
+    """Wait until Ray Train has registered the checkpoint of this epoch of the run in out."""
+    snapshot, deadline = storage.join(out, REGISTERED), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            latest = storage.read_json(snapshot).get("latest_checkpoint_result") or {}
+        except (OSError, ValueError):  # not written yet, or caught mid-write
+            latest = {}
+        if latest.get("metrics", {}).get("epoch", 0) >= epoch:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"fault drill: Ray Train did not register epoch {epoch}'s checkpoint "
+                       f"in {out} within {timeout:.0f} s")
 
 
 def export(cfg: TrainConfig, result, classes: list[str], norm: Normalisation,
