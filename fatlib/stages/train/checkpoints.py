@@ -18,6 +18,10 @@ import pyarrow.fs as pafs
 import ray.train
 import torch
 
+# Where Ray Train's controller records the checkpoints it has registered (what a resume sees);
+# Ray's own name, so a rename in Ray fails at import instead of stalling the fault drill.
+from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME as REGISTERED
+
 from fatlib.core.averaging import WeightAverage
 from fatlib.core.inputs import Normalisation
 from fatlib.io import storage
@@ -27,8 +31,6 @@ from fatlib.stages.train.config import RunDirError, TrainConfig, TrainResult
 STATE_FILE = "state.pt"
 OOF = "oof.parquet"  # the best epoch's validation scores: out-of-fold scores of a K-fold run
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "lwlrap", "time", "lr"]
-# Where Ray Train's controller records the checkpoints it has registered (what a resume sees).
-REGISTERED = "checkpoint_manager_snapshot.json"
 
 
 def check_run_dir(cfg: TrainConfig) -> None:
