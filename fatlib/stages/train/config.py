@@ -81,6 +81,9 @@ class TrainConfig:
                                  metavar="r")
     deltas: bool = option(False, "3 informative channels (log-mel, delta, delta-delta) instead "
                           "of copies")
+    centre_bands: bool = option(False, "subtract each crop's mean per mel bin over time (a "
+                                "per-window cepstral mean normalisation: removes a speaker's "
+                                "or microphone's fixed spectral colouring)")
     recipe: str = option("default", "'seed': the seed kernel's 3-channel per-clip uint8 input",
                          choices=RECIPES)
     # "color" (the seed's per-clip uint8 mapping) won on fsdd-fat's held-out speaker
@@ -123,9 +126,10 @@ class TrainConfig:
             (self.recipe != "seed" or (self.mixup == 0 and not self.specaugment and not
                                        self.deltas and self.pad in (None, "silence") and
                                        self.smoothing == 0 and self.ema == 0 and
-                                       self.resized_crop == 0 and self.freq_shift == 0),
-             "the seed recipe has no mixup, SpecAugment, frequency shifts, deltas, wrap "
-             "padding, resized crops, soft targets or weight averaging"),
+                                       self.resized_crop == 0 and self.freq_shift == 0 and
+                                       not self.centre_bands),
+             "the seed recipe has no mixup, SpecAugment, frequency shifts, deltas, band "
+             "centring, wrap padding, resized crops, soft targets or weight averaging"),
             (self.freq_shift >= 0, "freq shift must be >= 0"),
             (self.ema >= 0, "ema must be >= 0 epochs"),
             (0 <= self.resized_crop < 1, "resized crop must be in [0, 1)"),

@@ -77,7 +77,7 @@ def _normalisation(cfg: TrainConfig, curated: dict, valid_names: set) -> Normali
     """The seed's per-clip colour mapping, per-clip standardisation, or global dB mean/std."""
     if cfg.recipe == "seed" or cfg.normalisation in ("color", "clip"):
         return Normalisation(mode="color" if cfg.recipe == "seed" else cfg.normalisation,
-                             deltas=cfg.deltas)
+                             deltas=cfg.deltas, centre_bands=cfg.centre_bands)
     train_names = [f for f in curated["fname"] if f not in valid_names]
     if has_clip_stats(cfg.features, "train_curated"):
         # Exact over every training clip, from the stored per-clip stats (columns only): a clip
@@ -104,4 +104,4 @@ def _normalisation(cfg: TrainConfig, curated: dict, valid_names: set) -> Normali
     mean = total / count
     return Normalisation(mode="global", mean=float(mean),
                          std=float(np.sqrt(max(total_sq / count - mean**2, 1e-6))),
-                         deltas=cfg.deltas)
+                         deltas=cfg.deltas, centre_bands=cfg.centre_bands)
