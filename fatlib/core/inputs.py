@@ -133,10 +133,14 @@ def host_batch(batch: dict, spec: InputSpec, classes: Sequence[str], rng: np.ran
     crops = torch.empty((len(frames), spec.n_mels, spec.crop_frames), dtype=torch.float16,
                         pin_memory=pin)
     spans = resized_spans(len(frames), spec.crop_frames, spec.resized_crop, rng)
-    crop_rows(batch["logmel"], frames, random_starts(frames, spec.crop_frames if spans is None
-                                                     else spans, rng),
-              spec.n_mels, spec.crop_frames, stats[:, 2], out=crops.numpy(),
-              wrap=_wrapped(spec.pad, len(frames), rng), spans=spans)
+    starts = random_starts(frames, spec.crop_frames if spans is None else spans, rng)
+    wrap = _wrapped(spec.pad, len(frames), rng)
+    # A repeated clip starts at a random point of itself: clips of exactly the crop's length
+    # (fsdd-fat's, FAT2019's shortest: preprocessing pads to 2 s) would otherwise always open
+    # at their onset.
+    phases = None if wrap is None else rng.integers(0, 1 << 30, len(frames))
+    crop_rows(batch["logmel"], frames, starts, spec.n_mels, spec.crop_frames, stats[:, 2],
+              out=crops.numpy(), wrap=wrap, spans=spans, phases=phases)
     targets = torch.from_numpy(soft_targets(multi_hot(batch["labels"], classes),
                                             batch.get("noisy"), spec.noisy_smoothing))
     weights = torch.from_numpy(np.asarray(batch["weight"], dtype=np.float32))
@@ -211,27 +215,40 @@ def with_stats(batch: dict, n_mels: int) -> dict:
 def crop_rows(logmels: Sequence[bytes], n_frames: Sequence[int], starts: Sequence[int],
               n_mels: int, crop: int, floors: Sequence[float],
               out: np.ndarray | None = None, wrap: np.ndarray | None = None,
-              spans: np.ndarray | None = None) -> np.ndarray:
+              spans: np.ndarray | None = None,
+              phases: np.ndarray | None = None) -> np.ndarray:
     """(B, n_mels, crop) float16 windows sliced from float16 log-mel bytes; a clip shorter than
     the window sits at -start, padded with its floor (its minimum dB: what the seed's
-    zero-padded audio turns into) or, where wrap is true, repeated on both sides. With spans,
-    window i covers spans[i] frames and is resized in time to crop frames."""
+    zero-padded audio turns into). Where wrap is true, a clip whose audible part (`audible`)
+    is shorter than the window is that part repeated instead, placed as the clip would be and
+    moved on by phases[i] frames. With spans, window i covers spans[i] frames and is resized in
+    time to crop frames."""
     if out is None:
         out = np.empty((len(starts), n_mels, crop), dtype=np.float16)
     for i, (data, frames, start) in enumerate(zip(logmels, n_frames, starts, strict=True)):
         clip = np.frombuffer(data, dtype="<f2").reshape(n_mels, int(frames))
         span = crop if spans is None else int(spans[i])
         window = out[i] if span == crop else np.empty((n_mels, span), dtype=np.float16)
-        if frames >= span:
+        first, end = audible(clip, floors[i]) if wrap is not None and wrap[i] else (0, 0)
+        if 0 < end - first < span:
+            offset = start + (0 if phases is None else int(phases[i]))
+            window[:] = clip[:, first + (np.arange(span) + offset) % (end - first)]
+        elif frames >= span:
             window[:] = clip[:, start : start + span]
-        elif wrap is not None and wrap[i]:
-            window[:] = clip[:, (np.arange(span) + start) % clip.shape[1]]
         else:
             window[:] = floors[i]
             window[:, -start : -start + clip.shape[1]] = clip
         if span != crop:
             out[i] = resize_time(window, crop)
     return out
+
+
+def audible(clip: np.ndarray, floor: float) -> tuple[int, int]:
+    """[first, end) frames of a log-mel (n_mels, frames) between its first and last frame
+    louder than its floor in some band: the clip without the silence that preprocessing's
+    padding to min_seconds put around it; (0, 0) when the whole clip is at the floor."""
+    loud = np.flatnonzero(clip.max(axis=0) > floor)
+    return (int(loud[0]), int(loud[-1]) + 1) if loud.size else (0, 0)
 
 
 def resized_spans(n: int, crop: int, scale: float, rng: np.random.Generator) -> np.ndarray | None:

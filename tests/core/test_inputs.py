@@ -10,6 +10,7 @@ from fatlib.core.features import CLIP_STATS, clip_stats, encode_logmel
 from fatlib.core.inputs import (
     InputSpec,
     Normalisation,
+    audible,
     batch_stats,
     crop_rows,
     host_batch,
@@ -194,6 +195,20 @@ def test_wrap_padding_repeats_a_short_clip_instead_of_silence():
     assert (silent[0, :, :3] == -80).all()
     np.testing.assert_array_equal(wrapped[0, 0], [3, 4, 5, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 0])
     np.testing.assert_array_equal(wrapped[0, :, 3:9], clip)  # the clip where silence would put it
+    # A clip padded to the crop's length by preprocessing (silence around a short sound): the
+    # sound alone is repeated, from a random point of it, the padding never.
+    padded = np.full((2, 16), -80.0, dtype=np.float16)
+    padded[:, 6:10] = [[1, 2, 3, 4], [5, 6, 7, 8]]
+    data = [encode_logmel(padded)] * 2
+    assert audible(padded, -80.0) == (6, 10) and audible(np.full((2, 4), -80.0), -80.0) == (0, 0)
+    out = crop_rows(data, [16, 16], [0, 0], 2, 16, [-80.0] * 2, wrap=np.array([True, False]),
+                    phases=np.array([5, 5]))
+    np.testing.assert_array_equal(out[0, 0], [2, 3, 4, 1] * 4)  # phase 5 = 1 mod 4
+    np.testing.assert_array_equal(out[1], padded)  # not wrapped: the stored clip as it is
+    spec = InputSpec(2, 16, Normalisation("global", -40.0, 10.0), pad="wrap")
+    rows = {"logmel": data * 4, "n_frames": [16] * 8, "labels": [["a"]] * 8, "weight": [1.0] * 8}
+    crops = host_batch(rows, spec, ["a"], np.random.default_rng(0)).crops.numpy()
+    assert (crops > -80).all() and len({tuple(c[0, :4]) for c in crops}) > 1  # phases vary
     classes = ["a", "b", "c"]
     spec = InputSpec(8, 64, Normalisation("clip"), pad="random")
     host = host_batch(_rows([40, 16, 5], classes), spec, classes, np.random.default_rng(0))
@@ -249,6 +264,21 @@ def test_delta_channels_are_the_crop_and_its_derivatives():
     assert x.shape == (3, 3, 8, 16) and spec.norm.channels == 3
     torch.testing.assert_close(x[:, 1], time_delta(x[:, 0], 1))
     torch.testing.assert_close(x[:, 2], time_delta(x[:, 0], 2))
+
+
+def test_band_centring_removes_a_fixed_spectral_colouring():
+    rng = np.random.default_rng(0)
+    db = rng.normal(-40, 10, size=(2, 8, 30)).astype(np.float32)
+    colour = rng.normal(0, 6, size=(1, 8, 1)).astype(np.float32)  # a speaker's / mic's tilt
+    norm = Normalisation("global", mean=-40.0, std=10.0, centre_bands=True)
+    stats = torch.from_numpy(np.stack([clip_stats(x) for x in db]))
+    plain = norm.apply(torch.from_numpy(db), stats)
+    coloured = norm.apply(torch.from_numpy(db + colour), stats)
+    torch.testing.assert_close(plain, coloured, atol=1e-4, rtol=0)  # the colouring is gone
+    assert plain.mean(dim=-1).abs().max() < 1e-5  # every band of every window sits at 0
+    uncentred = Normalisation("global", mean=-40.0, std=10.0).apply(torch.from_numpy(db), stats)
+    torch.testing.assert_close(plain, uncentred - uncentred.mean(dim=-1, keepdim=True))
+    assert norm.to_dict()["centre_bands"] is True and norm.channels == 1
 
 
 def test_soft_targets_touch_only_noisy_rows_and_stay_in_0_1():
