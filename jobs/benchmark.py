@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     inf.add_argument("--tta", default="1,8", help="TTA crop counts, comma-separated (with "
                                                   "--device: the first)")
     tta = add("tta", "test lwlrap per TTA crop count and combination")
-    tta.add_argument("--model", required=True, help="model artifact")
+    tta.add_argument("--model", required=True, help="model artifact, or a training or K-fold "
+                     "run directory (its ensemble, as jobs/infer.py scores it)")
     tta.add_argument("--features", required=True, help="feature store holding the split")
     tta.add_argument("--split", default="test")
     tta.add_argument("--truth", default=None, help="test_truth.csv (else the split's labels)")

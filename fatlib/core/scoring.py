@@ -18,6 +18,10 @@ from fatlib.core.inputs import Normalisation, crop_rows, tta_starts
 
 # Windows per forward: a GPU takes large batches; on a CPU small ones stay in cache.
 _CHUNK = {"cuda": 1024, "cpu": 32}
+# Fewest clips whose statistics `standardise_classes` trusts: below it a class's mean and
+# spread over the clips are mostly the few clips' own labels, not a bias of the domain.
+MIN_STANDARDISED_CLIPS = 32
+_LOGIT_EPS = 1e-6  # keeps saturated probabilities finite as logits
 
 
 def tta_logits(
@@ -65,3 +69,16 @@ def combine(logits: torch.Tensor, how: str = TTA_COMBINATIONS[0]) -> np.ndarray:
     if how == "mean_logit":
         return torch.sigmoid(logits.mean(dim=1)).numpy()
     raise ValueError(f"unknown combination {how!r}; choose from {TTA_COMBINATIONS}")
+
+
+def standardise_classes(scores: np.ndarray) -> np.ndarray:
+    """Scores (n_models, n_clips, n_classes) in [0, 1] -> (n_clips, n_classes) in (0, 1): each
+    model's logits standardised per class over the clips, averaged over the models, sigmoid."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), _LOGIT_EPS, 1 - _LOGIT_EPS)
+    logits = np.log(p) - np.log1p(-p)
+    # A new speaker or microphone lifts or lowers whole classes for every clip; per class over
+    # the clips, that bias is the mean and the spread, and a clip's ranking of its own labels
+    # (what lwlrap scores) is freed of it. A class scored alike on every clip stays at 0.
+    spread = logits.std(axis=1, keepdims=True)
+    z = (logits - logits.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+    return (1 / (1 + np.exp(-z.mean(axis=0)))).astype(np.float32)

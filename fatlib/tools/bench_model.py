@@ -125,18 +125,24 @@ def _ray_training_steps(config: dict) -> None:
 
 @dataclass
 class TtaBench:
-    """Test lwlrap per number of TTA crops and per way of combining them."""
+    """Test lwlrap per number of TTA crops and per way of combining them, as scored and with
+    each class standardised over the clips (`jobs/infer.py --standardise-classes`)."""
 
     n_clips: int
+    n_models: int
     lwlrap: dict[tuple[int, str], float]  # (n_crops, combination) -> lwlrap
+    standardised: dict[tuple[int, str], float]  # the same with --standardise-classes
 
     def format(self) -> str:
-        """A table: one row per crop count, one column per combination."""
-        lines = [f"{self.n_clips} clips; lwlrap by TTA crops (rows) and combination (columns)",
-                 f"{'crops':>5}  " + "  ".join(f"{c:>12}" for c in TTA_COMBINATIONS)]
-        for n in sorted({n for n, _ in self.lwlrap}):
-            lines.append(f"{n:>5}  " + "  ".join(f"{self.lwlrap[(n, c)]:>12.4f}"
-                                                 for c in TTA_COMBINATIONS))
+        """Two tables: one row per crop count, one column per combination."""
+        lines = [f"{self.n_clips} clips, {self.n_models} model(s); lwlrap by TTA crops (rows) "
+                 "and combination (columns)"]
+        for title, table in (("as scored", self.lwlrap),
+                             ("classes standardised over the clips", self.standardised)):
+            lines += [title, f"{'crops':>5}  " + "  ".join(f"{c:>12}" for c in TTA_COMBINATIONS)]
+            for n in sorted({n for n, _ in table}):
+                lines.append(f"{n:>5}  " + "  ".join(f"{table[(n, c)]:>12.4f}"
+                                                     for c in TTA_COMBINATIONS))
         return "\n".join(lines)
 
 
@@ -144,17 +150,19 @@ def bench_tta(
     model_uri: str, features: str, truth_csv: str | None = None, split: str = "test",
     crops: tuple[int, ...] = (1, 2, 4, 8),
 ) -> TtaBench:
-    """lwlrap of one model on a feature split for each TTA crop count and combination."""
+    """lwlrap of a model (or a run's fold ensemble, as inference averages it) on a feature
+    split for each TTA crop count and combination, as scored and class-standardised."""
     from fatlib.core.inputs import batch_stats
     from fatlib.core.labels import multi_hot
     from fatlib.core.metrics import lwlrap
-    from fatlib.core.scoring import combine, tta_logits
-    from fatlib.io.artifact import load_model
+    from fatlib.core.scoring import combine, standardise_classes, tta_logits
+    from fatlib.io.artifact import load_model, model_artifacts
     from fatlib.io.dataset import read_truth
     from fatlib.io.feature_store import feature_columns, read_split_table
 
-    meta, model = load_model(model_uri)
-    columns = feature_columns(read_split_table(features, split, meta.mel))
+    models = [load_model(uri) for uri in model_artifacts(model_uri)]
+    mel = models[0][0].mel
+    columns = feature_columns(read_split_table(features, split, mel))
     if truth_csv:
         labels = read_truth(truth_csv)
         if labels is None:
@@ -163,15 +171,19 @@ def bench_tta(
         labels = dict(zip(columns["fname"], columns["labels"], strict=True))
     keep = np.array([bool(labels.get(f)) for f in columns["fname"]])
     rows = {name: values[keep] for name, values in columns.items()}
-    truth = multi_hot([labels[f] for f in rows["fname"]], meta.classes)
-    stats = batch_stats(rows, meta.mel.n_mels)
-    results = {}
+    truth = multi_hot([labels[f] for f in rows["fname"]], models[0][0].classes)
+    stats = batch_stats(rows, mel.n_mels)
+    results, standardised = {}, {}
     for n in crops:
-        logits = tta_logits(model, rows["logmel"], rows["n_frames"], stats, meta.normalisation,
-                            meta.mel.n_mels, meta.crop_frames, n, torch.device("cpu"))
+        logits = [tta_logits(model, rows["logmel"], rows["n_frames"], stats, meta.normalisation,
+                             mel.n_mels, meta.crop_frames, n, torch.device("cpu"))
+                  for meta, model in models]
         for how in TTA_COMBINATIONS:
-            results[(n, how)] = lwlrap(truth, combine(logits, how))
-    return TtaBench(n_clips=len(rows["fname"]), lwlrap=results)
+            each = np.stack([combine(x, how) for x in logits])
+            results[(n, how)] = lwlrap(truth, each.mean(axis=0))
+            standardised[(n, how)] = lwlrap(truth, standardise_classes(each))
+    return TtaBench(n_clips=len(rows["fname"]), n_models=len(models), lwlrap=results,
+                    standardised=standardised)
 
 
 @dataclass

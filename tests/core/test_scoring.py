@@ -7,7 +7,7 @@ import torch
 from fatlib.core.features import clip_stats, encode_logmel
 from fatlib.core.inputs import Normalisation
 from fatlib.core.models import build_model
-from fatlib.core.scoring import combine, tta_logits
+from fatlib.core.scoring import combine, standardise_classes, tta_logits
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +55,25 @@ def test_combinations():
     np.testing.assert_allclose(combine(logits, "mean_logit"), torch.sigmoid(logits.mean(1)))
     with pytest.raises(ValueError, match="unknown combination"):
         combine(logits, "median")
+
+
+def test_standardised_classes_lose_a_bias_on_whole_classes():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 40, 5))  # 2 models, 40 clips, 5 classes
+    # A new domain lifts class 0 and squeezes class 3 for every clip, differently per model.
+    shifted = logits.copy()
+    shifted[:, :, 0] += [[3.0], [1.0]]
+    shifted[:, :, 3] *= 0.2
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    plain, biased = standardise_classes(sigmoid(logits)), standardise_classes(sigmoid(shifted))
+    np.testing.assert_allclose(plain, biased, atol=1e-5)
+    assert plain.shape == (40, 5) and plain.dtype == np.float32
+    assert 0 < plain.min() and plain.max() < 1
+    # Each model's classes sit at logit mean 0, std 1; the models' z-scores are averaged.
+    z = (logits - logits.mean(1, keepdims=True)) / logits.std(1, keepdims=True)
+    np.testing.assert_allclose(plain, sigmoid(z.mean(0)), atol=1e-5)
+    # Saturated probabilities stay finite; a class scored alike everywhere sits at 0.5.
+    edge = np.stack([np.tile([[1.0, 0.0, 0.3]], (4, 1)), np.tile([[1.0, 0.0, 0.3]], (4, 1))])
+    edge[:, 0, 2] = 0.9
+    out = standardise_classes(edge)
+    assert np.isfinite(out).all() and np.allclose(out[:, :2], 0.5)

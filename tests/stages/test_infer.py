@@ -15,6 +15,7 @@ from fatlib.core.cli import run_job
 from fatlib.core.config import MelConfig
 from fatlib.core.inputs import Normalisation
 from fatlib.core.models import build_model
+from fatlib.core.scoring import standardise_classes
 from fatlib.io import storage
 from fatlib.io.artifact import ArtifactError, ModelMeta, save_artifact
 from fatlib.io.feature_store import FeatureStoreError
@@ -79,6 +80,26 @@ def test_ensemble_is_the_mean_of_its_members(setup, ray_local, tmp_path):
     both, only_a, only_b = run((a, b), "ab"), run((a,), "a"), run((b,), "b")
     np.testing.assert_allclose(both.to_numpy(), (only_a.to_numpy() + only_b.to_numpy()) / 2,
                                atol=2e-6)
+
+
+def test_standardised_classes_are_each_members_logits_standardised_over_the_run(
+        setup, ray_local, tmp_path, monkeypatch):
+    root, a, b = setup
+
+    def run(models, run_id, **options):
+        infer(InferConfig(models=models, data=str(root / "data"), out=str(tmp_path),
+                          run_id=run_id, tta=1, **options))
+        return pd.read_csv(tmp_path / run_id / "submission.csv").set_index("fname").sort_index()
+
+    with pytest.raises(InferenceError, match="needs at least 32 clips in a run, this one has 8"):
+        run((a, b), "refused", standardise_classes=True)
+    assert not (tmp_path / "refused").exists()  # refused before anything was scored or written
+    monkeypatch.setattr(pipeline, "MIN_STANDARDISED_CLIPS", 4)  # the 8-clip test split
+    both = run((a, b), "std", standardise_classes=True)
+    members = np.stack([run((m,), name).to_numpy() for m, name in ((a, "a"), (b, "b"))])
+    np.testing.assert_allclose(both.to_numpy(), standardise_classes(members), atol=1e-5)
+    doc = json.loads((tmp_path / "std" / "_SUCCESS").read_text())
+    assert doc["standardise_classes"] is True
 
 
 def test_actors_score_with_the_weights_the_driver_verified(setup, ray_local, tmp_path,

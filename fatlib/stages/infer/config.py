@@ -28,6 +28,11 @@ class InferConfig:
     tta: int = option(4, "crops per clip (1: one centred crop)", minimum=1)
     combine: str = option(TTA_COMBINATIONS[0], "how a clip's crop scores become one score per "
                           "class", flag="tta-combine", choices=TTA_COMBINATIONS)
+    standardise_classes: bool = option(
+        False, "scores from each class's logits standardised over this run's clips (per "
+        "model, then averaged): removes the bias a new domain (speaker, microphone) puts on "
+        "whole classes; a clip's scores then depend on the clips scored with it, and a run "
+        "needs at least 32 clips")
     workers: int | None = option(None, "scoring actors", default_text="as many as the cluster's "
                                  "GPUs hold at --gpus-per-worker, else one per CPU", minimum=1)
     gpus_per_worker: float = option(0.0, "GPUs per scoring actor", minimum=0)

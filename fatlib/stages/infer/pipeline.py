@@ -24,7 +24,12 @@ from fatlib.core.features import CLIP_STATS, clip_stats, encode_logmel
 from fatlib.core.inputs import batch_stats, with_stats
 from fatlib.core.labels import LabelError, multi_hot
 from fatlib.core.metrics import lwlrap
-from fatlib.core.scoring import combine, tta_logits
+from fatlib.core.scoring import (
+    MIN_STANDARDISED_CLIPS,
+    combine,
+    standardise_classes,
+    tta_logits,
+)
 from fatlib.io import predictions, storage
 from fatlib.io.artifact import ModelMeta, check_artifact, model_artifacts, model_from_weights
 from fatlib.io.clips import clip_log_mel
@@ -84,12 +89,17 @@ def infer(cfg: InferConfig) -> InferResult:
                            skipped=inputs.skipped, known_failures=inputs.known_failures,
                            models=len(metas), tta=cfg.tta,
                            wall_seconds=time.perf_counter() - started, written=False)
+    if cfg.standardise_classes:
+        _check_standardisable(inputs.n_rows)
     predictions.clear_run(run_dir)  # replacing a run: never visible half-replaced
     results = _score(cfg, inputs.rows, checked, inputs.n_rows) if inputs.rows is not None else []
     errors = sorted((r["fname"], r["error"]) for r in results if r["error"])
     good = sorted((r for r in results if not r["error"]), key=lambda r: r["fname"])
     fnames = [r["fname"] for r in good]
     scores = np.stack([r["scores"] for r in good]) if good else np.zeros((0, len(classes)))
+    if cfg.standardise_classes:
+        _check_standardisable(len(good), failed=len(errors))
+        scores = standardise_classes(np.stack([r["model_scores"] for r in good], axis=1))
     score = _lwlrap(fnames, scores, inputs.truth, classes)
     predictions.write_outputs(run_dir, fnames, scores, classes, errors, inputs.versions)
     result = InferResult(run_id=run_id, run_dir=run_dir, scored=len(good), failed=len(errors),
@@ -107,7 +117,7 @@ class Scorer:
     """Ray Data actor: holds the models, scores batches of log-mels with TTA crops."""
 
     def __init__(self, models: list[tuple[str, ModelMeta, ray.ObjectRef]], tta: int, how: str,
-                 threads: int) -> None:
+                 threads: int, per_model: bool = False) -> None:
         torch.set_num_threads(threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.models = []
@@ -116,25 +126,28 @@ class Scorer:
             if self.device.type == "cuda":
                 model = model.to(memory_format=torch.channels_last)
             self.models.append((meta, model))
-        self.tta, self.how = tta, how
+        self.tta, self.how, self.per_model = tta, how, per_model
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """(fname, logmel, n_frames, clip stats, error) rows -> (fname, scores (n, C), error)."""
+        """(fname, logmel, n_frames, clip stats, error) rows -> (fname, scores (n, C), error),
+        plus each model's scores (n, n_models, C) as model_scores when per_model is set."""
         n_classes = len(self.models[0][0].classes)
-        scores = np.full((len(batch["fname"]), n_classes), np.nan, dtype=np.float32)
+        each = np.full((len(batch["fname"]), len(self.models), n_classes), np.nan,
+                       dtype=np.float32)
         ok = np.flatnonzero(batch["error"] == "")
         if len(ok):
             rows = {key: value[ok] for key, value in batch.items()}
             n_mels = self.models[0][0].mel.n_mels
             stats = batch_stats(rows, n_mels)
-            total = np.zeros((len(ok), n_classes), dtype=np.float64)
-            for meta, model in self.models:
+            for m, (meta, model) in enumerate(self.models):
                 logits = tta_logits(model, rows["logmel"], rows["n_frames"], stats,
                                     meta.normalisation, n_mels, meta.crop_frames, self.tta,
                                     self.device)
-                total += combine(logits, self.how)
-            scores[ok] = total / len(self.models)  # fold ensembles: the mean probability
-        return {"fname": batch["fname"], "scores": scores, "error": batch["error"]}
+                each[ok, m] = combine(logits, self.how)
+        out = {"fname": batch["fname"], "error": batch["error"],
+               # fold ensembles: the mean probability, summed in float64 as before
+               "scores": each.mean(axis=1, dtype=np.float64).astype(np.float32)}
+        return {**out, "model_scores": each} if self.per_model else out
 
 
 def _check_models(cfg: InferConfig) -> list[tuple[ModelMeta, bytes]]:
@@ -269,7 +282,8 @@ def _score(cfg: InferConfig, rows: ray.data.Dataset, checked: list[tuple[ModelMe
         scored = rows.map_batches(
             Scorer,
             fn_constructor_kwargs={"models": models, "tta": cfg.tta,
-                                   "how": cfg.combine, "threads": threads},
+                                   "how": cfg.combine, "threads": threads,
+                                   "per_model": cfg.standardise_classes},
             batch_size=_batch_size(cfg.batch_size or _DEFAULT_BATCH[cfg.gpus_per_worker > 0],
                                    n_rows, workers),
             batch_format="numpy",
@@ -278,6 +292,15 @@ def _score(cfg: InferConfig, rows: ray.data.Dataset, checked: list[tuple[ModelMe
             num_gpus=cfg.gpus_per_worker,
         )
         return scored.take_all()
+
+
+def _check_standardisable(n_clips: int, failed: int = 0) -> None:
+    """InferenceError unless a run has enough clips for --standardise-classes."""
+    if n_clips < MIN_STANDARDISED_CLIPS:
+        lost = f" ({failed} failed)" if failed else ""
+        raise InferenceError(
+            f"--standardise-classes needs at least {MIN_STANDARDISED_CLIPS} clips in a run, "
+            f"this one has {n_clips}{lost}: score them with more clips, or without it")
 
 
 def default_workers(gpus_per_worker: float) -> int:
@@ -327,6 +350,7 @@ def _success_doc(cfg: InferConfig, metas: list[ModelMeta], result: InferResult) 
         "classes": len(metas[0].classes),
         "tta": cfg.tta,
         "combine": cfg.combine,
+        "standardise_classes": cfg.standardise_classes,
         "scored": result.scored,
         "failed": result.failed,
         "skipped_already_scored": result.skipped,
