@@ -84,7 +84,7 @@ def test_artifact_holds_everything_inference_needs(drilled_run, features):
     assert meta_doc["metrics"]["best_epoch"] == result.best_epoch
     # The default recipe trained on the noisy split too (this store has 20 noisy clips).
     config = meta_doc["metrics"]["config"]
-    assert (config["noisy"], config["noisy_smoothing"], config["pad"]) == ("mix", 0.2, "random")
+    assert (config["noisy"], config["noisy_smoothing"], config["pad"]) == ("mix", 0.2, "silence")
     assert result.history[0]["samples"] > len(read_oof(str(out))) * 4  # > the 80 curated
     meta, model = load_model(str(out / "model"))
     with torch.no_grad():
@@ -193,10 +193,10 @@ def test_other_fingerprint_is_refused_before_training(features, tmp_path):
         train(_cfg(str(other), tmp_path / "run"))
 
 
-def test_the_default_recipe_repeats_short_clips_and_the_seed_recipe_pads_silence():
-    assert TrainConfig(features="f", out="o").padding == "random"
-    assert TrainConfig(features="f", out="o", recipe="seed").padding == "silence"
-    assert TrainConfig(features="f", out="o", pad="wrap").padding == "wrap"
+def test_both_recipes_pad_short_clips_with_silence_unless_asked():
+    assert TrainConfig(features="f", out="o").pad == "silence"
+    assert TrainConfig(features="f", out="o", recipe="seed").pad == "silence"
+    assert TrainConfig(features="f", out="o", pad="wrap").pad == "wrap"
 
 
 def test_the_default_recipe_mixes_in_the_noisy_split_with_soft_targets():

@@ -180,7 +180,7 @@ def _load_state(checkpoint: ray.train.Checkpoint) -> dict:
 
 def _config_dict(cfg: TrainConfig) -> dict:
     """The run's settings, JSON-ready (the mel config is in the artifact already)."""
-    d = asdict(replace(cfg, fail_after_epoch=None, resume=False, pad=cfg.padding,
+    d = asdict(replace(cfg, fail_after_epoch=None, resume=False,
                        noisy_smoothing=cfg.smoothing))
     d.pop("mel")
     return json.loads(json.dumps(d))

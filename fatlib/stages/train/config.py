@@ -71,11 +71,11 @@ class TrainConfig:
                         metavar="EPOCHS")
     arch: str = option("resnet18", "architecture from the model registry: resnet18, resnet34, "
                        "and their -timepool variants (a head that keeps time structure)")
-    # "random" won on fsdd-fat's held-out speaker over 3 seeds (BENCHMARKS.md), so it is the
-    # default recipe's; the seed recipe pads with silence.
-    pad: str | None = option(None, "short clips in training crops: padded with their silence "
-                             "floor, repeated (wrap), or either at random per sample",
-                             choices=PADDINGS, default_text="random; silence with --recipe seed")
+    # Silence, as the seed: repeating a clip's audible part (wrap) lost on fsdd-fat's held-out
+    # speaker (2 seeds, -0.046; BENCHMARKS.md, session 8).
+    pad: str = option("silence", "short clips in training crops: padded with their silence "
+                      "floor, their audible part repeated (wrap), or either at random per "
+                      "sample", choices=PADDINGS)
     resized_crop: float = option(0.0, "random resized crops in time: a crop spans crop x "
                                  "U(1 - r, 1 + r) frames, stretched to crop (0: off)",
                                  metavar="r")
@@ -124,7 +124,7 @@ class TrainConfig:
             (self.arch in models, f"arch must be one of {models}"),
             (self.recipe in RECIPES, f"recipe must be one of {RECIPES}"),
             (self.recipe != "seed" or (self.mixup == 0 and not self.specaugment and not
-                                       self.deltas and self.pad in (None, "silence") and
+                                       self.deltas and self.pad == "silence" and
                                        self.smoothing == 0 and self.ema == 0 and
                                        self.resized_crop == 0 and self.freq_shift == 0 and
                                        not self.centre_bands),
@@ -134,7 +134,7 @@ class TrainConfig:
             (self.ema >= 0, "ema must be >= 0 epochs"),
             (0 <= self.resized_crop < 1, "resized crop must be in [0, 1)"),
             (0 <= self.smoothing <= 1, "noisy smoothing must be in [0, 1]"),
-            (self.pad is None or self.pad in PADDINGS, f"pad must be one of {PADDINGS}"),
+            (self.pad in PADDINGS, f"pad must be one of {PADDINGS}"),
             (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
             (self.valid_crops >= 1, "valid crops must be >= 1"),
             (self.normalisation in NORMALISATIONS,
@@ -143,11 +143,6 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-
-    @property
-    def padding(self) -> str:
-        """How training crops fill out short clips: --pad, else the recipe's."""
-        return self.pad or ("silence" if self.recipe == "seed" else "random")
 
     @property
     def smoothing(self) -> float:

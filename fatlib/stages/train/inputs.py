@@ -54,7 +54,7 @@ def training_inputs(cfg: TrainConfig) -> TrainingInputs:
 def input_spec(cfg: TrainConfig, norm: Normalisation) -> InputSpec:
     """How the worker turns stored rows into batches: crop, scaling, named augmentations."""
     return InputSpec(n_mels=cfg.mel.n_mels, crop_frames=cfg.crop_frames, norm=norm,
-                     augment=compose(cfg.augmentations()), pad=cfg.padding,
+                     augment=compose(cfg.augmentations()), pad=cfg.pad,
                      noisy_smoothing=cfg.smoothing, resized_crop=cfg.resized_crop)
 
 
