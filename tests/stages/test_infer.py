@@ -95,7 +95,10 @@ def test_standardised_classes_are_each_members_logits_standardised_over_the_run(
         run((a, b), "refused", standardise_classes=True)
     assert not (tmp_path / "refused").exists()  # refused before anything was scored or written
     monkeypatch.setattr(pipeline, "MIN_STANDARDISED_CLIPS", 4)  # the 8-clip test split
-    both = run((a, b), "std", standardise_classes=True)
+    result = infer(InferConfig(models=(a, b), data=str(root / "data"), out=str(tmp_path),
+                               run_id="std", tta=1, standardise_classes=True))
+    assert "classes standardised over the run" in result.summary()
+    both = pd.read_csv(tmp_path / "std" / "submission.csv").set_index("fname").sort_index()
     members = np.stack([run((m,), name).to_numpy() for m, name in ((a, "a"), (b, "b"))])
     np.testing.assert_allclose(both.to_numpy(), standardise_classes(members), atol=1e-5)
     doc = json.loads((tmp_path / "std" / "_SUCCESS").read_text())

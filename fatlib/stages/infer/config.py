@@ -69,6 +69,7 @@ class InferResult:
     errors: list[tuple[str, str]] = field(default_factory=list)
     written: bool = True  # False: incremental run with nothing new, no run directory
     known_failures: int = 0  # clips that failed before on the same file, not retried
+    standardised: bool = False  # scores standardised per class over the run's clips
 
     @property
     def submission(self) -> str:
@@ -87,7 +88,9 @@ class InferResult:
         extra += [f"{self.skipped} already scored"] if self.skipped else []
         extra += known
         parts.append(f" ({', '.join(extra)})" if extra else "")
-        parts.append(f" with {self.models} model(s) x TTA {self.tta} in {self.wall_seconds:.1f} s")
+        parts.append(f" with {self.models} model(s) x TTA {self.tta}")
+        parts.append(", classes standardised over the run" if self.standardised else "")
+        parts.append(f" in {self.wall_seconds:.1f} s")
         if self.lwlrap is not None:
             parts.append(f"; lwlrap {self.lwlrap:.4f}")
         parts.append(f"; submission: {self.submission}")

@@ -106,7 +106,7 @@ def infer(cfg: InferConfig) -> InferResult:
                          skipped=inputs.skipped, known_failures=inputs.known_failures,
                          models=len(metas), tta=cfg.tta,
                          wall_seconds=time.perf_counter() - started, lwlrap=score,
-                         errors=errors)
+                         errors=errors, standardised=cfg.standardise_classes)
     predictions.mark_success(run_dir, _success_doc(cfg, metas, result))
     if cfg.incremental:  # fold this run in now, so the next run with nothing new writes nothing
         predictions.update_ledger(cfg.out)
