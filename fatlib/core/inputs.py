@@ -67,15 +67,10 @@ class Normalisation:
 
     def apply(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
         """Normalised crops: x (B, n_mels, frames) dB of clips whose whole-clip stats are
-        stats (B, 4) = (mean, std, min, max); equal to cropping `clip`'s output (then
-        `centre` when centre_bands is set), on any device."""
+        stats (B, 4) = (mean, std, min, max); equal to cropping `clip`'s output (then, with
+        centre_bands, each mel bin minus its mean over the window), on any device."""
         x = self._scale(x, stats)
-        return self.centre(x) if self.centre_bands else x
-
-    @staticmethod
-    def centre(x: torch.Tensor) -> torch.Tensor:
-        """Windows (..., n_mels, frames) minus each mel bin's mean over the window's frames."""
-        return x.sub_(x.mean(dim=-1, keepdim=True))
+        return x.sub_(x.mean(dim=-1, keepdim=True)) if self.centre_bands else x
 
     def _scale(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
         """The per-clip affine (or uint8) map of `apply`, before any band centring."""

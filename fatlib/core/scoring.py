@@ -71,6 +71,14 @@ def combine(logits: torch.Tensor, how: str = TTA_COMBINATIONS[0]) -> np.ndarray:
     raise ValueError(f"unknown combination {how!r}; choose from {TTA_COMBINATIONS}")
 
 
+def ensemble(scores: np.ndarray, standardise: bool = False) -> np.ndarray:
+    """Members' scores (n_models, n_clips, n_classes) -> (n_clips, n_classes): their mean
+    probability, or with standardise, `standardise_classes`."""
+    if standardise:
+        return standardise_classes(scores)
+    return np.asarray(scores).mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
 def standardise_classes(scores: np.ndarray) -> np.ndarray:
     """Scores (n_models, n_clips, n_classes) in [0, 1] -> (n_clips, n_classes) in (0, 1): each
     model's logits standardised per class over the clips, averaged over the models, sigmoid."""

@@ -155,7 +155,7 @@ def bench_tta(
     from fatlib.core.inputs import batch_stats
     from fatlib.core.labels import multi_hot
     from fatlib.core.metrics import lwlrap
-    from fatlib.core.scoring import combine, standardise_classes, tta_logits
+    from fatlib.core.scoring import combine, ensemble, tta_logits
     from fatlib.io.artifact import load_model, model_artifacts
     from fatlib.io.dataset import read_truth
     from fatlib.io.feature_store import feature_columns, read_split_table
@@ -180,8 +180,8 @@ def bench_tta(
                   for meta, model in models]
         for how in TTA_COMBINATIONS:
             each = np.stack([combine(x, how) for x in logits])
-            results[(n, how)] = lwlrap(truth, each.mean(axis=0))
-            standardised[(n, how)] = lwlrap(truth, standardise_classes(each))
+            results[(n, how)] = lwlrap(truth, ensemble(each))
+            standardised[(n, how)] = lwlrap(truth, ensemble(each, standardise=True))
     return TtaBench(n_clips=len(rows["fname"]), n_models=len(models), lwlrap=results,
                     standardised=standardised)
 

@@ -27,7 +27,7 @@ from fatlib.core.metrics import lwlrap
 from fatlib.core.scoring import (
     MIN_STANDARDISED_CLIPS,
     combine,
-    standardise_classes,
+    ensemble,
     tta_logits,
 )
 from fatlib.io import predictions, storage
@@ -96,10 +96,10 @@ def infer(cfg: InferConfig) -> InferResult:
     errors = sorted((r["fname"], r["error"]) for r in results if r["error"])
     good = sorted((r for r in results if not r["error"]), key=lambda r: r["fname"])
     fnames = [r["fname"] for r in good]
-    scores = np.stack([r["scores"] for r in good]) if good else np.zeros((0, len(classes)))
     if cfg.standardise_classes:
         _check_standardisable(len(good), failed=len(errors))
-        scores = standardise_classes(np.stack([r["model_scores"] for r in good], axis=1))
+    scores = (ensemble(np.stack([r["scores"] for r in good], axis=1), cfg.standardise_classes)
+              if good else np.zeros((0, len(classes)), dtype=np.float32))
     score = _lwlrap(fnames, scores, inputs.truth, classes)
     predictions.write_outputs(run_dir, fnames, scores, classes, errors, inputs.versions)
     result = InferResult(run_id=run_id, run_dir=run_dir, scored=len(good), failed=len(errors),
@@ -117,7 +117,7 @@ class Scorer:
     """Ray Data actor: holds the models, scores batches of log-mels with TTA crops."""
 
     def __init__(self, models: list[tuple[str, ModelMeta, ray.ObjectRef]], tta: int, how: str,
-                 threads: int, per_model: bool = False) -> None:
+                 threads: int) -> None:
         torch.set_num_threads(threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.models = []
@@ -126,11 +126,11 @@ class Scorer:
             if self.device.type == "cuda":
                 model = model.to(memory_format=torch.channels_last)
             self.models.append((meta, model))
-        self.tta, self.how, self.per_model = tta, how, per_model
+        self.tta, self.how = tta, how
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """(fname, logmel, n_frames, clip stats, error) rows -> (fname, scores (n, C), error),
-        plus each model's scores (n, n_models, C) as model_scores when per_model is set."""
+        """(fname, logmel, n_frames, clip stats, error) rows -> (fname, each model's scores
+        (n, n_models, C), error); the driver combines the members over the whole run."""
         n_classes = len(self.models[0][0].classes)
         each = np.full((len(batch["fname"]), len(self.models), n_classes), np.nan,
                        dtype=np.float32)
@@ -144,10 +144,7 @@ class Scorer:
                                     meta.normalisation, n_mels, meta.crop_frames, self.tta,
                                     self.device)
                 each[ok, m] = combine(logits, self.how)
-        out = {"fname": batch["fname"], "error": batch["error"],
-               # fold ensembles: the mean probability, summed in float64 as before
-               "scores": each.mean(axis=1, dtype=np.float64).astype(np.float32)}
-        return {**out, "model_scores": each} if self.per_model else out
+        return {"fname": batch["fname"], "scores": each, "error": batch["error"]}
 
 
 def _check_models(cfg: InferConfig) -> list[tuple[ModelMeta, bytes]]:
@@ -282,8 +279,7 @@ def _score(cfg: InferConfig, rows: ray.data.Dataset, checked: list[tuple[ModelMe
         scored = rows.map_batches(
             Scorer,
             fn_constructor_kwargs={"models": models, "tta": cfg.tta,
-                                   "how": cfg.combine, "threads": threads,
-                                   "per_model": cfg.standardise_classes},
+                                   "how": cfg.combine, "threads": threads},
             batch_size=_batch_size(cfg.batch_size or _DEFAULT_BATCH[cfg.gpus_per_worker > 0],
                                    n_rows, workers),
             batch_format="numpy",
