@@ -14,7 +14,7 @@ import torch
 
 from fatlib.core.config import ConfigError
 from fatlib.core.inputs import training_batch
-from fatlib.core.losses import weighted_bce
+from fatlib.core.losses import weighted_loss
 from fatlib.core.models import build_model
 from fatlib.io.feature_store import feature_columns, read_split_table
 from fatlib.stages.lr_find.config import LRFinderResult, SweepSettings
@@ -31,6 +31,7 @@ def lr_range_test(
     steps: int = 100,
     beta: float = 0.98,
     diverge: float = 4.0,
+    loss: str = "bce",
 ) -> LRFinderResult:
     """Train for `steps` batches with LR growing from start to end; the model is restored after.
 
@@ -48,14 +49,14 @@ def lr_range_test(
         for step, (lr, (x, y, w)) in enumerate(zip(schedule, batches, strict=False)):
             for group in optimizer.param_groups:
                 group["lr"] = float(lr)
-            loss = weighted_bce(model(x), y, w)
+            batch_loss = weighted_loss(model(x), y, w, loss)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss.backward()
             optimizer.step()
-            average = beta * average + (1 - beta) * loss.item()
+            average = beta * average + (1 - beta) * batch_loss.item()
             value = average / (1 - beta ** (step + 1))  # bias-corrected moving average
             lrs.append(float(lr))
-            losses.append(loss.item())
+            losses.append(batch_loss.item())
             smoothed.append(value)
             best = min(best, value)
             if not np.isfinite(value) or (step > 0 and value > diverge * best):
@@ -89,7 +90,8 @@ def find_lr(cfg: TrainConfig, sweep: SweepSettings = SweepSettings()) -> LRFinde
     spec = input_spec(cfg, inputs.norm)
     batches = (training_batch(b, spec, inputs.classes, rng)
                for b in _cycle(rows, cfg.batch_size, rng))
-    return lr_range_test(model, batches, start=sweep.start, end=sweep.end, steps=sweep.steps)
+    return lr_range_test(model, batches, start=sweep.start, end=sweep.end, steps=sweep.steps,
+                         loss=cfg.loss)
 
 
 def _training_rows(cfg: TrainConfig, valid_names: set[str]) -> dict[str, np.ndarray]:
