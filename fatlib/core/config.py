@@ -26,8 +26,6 @@ TTA_COMBINATIONS = ("mean_sigmoid", "max_sigmoid", "mean_logit")  # crop scores 
 # How a training crop longer than its clip is filled: the clip's silence floor (the seed),
 # the clip repeated, or either at random per sample. Validation and inference pad with silence.
 PADDINGS = ("silence", "wrap", "random")
-# The training loss: per-class binary cross-entropy (the seed), or a softmax over classes.
-LOSSES = ("bce", "softmax")
 
 
 class ConfigError(UserError, ValueError):

@@ -132,7 +132,7 @@ def _fake_store(root: Path, splits: dict[str, int]) -> str:
 def _step_alone(device: torch.device, batch: int, channels: int, steps: int = 30) -> float:
     """Samples/s of the ResNet-18 train step on inputs already on the device (bf16 autocast
     and channels_last on a GPU, as the stage runs)."""
-    from fatlib.core.losses import weighted_loss
+    from fatlib.core.losses import weighted_bce
     from fatlib.core.models import build_model
 
     cuda = device.type == "cuda"
@@ -149,7 +149,7 @@ def _step_alone(device: torch.device, batch: int, channels: int, steps: int = 30
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             logits = model(x)
         optimizer.zero_grad(set_to_none=True)
-        weighted_loss(logits, y, w).backward()
+        weighted_bce(logits, y, w).backward()
         optimizer.step()
 
     return _rate(step, batch, steps if cuda else 3, device)

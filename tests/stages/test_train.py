@@ -221,8 +221,7 @@ def test_the_default_recipe_mixes_in_the_noisy_split_with_soft_targets():
      ({"recipe": "seed", "freq_shift": 4}, "seed recipe has no.*frequency shifts"),
      ({"recipe": "seed", "ema": 2.0}, "seed recipe has no.*weight averaging"),
      ({"recipe": "seed", "pad": "wrap"}, "seed recipe has no.*wrap padding"),
-     ({"recipe": "seed", "centre_bands": True}, "seed recipe has no.*band centring"),
-     ({"recipe": "seed", "loss": "softmax"}, "seed recipe has no.*softmax loss")],
+     ({"recipe": "seed", "centre_bands": True}, "seed recipe has no.*band centring")],
 )
 def test_bad_settings_are_named(features, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -290,13 +289,12 @@ def test_every_recipe_option_trains_and_lands_in_the_artifact(features, tmp_path
     out = tmp_path / "options"
     train(_cfg(features, out, workers=1, epochs=1, arch="resnet18-timepool", pad="random",
                deltas=True, noisy="mix", noisy_smoothing=0.1, mixup=0.4, specaugment=True,
-               freq_shift=2, normalisation="clip", centre_bands=True, loss="softmax"))
+               freq_shift=2, normalisation="clip", centre_bands=True))
     meta = json.loads((out / "model" / "meta.json").read_text())
     assert meta["arch"] == "resnet18-timepool" and meta["in_channels"] == 3
     assert meta["normalisation"]["deltas"] is True and meta["normalisation"]["centre_bands"]
     assert meta["metrics"]["config"]["noisy_smoothing"] == 0.1
     assert meta["metrics"]["config"]["freq_shift"] == 2
-    assert meta["metrics"]["config"]["loss"] == "softmax"
     _, model = load_model(str(out / "model"))
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 128, 50)).shape[1] == len(meta["classes"])

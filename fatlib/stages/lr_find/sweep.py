@@ -14,7 +14,7 @@ import torch
 
 from fatlib.core.config import ConfigError
 from fatlib.core.inputs import training_batch
-from fatlib.core.losses import weighted_loss
+from fatlib.core.losses import weighted_bce
 from fatlib.core.models import build_model
 from fatlib.io.feature_store import feature_columns, read_split_table
 from fatlib.stages.lr_find.config import LRFinderResult, SweepSettings
@@ -31,7 +31,6 @@ def lr_range_test(
     steps: int = 100,
     beta: float = 0.98,
     diverge: float = 4.0,
-    loss: str = "bce",
 ) -> LRFinderResult:
     """Train for `steps` batches with LR growing from start to end; the model is restored after.
 
@@ -49,14 +48,14 @@ def lr_range_test(
         for step, (lr, (x, y, w)) in enumerate(zip(schedule, batches, strict=False)):
             for group in optimizer.param_groups:
                 group["lr"] = float(lr)
-            batch_loss = weighted_loss(model(x), y, w, loss)
+            loss = weighted_bce(model(x), y, w)
             optimizer.zero_grad(set_to_none=True)
-            batch_loss.backward()
+            loss.backward()
             optimizer.step()
-            average = beta * average + (1 - beta) * batch_loss.item()
+            average = beta * average + (1 - beta) * loss.item()
             value = average / (1 - beta ** (step + 1))  # bias-corrected moving average
             lrs.append(float(lr))
-            losses.append(batch_loss.item())
+            losses.append(loss.item())
             smoothed.append(value)
             best = min(best, value)
             if not np.isfinite(value) or (step > 0 and value > diverge * best):
@@ -90,8 +89,7 @@ def find_lr(cfg: TrainConfig, sweep: SweepSettings = SweepSettings()) -> LRFinde
     spec = input_spec(cfg, inputs.norm)
     batches = (training_batch(b, spec, inputs.classes, rng)
                for b in _cycle(rows, cfg.batch_size, rng))
-    return lr_range_test(model, batches, start=sweep.start, end=sweep.end, steps=sweep.steps,
-                         loss=cfg.loss)
+    return lr_range_test(model, batches, start=sweep.start, end=sweep.end, steps=sweep.steps)
 
 
 def _training_rows(cfg: TrainConfig, valid_names: set[str]) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, replace
 
 from fatlib.core.cli import option
-from fatlib.core.config import LOSSES, NORMALISATIONS, PADDINGS, ConfigError, MelConfig
+from fatlib.core.config import NORMALISATIONS, PADDINGS, ConfigError, MelConfig
 from fatlib.core.errors import UserError
 
 RECIPES = ("default", "seed")
@@ -84,10 +84,6 @@ class TrainConfig:
     centre_bands: bool = option(False, "subtract each crop's mean per mel bin over time (a "
                                 "per-window cepstral mean normalisation: removes a speaker's "
                                 "or microphone's fixed spectral colouring)")
-    loss: str = option("bce", "training loss: binary cross-entropy per class (the seed), or "
-                       "cross-entropy of a softmax over classes against the clip's labels "
-                       "sharing one unit (ranks a clip's labels above its other classes)",
-                       choices=LOSSES)
     recipe: str = option("default", "'seed': the seed kernel's 3-channel per-clip uint8 input",
                          choices=RECIPES)
     # "color" (the seed's per-clip uint8 mapping) won on fsdd-fat's held-out speaker
@@ -131,11 +127,9 @@ class TrainConfig:
                                        self.deltas and self.pad == "silence" and
                                        self.smoothing == 0 and self.ema == 0 and
                                        self.resized_crop == 0 and self.freq_shift == 0 and
-                                       not self.centre_bands and self.loss == "bce"),
+                                       not self.centre_bands),
              "the seed recipe has no mixup, SpecAugment, frequency shifts, deltas, band "
-             "centring, wrap padding, resized crops, soft targets, weight averaging or softmax "
-             "loss"),
-            (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
+             "centring, wrap padding, resized crops, soft targets or weight averaging"),
             (self.freq_shift >= 0, "freq shift must be >= 0"),
             (self.ema >= 0, "ema must be >= 0 epochs"),
             (0 <= self.resized_crop < 1, "resized crop must be in [0, 1)"),

@@ -13,7 +13,7 @@ import torch
 from fatlib.core.averaging import WeightAverage, ema_decay
 from fatlib.core.inputs import InputSpec, batch_stats, host_batch, to_device
 from fatlib.core.labels import multi_hot
-from fatlib.core.losses import clip_loss, weighted_loss
+from fatlib.core.losses import clip_bce, weighted_bce
 from fatlib.core.metrics import lwlrap
 from fatlib.core.models import build_model
 from fatlib.core.scoring import combine, tta_logits
@@ -114,7 +114,7 @@ def validation_scores(model, shard, inputs: WorkerInputs, device, *, rank: int, 
         logits = tta_logits(net, rows["logmel"], rows["n_frames"], batch_stats(rows, spec.n_mels),
                             spec.norm, spec.n_mels, spec.crop_frames, cfg.valid_crops, device)
         y = torch.from_numpy(multi_hot(rows["labels"], inputs.classes))
-        losses.append(clip_loss(logits, y[:, None, :].expand_as(logits), cfg.loss))
+        losses.append(clip_bce(logits, y[:, None, :].expand_as(logits)))
         scores.append(combine(logits))
         truth.append(y.numpy())
     parts = [(np.concatenate(scores), np.concatenate(truth), torch.cat(losses).numpy(),
@@ -147,7 +147,7 @@ def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng,
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             logits = model(x)
-        loss = weighted_loss(logits, y, w, inputs.cfg.loss)
+        loss = weighted_bce(logits, y, w)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
