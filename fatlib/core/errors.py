@@ -3,9 +3,14 @@ and the redaction every printed location goes through."""
 
 import re
 
-# scheme://[userinfo@]host/path[?query]: the userinfo and the query are what may hold secrets.
-_URI = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/@'\"]*@)?"
-                  r"(?P<rest>[^\s?'\"]*)(?P<query>\?[^\s'\"]*)?")
+# scheme:// and the run of characters after it up to white space. Everything up to its last '@'
+# is taken for userinfo: a secret may hold '/', '?' or '#' (AWS secrets hold '/'), so no URI
+# grammar can tell where it ends, and a key with an '@' in its name is shown cut (hidden too
+# much, never a secret shown).
+_URI = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<rest>\S*)")
+# Punctuation a message puts after a location ("s3://b/x: not found", "'s3://b/x'").
+_TRAILING = re.compile(r"[:'\")\]},;.]*$")
+HIDDEN = "***"
 
 
 class UserError(Exception):
@@ -13,9 +18,21 @@ class UserError(Exception):
 
 
 def redact(text: str) -> str:
-    """text with every URI's userinfo and query string removed (they may carry secrets)."""
-    def strip(m: re.Match) -> str:
-        query = m.group("query") or ""
-        return m.group("scheme") + m.group("rest") + (":" if query.endswith(":") else "")
+    """text with every URI's userinfo and query string (which may carry secrets) replaced by
+    ***, and a host whose "port" is no number (key:secret without the '@') as well."""
+    return _URI.sub(lambda m: m.group("scheme") + _redact_location(m.group("rest")), text)
 
-    return _URI.sub(strip, text)
+
+def _redact_location(rest: str) -> str:
+    """What follows scheme:// with its secrets hidden, the message's punctuation kept."""
+    tail = _TRAILING.search(rest).group()
+    body = rest[: len(rest) - len(tail)]
+    if "@" in body:
+        body = f"{HIDDEN}@{body[body.rindex('@') + 1 :]}"
+    if "?" in body:
+        body = f"{body[: body.index('?')]}?{HIDDEN}"
+    hidden, at, location = body.rpartition("@")
+    authority, slash, path = location.partition("/")
+    if ":" in authority and not authority.partition(":")[2].isdigit():
+        authority = HIDDEN
+    return f"{hidden}{at}{authority}{slash}{path}{tail}"

@@ -3,18 +3,22 @@
 S3-compatible stores are reached through the standard AWS chain (AWS_ENDPOINT_URL,
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws, instance roles); credentials never appear in
 a URI, so they never reach logs, errors, manifests or metadata. Stages never special-case S3.
+A remote URI is split at '://' and at the next '/' only: the rest is the object's key, verbatim
+('#', '?', '%', '@' and spaces included), never parsed as a URL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import os
 import posixpath
+import re
+import stat
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -23,6 +27,14 @@ import pyarrow.parquet as pq
 from fatlib.core.errors import UserError, redact
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "abfs", "hdfs")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+# What may stand between scheme:// and the first '/': a bucket (S3 and GCS bucket names hold
+# only these characters), an Azure account host, or an HDFS host with its port. Never userinfo.
+_AUTHORITY = re.compile(r"[A-Za-z0-9._-]+")
+_HDFS_AUTHORITY = re.compile(r"[A-Za-z0-9._-]+(:[0-9]+)?")
+# Characters a root location given as a flag must not hold: Ray Train and pyarrow's from_uri
+# parse a run directory as a URL ('#' ends it, '%' escapes are decoded, a space is refused).
+_URL_SYNTAX = re.compile(r"[#%\s]")
 
 
 class StorageError(UserError):
@@ -34,24 +46,16 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     if not is_remote(uri):
         path = uri[len("file://") :] if uri.startswith("file://") else uri
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
-    parts = urlsplit(uri)
-    if "@" in parts.netloc or parts.query:
-        # Refused whole, not parsed: a query's options are ignored by the filesystem below,
-        # and a secret in either part must not reach a log, an error or a manifest.
-        raise StorageError(
-            f"{redact(uri)}: {parts.scheme}:// URIs must not carry credentials or a query string; "
-            "use the standard credential chain (environment, ~/.aws, instance role) and "
-            "AWS_ENDPOINT_URL / AWS_REGION for options"
-        )
-    if not parts.netloc:
-        raise StorageError(f"{redact(uri)!r}: no bucket in the URI")
-    fs = _remote_filesystem(f"{parts.scheme}://{parts.netloc}")
-    return fs, f"{parts.netloc}{parts.path}".rstrip("/")
+    scheme, authority, key = _split(uri)
+    _check_authority(uri, scheme, authority)
+    fs = _remote_filesystem(f"{scheme}://{authority}")
+    return fs, f"{authority}/{key}".rstrip("/")
 
 
 def is_remote(uri: str) -> bool:
     """True for URIs of object stores or remote filesystems."""
-    scheme = urlsplit(str(uri)).scheme
+    match = _SCHEME.match(str(uri))
+    scheme = match.group(1).lower() if match else ""
     if scheme in ("", "file") or len(scheme) == 1:  # "" or a Windows drive letter
         return False
     if scheme not in REMOTE_SCHEMES:
@@ -59,8 +63,28 @@ def is_remote(uri: str) -> bool:
     return True
 
 
+def check_uri(uri: str) -> None:
+    """StorageError unless uri can be a root location given by a user (a flag's value): a
+    remote one names its bucket and holds no credentials, query or URL syntax; only the names
+    of files below it may hold '@', '?', '#', '%' or spaces."""
+    if not is_remote(uri):
+        return
+    scheme, authority, key = _split(uri)
+    # Refused whole, before anything parses it: "s3://KEY:SEC/RET@bucket/x" has its secret's
+    # '/' before the '@', so a secret can reach the key, and only the '@' betrays it.
+    if "@" in uri or "?" in uri:
+        raise _credentials_refused(uri, scheme)
+    _check_authority(uri, scheme, authority)
+    if _URL_SYNTAX.search(key):
+        raise StorageError(f"{redact(uri)}: a location given as a flag must not hold '#', "
+                           "'%' or white space (Ray and pyarrow read them as URL syntax); the "
+                           "names of files below it may")
+
+
 def absolute(uri: str) -> str:
-    """uri with a local path made absolute, so it means the same in every Ray worker."""
+    """uri with a local path made absolute, so it means the same in every Ray worker; a remote
+    uri checked as a root location (check_uri)."""
+    check_uri(uri)
     if is_remote(uri):
         return uri
     path = uri[len("file://") :] if uri.startswith("file://") else uri
@@ -98,16 +122,20 @@ def read_bytes(uri: str) -> bytes:
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a file so that readers see either nothing/the old content or all of the new one."""
     fs, path = resolve(uri)
-    parent = posixpath.dirname(path) if is_remote(uri) else os.path.dirname(path)
-    fs.create_dir(parent, recursive=True)
-    if is_remote(uri):  # one PUT: object stores publish an object whole or not at all
-        with fs.open_output_stream(path) as f:
-            f.write(data)
-        return
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    os.replace(tmp, path)
+    remote = is_remote(uri)
+    try:
+        fs.create_dir(posixpath.dirname(path) if remote else os.path.dirname(path),
+                      recursive=True)
+        if remote:  # one PUT: object stores publish an object whole or not at all
+            with fs.open_output_stream(path) as f:
+                f.write(data)
+        else:
+            _replace_local(fs, path, data)
+    except (FileExistsError, NotADirectoryError):  # what creating its folder says of a file
+        raise StorageError(f"{redact(uri)}: cannot write (a file stands where a folder of the "
+                           "path should be)") from None
+    except OSError as e:  # a full disk, no permission, a read-only disk
+        raise _failed(uri, "cannot write", e) from None
 
 
 def read_json(uri: str) -> Any:
@@ -151,29 +179,38 @@ def list_dirs(uri: str) -> list[str]:
 def remove(uri: str) -> None:
     """Delete one file; nothing happens if it does not exist."""
     fs, path = resolve(uri)
-    if fs.get_file_info(path).type == pafs.FileType.File:
-        fs.delete_file(path)
+    try:
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            fs.delete_file(path)
+    except OSError as e:
+        raise _failed(uri, "cannot delete", e) from None
 
 
 def remove_tree(uri: str) -> None:
     """Delete a directory and everything under it; nothing happens if it does not exist."""
     fs, path = resolve(uri)
-    if fs.get_file_info(path).type == pafs.FileType.Directory:
-        fs.delete_dir(path)
+    try:
+        if fs.get_file_info(path).type == pafs.FileType.Directory:
+            fs.delete_dir(path)
+    except OSError as e:
+        raise _failed(uri, "cannot delete", e) from None
 
 
 def move_tree(src: str, dst: str) -> None:
     """Move the files of directory src to directory dst (dst must not exist yet)."""
     fs, src_path = resolve(src)
     _, dst_path = resolve(dst)
-    if not is_remote(src):  # a rename: atomic on one local filesystem
-        os.makedirs(os.path.dirname(dst_path), exist_ok=True)
-        os.replace(src_path, dst_path)
-        return
-    fs.create_dir(dst_path, recursive=True)
-    for name in list_files(src):
-        fs.move(f"{src_path}/{name}", f"{dst_path}/{name}")
-    fs.delete_dir(src_path)
+    try:
+        if not is_remote(src):  # a rename: atomic on one local filesystem
+            os.makedirs(os.path.dirname(dst_path), exist_ok=True)
+            os.replace(src_path, dst_path)
+            return
+        fs.create_dir(dst_path, recursive=True)
+        for name in list_files(src):
+            fs.move(f"{src_path}/{name}", f"{dst_path}/{name}")
+        fs.delete_dir(src_path)
+    except OSError as e:
+        raise _failed(dst, f"cannot move {redact(src)} here", e) from None
 
 
 def file_size(uri: str) -> int:
@@ -182,8 +219,103 @@ def file_size(uri: str) -> int:
     return fs.get_file_info(path).size
 
 
+def _split(uri: str) -> tuple[str, str, str]:
+    """(scheme, authority, key) of a remote uri: split at '://' and at the next '/' only."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:  # "s3:KEY:SECRET@bucket" is not shown either
+        scheme = uri.partition(":")[0]
+        raise StorageError(f"a {scheme}: URI without a bucket (expected {scheme}://bucket/...)")
+    authority, _, key = rest.partition("/")
+    return scheme.lower(), authority, key
+
+
+def _check_authority(uri: str, scheme: str, authority: str) -> None:
+    """StorageError unless authority can be the bucket (or host) of a scheme:// URI."""
+    pattern = _HDFS_AUTHORITY if scheme == "hdfs" else _AUTHORITY
+    if "@" in authority or (":" in authority and not pattern.fullmatch(authority)):
+        raise _credentials_refused(uri, scheme)
+    if not authority:
+        raise StorageError(f"{redact(uri)!r}: no bucket in the URI")
+    if not pattern.fullmatch(authority):
+        raise StorageError(f"{redact(uri)}: not a bucket name after {scheme}://")
+
+
+def _credentials_refused(uri: str, scheme: str) -> StorageError:
+    """The one-line refusal of a URI that may carry credentials or options (never echoed)."""
+    return StorageError(
+        f"{redact(uri)}: {scheme}:// URIs must not carry credentials or a query string; use "
+        "the standard credential chain (environment, ~/.aws, instance role) and "
+        "AWS_ENDPOINT_URL / AWS_REGION for the endpoint and options")
+
+
+def _replace_local(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write data to a temporary file beside path, then rename it over path."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:  # a failed or interrupted write leaves no temporary file behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _failed(uri: str, action: str, e: OSError) -> StorageError:
+    """One line naming the location and why the filesystem refused (redacted)."""
+    text = str(e).strip()
+    reason = os.strerror(e.errno) if e.errno else (text.splitlines()[0] if text else
+                                                   type(e).__name__)
+    return StorageError(redact(f"{uri}: {action} ({reason})"))
+
+
 @functools.lru_cache(maxsize=16)
 def _remote_filesystem(root: str) -> pafs.FileSystem:
     """One filesystem object per bucket and process (creating one resolves the bucket region)."""
     fs, _ = pafs.FileSystem.from_uri(root)
     return fs
+
+
+def file_versions(folder: str) -> dict[str, str]:
+    """name -> "size:mtime_ns" of every regular file directly in folder (one listing, also on
+    s3://): a file whose version changed was replaced or touched since it was last read."""
+    fs, path = resolve(folder)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return {i.base_name: f"{i.size}:{i.mtime_ns}" for i in infos
+            if i.type == pafs.FileType.File}
+
+
+def special_file_kind(uri: str) -> str | None:
+    """What a local uri is when it is not a regular file ("a directory", "a FIFO (named pipe)",
+    ...), found with stat (links followed) without opening it, so a FIFO never blocks a read;
+    None for a regular file or a remote object. OSError when nothing readable is there (missing,
+    a symlink loop, a folder without permission)."""
+    if is_remote(uri):  # object stores hold only whole objects; a missing one fails its read
+        return None
+    mode = os.stat(resolve(uri)[1]).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO (named pipe)",
+             stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
+
+
+def contains(folder: str, uri: str) -> bool:
+    """Whether uri is the location folder itself or lies inside it: real paths (links
+    resolved) on local disk, scheme + bucket + key prefixes ending at a '/' on object stores."""
+    return _inside(_location_key(uri), _location_key(folder))
+
+
+def _location_key(uri: str) -> str:
+    """A location compared as text: a local real path, or scheme://bucket/key without URL
+    parsing (a '#' or '?' in a key is part of the key) and without trailing '/'."""
+    if not is_remote(uri):
+        return os.path.realpath(absolute(uri))
+    scheme, rest = uri.split("://", 1)
+    return f"{scheme}://{rest.strip('/')}"
+
+
+def _inside(key: str, folder: str) -> bool:
+    """Whether the location key is folder itself or under it (at a '/' boundary)."""
+    return key == folder or key.startswith(folder.rstrip("/") + "/")
