@@ -10,7 +10,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -60,13 +60,31 @@ def clips_digest(clips: Iterable[Clip]) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
+def versions_digest(versions: Mapping[str, str]) -> str:
+    """SHA-256 of a split's fname -> file version pairs (io.storage.file_versions; "" for a
+    clip with no regular file), independent of order."""
+    return hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()
+
+
+def split_source(data_uri: str, split: str) -> str:
+    """Where a split's clips are listed: its CSV, or a test split's audio folder when there is
+    no sample_submission.csv."""
+    if split != "test":
+        return storage.join(data_uri, f"{split}.csv")
+    csv_uri = storage.join(data_uri, SUBMISSION_CSV)
+    return csv_uri if storage.is_file(csv_uri) else storage.join(data_uri, "test")
+
+
 def available_splits(data_uri: str) -> list[str]:
-    """The splits this dataset has: a CSV for the training splits, a CSV or a folder for test."""
-    found = [s for s in LABELLED_SPLITS if storage.is_file(storage.join(data_uri, f"{s}.csv"))]
-    if storage.is_file(storage.join(data_uri, SUBMISSION_CSV)) or storage.exists(
-        storage.join(data_uri, "test")
-    ):
-        found.append("test")
+    """The splits this dataset has: a CSV for the training splits, a CSV or a folder for test,
+    unless the CSV lists no clip and the folder holds no file (synthetic datasets write such
+    empty splits; a CSV without rows beside audio files is a split, refused by preprocessing)."""
+    found = []
+    for split in SPLITS:
+        listing = split_source(data_uri, split)
+        if storage.exists(listing) and (storage.list_files(storage.join(data_uri, split))
+                                        or _lists_a_row(listing)):
+            found.append(split)
     return found
 
 
@@ -170,6 +188,13 @@ def _read_csv(uri: str, name: str) -> pd.DataFrame:
         return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ManifestError(f"{name}: not a readable CSV ({str(e).strip()})") from None
+
+
+def _lists_a_row(listing: str) -> bool:
+    """Whether a split's listing (a CSV, or a test folder) names at least one clip."""
+    if not storage.is_file(listing):
+        return bool(list_audio(listing))
+    return len(_read_csv(listing, listing.rsplit("/", 1)[-1])) > 0
 
 
 def _require_columns(table: pd.DataFrame, columns: list[str], name: str) -> None:

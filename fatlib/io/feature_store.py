@@ -3,6 +3,8 @@
 Layout: <root>/<split>/part-*.parquet, <root>/<split>/_errors.parquet, <root>/_MANIFEST.json.
 A split exists for readers only once the manifest lists it, with its exact files: a job killed
 while writing or committing leaves nothing half-visible (docs/ARCHITECTURE.md, "Contracts").
+The store deletes only files it wrote: those its manifest lists (or recorded before a commit
+that did not finish), never anything else found in its folders.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import posixpath
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,9 @@ from fatlib.io import storage
 
 MANIFEST = "_MANIFEST.json"
 ERRORS_FILE = "_errors.parquet"
+# Manifest key: split -> names of the files a commit in progress may leave in the split's folder,
+# written before it touches the folder, so that the next commit or rebuild deletes exactly them.
+UNCOMMITTED = "uncommitted"
 # 2: rows carry the clip's dB statistics (CLIP_STATS). Format-1 stores still load: readers
 # compute the statistics from the log-mel when the columns are missing.
 STORE_FORMAT = 2
@@ -43,9 +48,14 @@ ROW_SCHEMA = pa.schema(
         ("seconds", pa.float32()),  # decoded clip length before trimming and padding
         ("logmel", pa.binary()),
         *[(name, pa.float32()) for name in CLIP_STATS],  # of the stored float16 log-mel
+        # The audio file's version when it was listed for conversion ("size:mtime_ns",
+        # io.storage.file_versions; "" unknown): a re-run converts the clip again once it changes.
+        ("version", pa.string()),
     ]
 )
-ERROR_SCHEMA = pa.schema([("fname", pa.string()), ("reason", pa.string())])
+# A clip that failed, and the version of its file that failed: retried once that changes.
+ERROR_SCHEMA = pa.schema([("fname", pa.string()), ("reason", pa.string()),
+                          ("version", pa.string())])
 
 
 class FeatureStoreError(UserError):
@@ -65,6 +75,7 @@ class SplitInfo:
     bytes: int
     wall_seconds: float
     clips_digest: str | None = None  # io.dataset.clips_digest of the rows it was built from
+    versions_digest: str | None = None  # io.dataset.versions_digest of its clips' files
 
 
 def file_metadata(cfg: MelConfig, split: str) -> dict[bytes, bytes]:
@@ -78,7 +89,9 @@ def file_metadata(cfg: MelConfig, split: str) -> dict[bytes, bytes]:
 
 
 def write_rows(uri: str, columns: dict[str, list], cfg: MelConfig, split: str) -> int:
-    """Write feature rows (column lists in ROW_SCHEMA order) as one Parquet file; its size."""
+    """Write feature rows (column lists named as ROW_SCHEMA's) as one Parquet file; its size."""
+    # Rows not converted from an audio file (a synthetic store) have no file version.
+    columns = {"version": [""] * len(columns["fname"]), **columns}
     table = pa.table(columns, schema=ROW_SCHEMA.with_metadata(file_metadata(cfg, split)))
     # Dictionary encoding only helps the label column; the log-mel bytes do not compress well.
     return storage.write_parquet(uri, table, compression="zstd", use_dictionary=["labels"])
@@ -91,10 +104,14 @@ def part_name(fnames: list[str]) -> str:
     return f"part-{digest}.parquet"
 
 
-def write_errors(uri: str, errors: list[tuple[str, str]]) -> None:
-    """Write the (fname, reason) errors table of a split."""
+def write_errors(uri: str, errors: list[tuple[str, str]],
+                 versions: Mapping[str, str] | None = None) -> None:
+    """Write the errors table of a split: (fname, reason) and the failed file's version from
+    versions ("" when unknown)."""
     fnames, reasons = zip(*errors, strict=True) if errors else ((), ())
-    table = pa.table({"fname": list(fnames), "reason": list(reasons)}, schema=ERROR_SCHEMA)
+    table = pa.table({"fname": list(fnames), "reason": list(reasons),
+                      "version": [(versions or {}).get(f, "") for f in fnames]},
+                     schema=ERROR_SCHEMA)
     storage.write_parquet(uri, table)
 
 
@@ -122,19 +139,23 @@ def commit_split(root: str, manifest: dict, staged: str, info: SplitInfo,
     """Publish a split written under `staged`: move its files into place, then list it.
 
     keep: files of the committed version that stay where they are (an incremental update);
-    every other file of that version is deleted.
+    the version's other files (owned_files) are deleted, and nothing else in the folder.
     """
     final = storage.join(root, info.name)
-    manifest["splits"].pop(info.name, None)
-    storage.write_json(storage.join(root, MANIFEST), manifest)  # unpublish any older version
-    if keep:
-        for name in storage.list_files(final):
-            if name not in keep:
-                storage.remove(storage.join(final, name))
+    new = set(storage.list_files(staged))
+    old = owned_files(manifest, info.name)
+    manifest["splits"].pop(info.name, None)  # unpublish any older version, and record what
+    manifest.setdefault(UNCOMMITTED, {})[info.name] = sorted(old | new)  # this commit may leave
+    storage.write_json(storage.join(root, MANIFEST), manifest)
+    for name in sorted(old - set(keep) - new):  # files named as new ones are replaced by them
+        storage.remove(storage.join(final, name))
+    if storage.exists(final):  # the user's files there, or files this store keeps, stay
         _move_files(staged, final)
     else:
-        storage.remove_tree(final)
         storage.move_tree(staged, final)
+    del manifest[UNCOMMITTED][info.name]
+    if not manifest[UNCOMMITTED]:
+        del manifest[UNCOMMITTED]
     manifest["splits"][info.name] = {
         "files": info.files,
         "rows": info.rows,
@@ -146,23 +167,63 @@ def commit_split(root: str, manifest: dict, staged: str, info: SplitInfo,
         "wall_seconds": round(info.wall_seconds, 3),
         "clip_stats": True,  # its rows carry CLIP_STATS (splits of format-1 stores do not)
         "clips_digest": info.clips_digest,
+        "versions_digest": info.versions_digest,
         "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     storage.write_json(storage.join(root, MANIFEST), manifest)
 
 
+def owned_files(manifest: dict, split: str) -> set[str]:
+    """Names of the files the store wrote, or may have begun writing, in <root>/<split>/: the
+    committed version's parts and errors table, and those of a commit that did not finish."""
+    owned = set(manifest.get(UNCOMMITTED, {}).get(split, []))
+    entry = manifest["splits"].get(split)
+    if entry is not None:
+        owned |= {*entry["files"], ERRORS_FILE}
+    return owned
+
+
+def discard_store(root: str, manifest: dict, fresh: dict) -> None:
+    """Replace a store's manifest by `fresh` (a rebuild with another configuration) and delete
+    every file the old one owned; nothing else under root is touched."""
+    owned = {split: sorted(owned_files(manifest, split))
+             for split in {*manifest["splits"], *manifest.get(UNCOMMITTED, {})}}
+    # Recorded first: a job killed while deleting leaves them to the next commit of the split.
+    fresh[UNCOMMITTED] = owned
+    storage.write_json(storage.join(root, MANIFEST), fresh)
+    for split, names in sorted(owned.items()):
+        for name in names:
+            storage.remove(storage.join(root, split, name))
+    del fresh[UNCOMMITTED]
+    storage.write_json(storage.join(root, MANIFEST), fresh)
+
+
 def stored_clips(root: str, split: str) -> pa.Table:
-    """fname, labels, n_frames, seconds and `file` (its part's name) of every row of a
-    committed split; the log-mels are not read."""
-    columns = ["fname", "labels", "n_frames", "seconds"]
+    """fname, labels, n_frames, seconds, version ("" in files written before versions) and
+    `file` (its part's name) of every row of a committed split; the log-mels are not read."""
+    columns = ["fname", "labels", "n_frames", "seconds", "version"]
     tables = []
     for uri in split_files(root, split):
         fs, path = storage.resolve(uri)
-        table = pq.read_table(path, filesystem=fs, columns=columns)  # only these columns' bytes
+        present = set(pq.read_schema(path, filesystem=fs).names)
+        table = pq.read_table(path, filesystem=fs,  # only these columns' bytes
+                              columns=[c for c in columns if c in present])
+        if "version" not in present:
+            table = table.append_column("version", pa.array([""] * len(table), pa.string()))
         name = posixpath.basename(path)
         tables.append(table.append_column("file", pa.array([name] * len(table), pa.string())))
     schema = pa.schema([ROW_SCHEMA.field(c) for c in columns] + [("file", pa.string())])
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def stored_errors(root: str, split: str) -> dict[str, tuple[str, str]]:
+    """fname -> (reason, file version) of a committed split's errors table ("" for a version
+    not recorded)."""
+    uri = storage.join(root, split, ERRORS_FILE)
+    if not storage.is_file(uri):
+        return {}
+    rows = storage.read_parquet(uri).to_pylist()
+    return {row["fname"]: (row["reason"], row.get("version") or "") for row in rows}
 
 
 def rewrite_part(uri: str, staged: str, drop: Collection[str]) -> tuple[str, pa.Table] | None:

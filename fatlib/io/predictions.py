@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from fatlib.io import storage
+from fatlib.io.storage import file_versions as file_versions  # the ledger's file versions
 
 SUCCESS = "_SUCCESS"
 LEDGER = "_ledger.parquet"
@@ -67,15 +67,6 @@ def clear_run(run_dir: str) -> None:
 def mark_success(run_dir: str, doc: dict) -> None:
     """Write the run's _SUCCESS marker (JSON), which makes it visible to readers."""
     storage.write_json(storage.join(run_dir, SUCCESS), doc)
-
-
-def file_versions(folder: str) -> dict[str, str]:
-    """name -> "size:mtime_ns" of every file directly in folder (one listing, also on s3://):
-    a failed clip whose version changed was replaced or touched, so it is worth retrying."""
-    fs, path = storage.resolve(folder)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    return {i.base_name: f"{i.size}:{i.mtime_ns}" for i in infos
-            if i.type == pafs.FileType.File}
 
 
 def update_ledger(out: str, exclude: str | None = None) -> Ledger:

@@ -12,6 +12,8 @@ from fatlib.io.dataset import (
     list_audio,
     read_split,
     read_truth,
+    split_source,
+    versions_digest,
 )
 
 
@@ -75,3 +77,22 @@ def test_a_repeated_column_is_named_not_renamed(root):
         class_vocabulary(str(root))  # pandas alone would have made a class 'Meow.1'
     assert str(repeated.value) == (f"{root / 'sample_submission.csv'}: duplicate column 'Meow' "
                                    "(columns 2, 4)")
+
+
+def test_versions_digest_follows_file_versions_not_order():
+    digest = versions_digest({"a.wav": "10:1", "b.wav": ""})
+    assert versions_digest({"b.wav": "", "a.wav": "10:1"}) == digest
+    assert versions_digest({"a.wav": "10:2", "b.wav": ""}) != digest  # a touched file
+    assert versions_digest({"a.wav": "10:1", "b.wav": "7:3"}) != digest  # a file appeared
+
+
+def test_an_empty_split_is_not_one_of_the_dataset_but_an_empty_csv_beside_audio_is(root):
+    (root / "train_noisy.csv").write_text("fname,labels\n")
+    (root / "train_noisy").mkdir()  # as a synthetic dataset without noisy clips writes it
+    assert available_splits(str(root)) == ["train_curated", "test"]
+    (root / "train_noisy" / "n.wav").write_bytes(b"")
+    assert available_splits(str(root)) == ["train_curated", "train_noisy", "test"]
+    assert split_source(str(root), "train_noisy") == str(root / "train_noisy.csv")
+    assert split_source(str(root), "test") == str(root / "sample_submission.csv")
+    (root / "sample_submission.csv").unlink()
+    assert split_source(str(root), "test") == str(root / "test")

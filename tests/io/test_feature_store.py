@@ -13,6 +13,7 @@ from fatlib.io.feature_store import (
     FeatureStoreError,
     SplitInfo,
     commit_split,
+    discard_store,
     has_clip_stats,
     new_manifest,
     read_manifest,
@@ -53,7 +54,7 @@ def test_rows_round_trip_with_the_fingerprint_in_every_file(tmp_path):
     np.testing.assert_array_equal(decode_logmel(row["logmel"], CFG.n_mels, row["n_frames"]),
                                   logmels[1])
     errors = storage.read_parquet(storage.join(root, "train_curated", ERRORS_FILE))
-    assert errors.to_pylist() == [{"fname": "bad.wav", "reason": "cannot decode"}]
+    assert errors.to_pylist() == [{"fname": "bad.wav", "reason": "cannot decode", "version": ""}]
     fs, paths = split_paths(root, "train_curated", CFG)
     assert paths == [str(tmp_path / "train_curated" / "part-a.parquet")]
     assert read_manifest(root)["splits"]["train_curated"]["errors"] == 1
@@ -90,3 +91,39 @@ def test_a_fingerprint_mismatch_names_the_fields_and_says_rebuild(tmp_path):
     assert "differs in n_mels 128 in the store, 64 expected; fmin 20.0 in the store, 0.0 " \
            "expected" in message
     assert "rebuild the store with jobs/preprocess.py" in message and "\n" not in message
+
+
+def _staged_part(root, name, text="x"):
+    staged = storage.join(root, "_staging", f"train_curated-{name}")
+    storage.write_bytes(storage.join(staged, name), text.encode())
+    write_errors(storage.join(staged, ERRORS_FILE), [])
+    return staged
+
+
+def _info(files):
+    return SplitInfo("train_curated", files, 1, 0, 1.0, 1, 1, 0.1)
+
+
+def test_commits_replace_only_the_files_the_store_wrote(tmp_path):
+    root, split = str(tmp_path), tmp_path / "train_curated"
+    split.mkdir()
+    (split / "notes.txt").write_text("the user's")
+    (tmp_path / "notes.txt").write_text("the user's")
+    manifest = new_manifest(CFG, ["Bark"], "data")
+    commit_split(root, manifest, _staged_part(root, "part-a.parquet"), _info(["part-a.parquet"]))
+    commit_split(root, manifest, _staged_part(root, "part-b.parquet"),
+                 _info(["part-a.parquet", "part-b.parquet"]), keep=["part-a.parquet"])
+    assert sorted(p.name for p in split.iterdir()) == [
+        ERRORS_FILE, "notes.txt", "part-a.parquet", "part-b.parquet"]
+    # A commit killed after it recorded its files and moved one: the next commit removes it.
+    manifest["uncommitted"] = {"train_curated": ["part-c.parquet"]}
+    (split / "part-c.parquet").write_text("half a commit")
+    commit_split(root, manifest, _staged_part(root, "part-d.parquet"), _info(["part-d.parquet"]))
+    assert sorted(p.name for p in split.iterdir()) == [ERRORS_FILE, "notes.txt",
+                                                       "part-d.parquet"]
+    assert "uncommitted" not in read_manifest(root)
+    assert read_manifest(root)["splits"]["train_curated"]["files"] == ["part-d.parquet"]
+    discard_store(root, read_manifest(root), new_manifest(MelConfig(n_mels=64), ["Bark"], "d"))
+    assert sorted(p.name for p in split.iterdir()) == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "the user's"
+    assert read_manifest(root)["splits"] == {} and "uncommitted" not in read_manifest(root)

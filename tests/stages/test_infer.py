@@ -373,3 +373,87 @@ def test_incremental_runs_retry_a_failed_clip_only_once_its_file_changes(setup, 
     retried = run("t3")
     assert (retried.scored, retried.failed, retried.skipped) == (0, 1, 2)
     assert not run("t4").written and not (out / "t4").exists()
+
+
+@pytest.mark.bad_input
+def test_a_second_inference_into_an_out_in_use_is_refused_at_once(setup, monkeypatch, capsys,
+                                                                  tmp_path):
+    from fatlib.io.locks import LOCK_FILE, hold
+
+    root, a, _ = setup
+    out = tmp_path / "pred"
+    _no_ray(monkeypatch)
+    cfg = InferConfig(models=(a,), data=str(root / "data"), out=str(out), incremental=True)
+    with hold(str(out), "infer"):  # a first incremental run, still scoring
+        status, err = _refusal(capsys, cfg)
+        assert os.listdir(out) == [LOCK_FILE]  # no run, no ledger of the second
+    assert status == 2 and err.startswith(f"infer: {out} is in use by infer (pid {os.getpid()} ")
+    assert err.endswith("; wait for it or choose another --out\n") and err.count("\n") == 1
+
+
+@pytest.mark.bad_input
+def test_an_out_under_a_file_is_refused_before_the_models_are_read(setup, monkeypatch, capsys,
+                                                                   tmp_path):
+    root, _, _ = setup
+    file = tmp_path / "predictions.csv"
+    file.write_text("mine")
+    _no_ray(monkeypatch)
+    # The model does not exist: the --out is checked before anything is read.
+    cfg = InferConfig(models=(str(tmp_path / "no-model"),), data=str(root / "data"),
+                      out=str(file / "runs"))
+    status, err = _refusal(capsys, cfg)
+    assert status == 2 and err == (f"infer: {file / 'runs'} cannot be written: {file} is a "
+                                   "file, not a directory; choose another --out\n")
+    assert file.read_text() == "mine"
+
+
+@pytest.mark.bad_input
+@pytest.mark.timeout(180)  # a FIFO opened for reading would block the decode task forever
+def test_entries_that_are_not_readable_clips_are_failed_rows_and_the_rest_scored(
+        setup, ray_local, tmp_path):
+    root, a, _ = setup
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    test = data / "test"
+    (test / "folder.wav").mkdir()
+    os.mkfifo(test / "pipe.wav")
+    (test / "loop.wav").symlink_to("loop.wav")
+    bad = {"folder.wav": "cannot read: is a directory",
+           "pipe.wav": "cannot read: is a FIFO (named pipe)", "loop.wav": "cannot read:",
+           "gone.wav": "file not found"}
+    if os.geteuid() != 0:  # root reads a file without permissions
+        shutil.copy(next(test.glob("*.wav")), test / "locked.wav")
+        (test / "locked.wav").chmod(0)
+        bad["locked.wav"] = "cannot read:"
+    submission = pd.read_csv(data / "sample_submission.csv")
+    extra = pd.DataFrame({"fname": list(bad)}).reindex(columns=submission.columns, fill_value=0)
+    pd.concat([submission, extra]).to_csv(data / "sample_submission.csv", index=False)
+    result = infer(InferConfig(models=(a,), data=str(data), out=str(tmp_path / "pred"),
+                               run_id="r", tta=1))
+    assert (result.scored, result.failed) == (8, len(bad))
+    run = tmp_path / "pred" / "r"
+    assert (run / "_SUCCESS").exists()
+    assert sorted(pd.read_csv(run / "submission.csv").fname) == sorted(submission.fname)
+    errors = pd.read_parquet(run / "errors.parquet").set_index("fname").reason.to_dict()
+    assert set(errors) == set(bad)
+    for fname, reason in bad.items():
+        assert errors[fname].startswith(reason), (fname, errors[fname])
+
+
+def test_a_scoring_failure_names_the_clips_of_its_batch(setup, ray_local):
+    # The note is what the job's one-line error shows after the root cause (stages.console).
+    import ray
+
+    from fatlib.io.artifact import check_artifact
+
+    _, model, _ = setup
+    meta, weights = check_artifact(model)
+    scorer = pipeline.Scorer([(model, meta, ray.put(weights))], tta=1, how="mean_sigmoid",
+                             threads=1)
+    fnames = ["a.wav", "b.wav", "c.wav", "d.wav", "e.wav"]
+    batch = {"fname": np.array(fnames, dtype=object),
+             "logmel": np.array([b"\x00\x01\x02"] * 5, dtype=object),  # not whole float16s
+             "n_frames": np.full(5, 10), "error": np.array(["", "", "", "", "gone"], dtype=object)}
+    with pytest.raises(ValueError) as caught:
+        scorer(batch)
+    assert caught.value.__notes__ == ["while scoring 4 clip(s): a.wav, b.wav, c.wav, ..."]

@@ -224,3 +224,35 @@ def test_input_and_output_on_s3(ray_local, s3_bucket, tmp_path):
     assert "fatlib-test-secret" not in text and "fatlib-test-key" not in text
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="features/")["Contents"]]
     assert not any("_staging" in k for k in keys)
+
+
+@pytest.mark.bad_input
+def test_a_second_preprocessing_into_a_store_in_use_is_refused_at_once(dataset, tmp_path):
+    import os
+
+    from fatlib.io.locks import LOCK_FILE, DirectoryInUse, hold
+
+    root, _ = dataset
+    out = tmp_path / "store"
+    with hold(str(out), "preprocess"):  # a first preprocessing, still converting
+        with pytest.raises(DirectoryInUse, match=f"^{out} is in use by preprocess \\(pid "
+                                                 f"{os.getpid()} on host "):
+            preprocess(PreprocessConfig(data=str(root), out=str(out)))
+        assert os.listdir(out) == [LOCK_FILE]  # nothing of the second
+    assert not out.exists()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_an_out_that_is_or_is_under_a_file_is_refused_up_front(tmp_path, where):
+    from fatlib.io.locks import DirectoryUnusable
+
+    file = tmp_path / "features.parquet"
+    file.write_bytes(b"mine")
+    out = file if where == "file" else file / "store"
+    # No dataset at all: the --out is checked before the data is read.
+    with pytest.raises(DirectoryUnusable) as e:
+        preprocess(PreprocessConfig(data=str(tmp_path / "no-data"), out=str(out)))
+    assert str(e.value) == (f"{out} cannot be written: {file} is a file, not a directory; "
+                            "choose another --out")
+    assert file.read_bytes() == b"mine"

@@ -2,6 +2,7 @@
 where nothing converts, CSVs that grow, shrink or relabel, paths that do not exist."""
 
 import json
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from fatlib.core.config import MelConfig
 from fatlib.io import storage
 from fatlib.io.dataset import ManifestError, class_vocabulary, clips_digest, read_split
 from fatlib.io.feature_store import FeatureStoreError, read_manifest, read_split_table
@@ -49,18 +51,27 @@ def _stored(out):
                     strict=True))
 
 
-def test_a_directory_and_a_five_sample_clip_become_error_rows(ray_local, tmp_path):
+@pytest.mark.timeout(120)  # a FIFO opened for reading would block forever
+def test_a_directory_a_fifo_a_symlink_loop_and_a_five_sample_clip_become_error_rows(
+        ray_local, tmp_path):
     root, out = tmp_path / "data", tmp_path / "out"
     table = _dataset(root)
-    (root / "train_curated" / "x.wav").mkdir()
-    sf.write(root / "train_curated" / "tiny.wav", np.full(5, 0.5), SR, subtype="PCM_16")
-    extra = pd.DataFrame({"fname": ["x.wav", "tiny.wav"], "labels": [table.labels[0]] * 2})
+    folder = root / "train_curated"
+    (folder / "x.wav").mkdir()
+    os.mkfifo(folder / "pipe.wav")
+    (folder / "loop.wav").symlink_to("loop.wav")
+    sf.write(folder / "tiny.wav", np.full(5, 0.5), SR, subtype="PCM_16")
+    names = ["x.wav", "pipe.wav", "loop.wav", "tiny.wav"]
+    extra = pd.DataFrame({"fname": names, "labels": [table.labels[0]] * len(names)})
     pd.concat([table, extra]).to_csv(root / "train_curated.csv", index=False)
     (result,) = _curated(out=out, root=root).splits
-    assert (result.converted, result.failed) == (4, 2)
+    assert (result.converted, result.failed) == (4, 4)
     errors = pd.read_parquet(out / "train_curated" / "_errors.parquet")
     reasons = dict(zip(errors.fname, errors.reason, strict=True))
-    assert "cannot read" in reasons["x.wav"] and "is a directory" in reasons["x.wav"]
+    assert reasons["x.wav"] == "cannot read: is a directory"
+    assert reasons["pipe.wav"] == "cannot read: is a FIFO (named pipe)"
+    assert reasons["loop.wav"].startswith("cannot read:") and "symbolic links" in reasons[
+        "loop.wav"]
     assert reasons["tiny.wav"].startswith("too short: 5 samples")
     assert set(_stored(out)) == set(table.fname)
 
@@ -179,7 +190,141 @@ def test_an_update_on_s3_and_a_vanished_object(ray_local, s3_bucket, tmp_path):
     (result,) = _curated(data, out).splits
     assert (result.converted, result.failed, result.removed, result.kept) == (0, 1, 1, 2)
     errors = storage.read_parquet(f"{out}/train_curated/_errors.parquet").to_pylist()
-    assert errors == [{"fname": table.fname[3], "reason": "file not found"}]
+    assert errors == [{"fname": table.fname[3], "reason": "file not found", "version": ""}]
     assert set(_stored(out)) == set(table.fname[1:3])
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="features/")["Contents"]]
     assert not any("_staging" in k for k in keys)
+
+
+def _files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "around"])
+def test_an_out_that_is_in_or_around_the_data_is_refused_before_anything_is_written(
+        monkeypatch, capsys, tmp_path, where):
+    root = tmp_path / "data"
+    _dataset(root)
+    before = _files(tmp_path)
+    out, data = {"same": (root, root), "inside": (root / "features", root),
+                 "around": (tmp_path, root)}[where]
+    code, printed, err = _job(monkeypatch, capsys, "--data", str(data), "--out", str(out))
+    relation = {"same": "is the dataset", "inside": "lies inside the dataset",
+                "around": "contains the dataset"}[where]
+    assert (code, printed) == (2, "")
+    assert err.strip().splitlines() == [f"preprocess: {out}: the feature store {relation} "
+                                        f"{root}; choose an out location outside the dataset"]
+    assert _files(tmp_path) == before  # every .wav still there, no lock, no manifest
+    linked = tmp_path / "link"  # the same folder under another name is the same folder
+    linked.symlink_to(root)
+    with pytest.raises(FeatureStoreError, match="is the dataset"):
+        preprocess(PreprocessConfig(data=str(root), out=str(linked)))
+
+
+def test_the_store_never_deletes_a_file_it_did_not_write(ray_local, tmp_path):
+    root, out = tmp_path / "data", tmp_path / "out"
+    table = _dataset(root, n_curated=5)
+    table[:4].to_csv(root / "train_curated.csv", index=False)
+    mine = [out / "notes.txt", out / "train_curated" / "keep.parquet",
+            out / "train_curated" / "part-mine.parquet"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("the user's")
+
+    def unharmed():
+        return all(p.read_text() == "the user's" for p in mine)
+
+    _curated(root, out)
+    assert unharmed() and set(_stored(out)) == set(table.fname[:4])
+    table.to_csv(root / "train_curated.csv", index=False)  # an update in place
+    assert _curated(root, out, batch_size=2).splits[0].converted == 1 and unharmed()
+    assert _curated(root, out, overwrite=True).splits[0].converted == 5 and unharmed()
+    other = MelConfig(n_mels=64)  # another configuration: the old store is discarded
+    assert _curated(root, out, overwrite=True, mel=other).splits[0].converted == 5
+    assert unharmed() and read_manifest(str(out))["fingerprint"] == other.fingerprint
+    entry = read_manifest(str(out))["splits"]["train_curated"]
+    store_files = {p.name for p in (out / "train_curated").iterdir()}
+    assert store_files == {*entry["files"], "_errors.parquet", "keep.parquet",
+                           "part-mine.parquet"}  # no part of the earlier versions is left
+    assert "uncommitted" not in read_manifest(str(out))
+
+
+def _replace_audio(path, seed):
+    """New audio under the same name (another signal, same length)."""
+    n = sf.info(path).frames
+    sf.write(path, np.random.default_rng(seed).standard_normal(n) * 0.3, SR, subtype="PCM_16")
+
+
+def test_replaced_and_fixed_files_are_converted_again_and_nothing_else(ray_local, tmp_path):
+    root, out = tmp_path / "data", tmp_path / "out"
+    table = _dataset(root, n_curated=5)
+    folder = root / "train_curated"
+    (folder / "bad.wav").write_bytes(b"RIFF not really a wav file")
+    listed = pd.concat([table[:4], pd.DataFrame({"fname": ["bad.wav"],
+                                                 "labels": [table.labels[0]]})])
+    listed.to_csv(root / "train_curated.csv", index=False)
+    (first,) = _curated(root, out).splits
+    assert (first.converted, first.failed) == (4, 1)
+    assert _curated(root, out).splits[0].skipped  # nothing changed: no audio read
+    pd.concat([listed, table[4:]]).to_csv(root / "train_curated.csv", index=False)
+    (grown,) = _curated(root, out).splits  # bad.wav unchanged: its failure is kept, not retried
+    assert (grown.converted, grown.failed, grown.failed_before, grown.kept) == (1, 0, 1, 4)
+    assert "1 failed before and unchanged since" in grown.summary()
+    errors = pd.read_parquet(out / "train_curated" / "_errors.parquet")
+    assert errors.fname.tolist() == ["bad.wav"] and errors.version.iloc[0] != ""
+    old = read_split_table(str(out), "train_curated").to_pandas().set_index("fname")
+    replaced = table.fname[0]
+    _replace_audio(folder / replaced, seed=1)
+    (folder / "bad.wav").write_bytes((folder / table.fname[1]).read_bytes())  # fixed
+    (update,) = _curated(root, out).splits
+    assert (update.converted, update.failed, update.removed, update.kept) == (2, 0, 0, 4)
+    new = read_split_table(str(out), "train_curated").to_pandas().set_index("fname")
+    assert new.loc[replaced, "logmel"] != old.loc[replaced, "logmel"]
+    for fname in table.fname[1:]:  # the others are the very bytes stored before
+        assert new.loc[fname, "logmel"] == old.loc[fname, "logmel"]
+    assert "bad.wav" in new.index
+    assert pd.read_parquet(out / "train_curated" / "_errors.parquet").empty
+    assert new.loc[replaced, "version"] == f"{(folder / replaced).stat().st_size}:" \
+                                           f"{(folder / replaced).stat().st_mtime_ns}"
+    assert _curated(root, out).splits[0].skipped
+
+
+def test_a_store_without_file_versions_is_rebuilt_not_trusted(ray_local, tmp_path):
+    root, out = tmp_path / "data", tmp_path / "out"
+    _dataset(root)
+    _curated(root, out)
+    manifest = read_manifest(str(out))
+    del manifest["splits"]["train_curated"]["versions_digest"]  # as stores before versions
+    (out / "_MANIFEST.json").write_text(json.dumps(manifest))
+    (result,) = _curated(root, out).splits
+    assert (result.converted, result.kept) == (4, None)
+    assert read_manifest(str(out))["splits"]["train_curated"]["versions_digest"]
+
+
+def test_a_csv_without_rows_is_refused_naming_it_and_the_other_splits_commit(
+        ray_local, tmp_path, monkeypatch, capsys):
+    root, out = tmp_path / "data", tmp_path / "out"
+    generate_dataset(root, SynthConfig(n_curated=3, n_noisy=2, n_test=0, max_seconds=0.5,
+                                       sample_rate=SR))
+    (root / "train_noisy.csv").write_text("fname,labels\n")  # its audio files are still there
+    code, _, err = _job(monkeypatch, capsys, "--data", str(root), "--out", str(out))
+    assert code == 2
+    assert err.strip().splitlines() == [f"preprocess: train_noisy: {root / 'train_noisy.csv'} "
+                                        "lists no clips; nothing committed (train_curated done)"]
+    assert set(read_manifest(str(out))["splits"]) == {"train_curated"}
+    (root / "train_curated.csv").write_text("fname,labels\n")
+    with pytest.raises(FeatureStoreError, match="train_curated.csv lists no clips"):
+        _curated(root, out)  # named explicitly: refused, and the committed split stays
+    assert len(_stored(out)) == 3
+
+
+
+def test_s3_locations_nest_by_bucket_and_key_at_a_slash():
+    assert storage.contains("s3://b/data/", "s3://b/data/features")
+    assert not storage.contains("s3://b/data", "s3://b/data2/features")
+    assert not storage.contains("s3://b/data", "s3://other/data/features")
+    assert not storage.contains("s3://b/take", "s3://b/take#2")  # a key, not a URL fragment
+    assert storage.contains("s3://b", "s3://b/any/key")
+    with pytest.raises(FeatureStoreError, match="^s3://b/data/f: the feature store lies inside "
+                                                "the dataset s3://b/data; "):
+        preprocess(PreprocessConfig(data="s3://b/data", out="s3://b/data/f"))  # no S3 reached

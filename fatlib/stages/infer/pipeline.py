@@ -18,9 +18,8 @@ import pyarrow as pa
 import ray.data
 import torch
 
-from fatlib.core.audio import AudioError
 from fatlib.core.config import TTA_COMBINATIONS
-from fatlib.core.features import CLIP_STATS, clip_stats, encode_logmel
+from fatlib.core.features import CLIP_STATS
 from fatlib.core.inputs import batch_stats, with_stats
 from fatlib.core.labels import LabelError, multi_hot
 from fatlib.core.metrics import lwlrap
@@ -32,7 +31,7 @@ from fatlib.core.scoring import (
 )
 from fatlib.io import predictions, storage
 from fatlib.io.artifact import ModelMeta, check_artifact, model_artifacts, model_from_weights
-from fatlib.io.clips import clip_log_mel
+from fatlib.io.clips import clip_row
 from fatlib.io.dataset import (
     SUBMISSION_CSV,
     TRUTH_CSV,
@@ -42,6 +41,7 @@ from fatlib.io.dataset import (
     require_unique_columns,
 )
 from fatlib.io.feature_store import MANIFEST, has_clip_stats, read_split_table, split_paths
+from fatlib.io.locks import holding
 from fatlib.stages.infer.config import InferConfig, InferenceError, InferResult
 from fatlib.stages.runtime import (
     cluster_cpus,
@@ -60,6 +60,7 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _DECODE_CPUS = 0.5
 
 
+@holding("infer")  # the predictions root, for the whole run and the ledger update
 def infer(cfg: InferConfig) -> InferResult:
     """Score the input's clips, write the run's outputs, and _SUCCESS last."""
     started = time.perf_counter()
@@ -138,13 +139,25 @@ class Scorer:
         if len(ok):
             rows = {key: value[ok] for key, value in batch.items()}
             n_mels = self.models[0][0].mel.n_mels
-            stats = batch_stats(rows, n_mels)
-            for m, (meta, model) in enumerate(self.models):
-                logits = tta_logits(model, rows["logmel"], rows["n_frames"], stats,
-                                    meta.normalisation, n_mels, meta.crop_frames, self.tta,
-                                    self.device)
-                each[ok, m] = combine(logits, self.how)
+            try:
+                stats = batch_stats(rows, n_mels)
+                for m, (meta, model) in enumerate(self.models):
+                    logits = tta_logits(model, rows["logmel"], rows["n_frames"], stats,
+                                        meta.normalisation, n_mels, meta.crop_frames, self.tta,
+                                        self.device)
+                    each[ok, m] = combine(logits, self.how)
+            except Exception as e:
+                # The job's one-line error names the clips (stages.console.root_cause reads
+                # PEP 678 notes; set directly, as add_note needs Python 3.11).
+                e.__notes__ = [*getattr(e, "__notes__", []), _scoring_note(rows["fname"])]
+                raise
         return {"fname": batch["fname"], "scores": each, "error": batch["error"]}
+
+
+def _scoring_note(fnames: np.ndarray) -> str:
+    """'while scoring 32 clip(s): a.wav, b.wav, c.wav, ...'."""
+    shown = ", ".join(str(f) for f in fnames[:3]) + (", ..." if len(fnames) > 3 else "")
+    return f"while scoring {len(fnames)} clip(s): {shown}"
 
 
 def _check_models(cfg: InferConfig) -> list[tuple[ModelMeta, bytes]]:
@@ -236,26 +249,15 @@ def _check_sample_submission(data: str) -> None:
 
 
 def _log_mels(batch: pa.Table, mel) -> dict[str, np.ndarray]:
-    """Ray Data task: decode + log-mel each clip; failures become rows with an error reason."""
+    """Ray Data task: each clip's log-mel row (io.clips.clip_row, as preprocessing builds it);
+    a clip that fails for any per-clip reason is a row with that reason in `error`."""
     torch.set_num_threads(1)
-    fnames, logmels, frames, stats, errors = [], [], [], [], []
-    for clip in batch.to_pylist():
-        try:
-            logmel, _ = clip_log_mel(clip["uri"], clip["fname"], mel)
-            logmels.append(encode_logmel(logmel))
-            frames.append(logmel.shape[1])
-            stats.append(clip_stats(logmel))
-            errors.append("")
-        except AudioError as e:
-            logmels.append(b"")
-            frames.append(0)
-            stats.append(np.zeros(len(CLIP_STATS), dtype=np.float32))
-            errors.append(e.reason)
-        fnames.append(clip["fname"])
-    columns = np.stack(stats) if stats else np.zeros((0, len(CLIP_STATS)), dtype=np.float32)
-    return {"fname": np.array(fnames, dtype=object), "logmel": np.array(logmels, dtype=object),
-            "n_frames": np.array(frames), "error": np.array(errors, dtype=object),
-            **{name: columns[:, i] for i, name in enumerate(CLIP_STATS)}}
+    rows = [clip_row(clip["uri"], clip["fname"], mel) for clip in batch.to_pylist()]
+    return {"fname": np.array([r["fname"] for r in rows], dtype=object),
+            "logmel": np.array([r["logmel"] for r in rows], dtype=object),
+            "n_frames": np.array([r["n_frames"] for r in rows], dtype=np.int64),
+            "error": np.array([r["error"] for r in rows], dtype=object),
+            **{name: np.array([r[name] for r in rows], dtype=np.float32) for name in CLIP_STATS}}
 
 
 def _not_done(batch: dict, done: list[str], n_mels: int) -> dict:

@@ -36,7 +36,8 @@ class SplitResult:
 
     split: str
     converted: int = 0
-    failed: int = 0
+    failed: int = 0  # clips that failed in this run
+    failed_before: int = 0  # stored failures whose file has not changed since: kept as they are
     removed: int = 0  # stored clips the CSV no longer lists, dropped
     kept: int | None = None  # stored rows kept as they were (None: the split was built whole)
     skipped: bool = False
@@ -46,12 +47,16 @@ class SplitResult:
     errors_uri: str = ""
 
     def summary(self) -> str:
-        """One line: counts (of an update: also removed and kept), and where the errors are."""
+        """One line: counts (of an update: also removed and kept, and failures kept as their
+        files are unchanged), and where the errors are."""
         if self.skipped:
-            return f"{self.split}: already preprocessed with this configuration, skipped"
+            return (f"{self.split}: already preprocessed with this configuration and these "
+                    "files, skipped")
         update = "" if self.kept is None else f", {self.removed} removed, {self.kept} kept"
-        return (f"{self.split}: {self.converted} converted, {self.failed} failed"
-                f"{f' (see {self.errors_uri})' if self.failed else ''}{update}; "
+        if self.failed_before:
+            update += f", {self.failed_before} failed before and unchanged since"
+        see = f" (see {self.errors_uri})" if self.failed or self.failed_before else ""
+        return (f"{self.split}: {self.converted} converted, {self.failed} failed{see}{update}; "
                 f"{self.audio_seconds:.0f} audio-s in {self.wall_seconds:.1f} s")
 
 
