@@ -2,7 +2,7 @@
 
 import sys
 
-from fatlib.core.cli import job_parser, run_job
+from fatlib.core.cli import job_parser, number, run_job
 
 
 def main() -> int:
@@ -11,7 +11,8 @@ def main() -> int:
     p.add_argument("--run", required=True, help="run directory (local or s3://)")
     p.add_argument("--features", default=None,
                    help="feature store (default: the one the run was trained on)")
-    p.add_argument("--clips", type=int, default=4, help="validation clips to show with Grad-CAM")
+    p.add_argument("--clips", type=number(int, minimum=0), default=4,
+                   help="validation clips to show with Grad-CAM (default: 4)")
     args = p.parse_args()
     from fatlib.report.run_report import write_report  # torch, matplotlib: after parsing
 

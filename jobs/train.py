@@ -21,12 +21,12 @@ def main() -> int:
     from fatlib.report.run_report import write_report
     from fatlib.stages import console
     from fatlib.stages.train.driver import train
-    from fatlib.stages.train.kfold import fold_dir, train_folds
+    from fatlib.stages.train.kfold import train_folds
 
     def stage() -> str:
         if cfg.folds == "all":
             result = train_folds(cfg)
-            runs = [fold_dir(result.out, k) for k in result.trained]
+            runs = fold_runs_to_report(result.out, len(result.fold_lwlrap), result.trained)
             summary = result.summary()
         else:
             result = train(cfg)
@@ -37,6 +37,19 @@ def main() -> int:
         return "\n".join([summary, *(f"report: {r}" for r in reports)])
 
     return console.run_ray_job("train", args.verbose, stage, str)
+
+
+def fold_runs_to_report(out: str, n_folds: int, trained: list[int]) -> list[str]:
+    """The fold runs of a K-fold directory whose report.html this invocation writes: those it
+    trained, and every other one without a report (a fold finished by an earlier invocation
+    that was interrupted before it wrote its reports)."""
+    from fatlib.io import storage
+    from fatlib.report.run_report import REPORT
+    from fatlib.stages.train.kfold import fold_dir
+
+    runs = [fold_dir(out, k) for k in range(n_folds)]
+    return [run for k, run in enumerate(runs)
+            if k in trained or not storage.is_file(storage.join(run, REPORT))]
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shlex
 import sys
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from fatlib.core.config import ConfigError
 from fatlib.core.errors import UserError, redact
 
 T = TypeVar("T")
@@ -27,21 +29,59 @@ def option(default: Any = _MISSING, help: str = "", *, flag: str | None = None,
            choices: Iterable | None = None, parse: Callable[[str], Any] | None = None,
            render: Callable[[Any], str] | None = None, sets: tuple[str, ...] | None = None,
            default_text: str | None = None, append: bool = False, metavar: str | None = None,
-           minimum: float | None = None, cli: bool = True,
-           default_factory: Any = _MISSING) -> Any:
+           minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None, below: float | None = None, finite: bool = True,
+           cli: bool = True, default_factory: Any = _MISSING) -> Any:
     """A dataclass field that knows its command-line flag.
 
     flag: name without dashes (default: the field name with '-'); parse / render: text <-> value
     for types argparse cannot guess; sets: the fields one flag fills (parse returns a tuple);
     default_text: shown instead of a None default; append: the flag repeats into a tuple;
-    minimum: the smallest value the flag accepts; cli=False: no flag (set by code, e.g. fault
-    drills).
+    minimum / maximum: the smallest / largest value accepted, above / below: the same, the bound
+    itself excluded; finite=False: a float may be inf (never nan); cli=False: no flag (set by
+    code, e.g. fault drills). The flag checks the bounds as it parses, `check_bounds` on a
+    config built by code.
     """
     meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
             "parse": parse, "render": render, "sets": sets, "default_text": default_text,
-            "append": append, "metavar": metavar, "minimum": minimum, "cli": cli}
+            "append": append, "metavar": metavar, "cli": cli,
+            **_bounds(minimum, maximum, above, below, finite)}
     return dataclasses.field(default=default, default_factory=default_factory,
                              metadata={"fatlib": meta})
+
+
+def check_bounds(cfg: Any) -> None:
+    """ConfigError naming the first field of the config dataclass cfg whose value is outside
+    what its option() declares (bounds, finiteness, choices): the checks its flag makes as it
+    parses, for configs built by code (Tune trials, tests, K-fold runs)."""
+    for f in dataclasses.fields(cfg):
+        meta = f.metadata.get("fatlib")
+        if not meta:
+            continue
+        value = getattr(cfg, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            problem = _choice_problem(meta, item) or _bound_problem(meta, item)
+            if problem:
+                name = ("--" + (meta["flag"] or f.name.replace("_", "-"))) if meta["cli"] else \
+                    f.name
+                raise ConfigError(f"{name} {problem}")
+
+
+def number(kind: type, *, minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None, below: float | None = None,
+           finite: bool = True) -> Callable[[str], Any]:
+    """An argparse type for a job's own numeric flag (not a config field), bounded as option()
+    bounds a field."""
+    bounds = _bounds(minimum, maximum, above, below, finite)
+
+    def parse(text: str) -> Any:
+        value = _scalar(kind, text)
+        problem = _bound_problem(bounds, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
 
 
 class JobParser(argparse.ArgumentParser):
@@ -125,19 +165,34 @@ def command(script: str, cfg: Any, *, exclude: Iterable[str] = (),
     return shlex.join(args)
 
 
-def run_job(name: str, stage: Callable[[], T], summary: Callable[[T], str]) -> int:
+def run_job(name: str, stage: Callable[[], T], summary: Callable[[T], str], *,
+            explain: Callable[[Exception], tuple[int, str] | None] | None = None) -> int:
     """Exit status of running stage(): 0 and its summary printed, 2 and the error line, or 130
-    after Ctrl-C (the process then exits, and its embedded Ray and Ray work with it)."""
+    after Ctrl-C (the process then exits, and its embedded Ray and Ray work with it).
+
+    explain: (exit status, one line) for a failure, or None to let it propagate (a traceback);
+    by default user_error_line. Jobs on Ray pass stages.console.failure_line, which finds the
+    user error or root cause inside Ray's wrappers (the core knows nothing of Ray).
+    """
     try:
         result = stage()
-    except UserError as e:
-        print(redact(f"{name}: {e}"), file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        explained = (explain or user_error_line)(e)
+        if explained is None:
+            raise
+        status, line = explained
+        print(redact(f"{name}: {line}"), file=sys.stderr)
+        return status
     print(summary(result))
     return 0
+
+
+def user_error_line(error: Exception) -> tuple[int, str] | None:
+    """(2, its message) for a UserError; None for anything else (a bug: its traceback)."""
+    return (2, str(error)) if isinstance(error, UserError) else None
 
 
 @dataclasses.dataclass
@@ -171,11 +226,10 @@ class _Spec:
         return self._bounded(_scalar(self.kind, text))
 
     def _bounded(self, value: Any) -> Any:
-        """value, or an argparse error when it is below the field's minimum."""
-        low = self.meta["minimum"]
-        if low is not None and value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {_scalar_text(low)}, got "
-                                             f"{_scalar_text(value)}")
+        """value, or an argparse error when it is outside the field's bounds."""
+        problem = _bound_problem(self.meta, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
         return value
 
     def text(self, value: Any) -> str:
@@ -199,8 +253,9 @@ def _specs(cls: type, exclude: Iterable[str]) -> list[_Spec]:
             continue
         meta.setdefault("help", "")
         for key in ("flag", "choices", "parse", "render", "sets", "default_text", "metavar",
-                    "minimum"):
+                    *_BOUND_TESTS):
             meta.setdefault(key, None)
+        meta.setdefault("finite", True)
         meta.setdefault("append", False)
         kind, is_tuple = _kind(hints[f.name], f.name, cls)
         default = f.default if f.default is not _MISSING else (
@@ -223,6 +278,43 @@ def _kind(hint: Any, name: str, cls: type) -> tuple[Any, bool]:
         return hint, False
     raise TypeError(f"{cls.__name__}.{name}: no command-line form for {hint}; "
                     "declare it with option(cli=False)")
+
+
+# Each bound: how a value passes it, and how a message states it.
+_BOUND_TESTS: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
+    "minimum": (lambda v, b: v >= b, ">="), "above": (lambda v, b: v > b, ">"),
+    "maximum": (lambda v, b: v <= b, "<="), "below": (lambda v, b: v < b, "<")}
+
+
+def _bounds(minimum: float | None, maximum: float | None, above: float | None,
+            below: float | None, finite: bool) -> dict:
+    """A field's bounds as its metadata holds them."""
+    return {"minimum": minimum, "maximum": maximum, "above": above, "below": below,
+            "finite": finite}
+
+
+def _bound_problem(bounds: dict, value: Any) -> str | None:
+    """Why a number is outside the bounds ('must be > 0, got 0'), or None (also for
+    non-numbers: their type is the parser's concern)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return "must be a number, got nan"
+    if isinstance(value, float) and math.isinf(value) and bounds.get("finite", True):
+        return f"must be a finite number, got {value}"
+    for key, (passes, sign) in _BOUND_TESTS.items():
+        bound = bounds.get(key)
+        if bound is not None and not passes(value, bound):
+            return f"must be {sign} {_scalar_text(bound)}, got {_scalar_text(value)}"
+    return None
+
+
+def _choice_problem(meta: dict, value: Any) -> str | None:
+    """Why a value is not among the field's choices, or None (also where it has none)."""
+    choices = meta.get("choices")
+    if not choices or value is None or value in choices:
+        return None
+    return f"must be one of {', '.join(map(str, choices))}, got {value!r}"
 
 
 def _scalar(kind: Any, text: str) -> Any:

@@ -3,11 +3,19 @@ and the job wrapper's one-line errors."""
 
 import argparse
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
-from fatlib.core.cli import add_flags, command, from_args, job_parser, option, run_job
+from fatlib.core.cli import (
+    add_flags,
+    check_bounds,
+    command,
+    from_args,
+    job_parser,
+    option,
+    run_job,
+)
 from fatlib.core.errors import UserError
 from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.train.config import TrainConfig
@@ -99,3 +107,106 @@ def test_a_flag_below_its_minimum_is_one_line_naming_it(capsys):
             parser.parse_args(["--features", "f", "--out", "o", *argv])
         assert exited.value.code == 2
         assert capsys.readouterr().err == f"train: {message} (see --help)\n"
+
+
+@dataclass(frozen=True)
+class _Bounded:
+    rate: float = option(0.1, "a rate", above=0, maximum=1)
+    share: float = option(0.0, "a share", minimum=0, below=1)
+    count: int = option(1, "a count", minimum=1)
+    sizes: tuple[int, ...] = option((8,), "sizes", minimum=8)
+    wait: float = option(1.0, "seconds", minimum=0, finite=False)
+    mode: str = option("a", "a mode", choices=("a", "b"))
+    drill: int = option(0, cli=False, minimum=0)
+
+
+@pytest.mark.bad_input
+def test_declared_bounds_are_checked_as_flags_parse_and_on_configs_built_by_code(capsys):
+    from fatlib.core.cli import check_bounds
+    from fatlib.core.config import ConfigError
+
+    parser = job_parser("toy")
+    parser.prog = "toy.py"
+    add_flags(parser, _Bounded)
+    for argv, message in [(["--rate", "0"], "--rate: must be > 0, got 0"),
+                          (["--rate", "1.5"], "--rate: must be <= 1, got 1.5"),
+                          (["--rate", "inf"], "--rate: must be a finite number, got inf"),
+                          (["--rate", "nan"], "--rate: must be a number, got nan"),
+                          (["--share", "1"], "--share: must be < 1, got 1"),
+                          (["--share", "-0.1"], "--share: must be >= 0, got -0.1"),
+                          (["--sizes", "8,4"], "--sizes: must be >= 8, got 4"),
+                          (["--wait=-inf"], "--wait: must be >= 0, got -inf"),
+                          (["--wait", "nan"], "--wait: must be a number, got nan")]:
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args(argv)
+        assert exited.value.code == 2
+        assert capsys.readouterr().err == f"toy: argument {message} (see --help)\n"
+    assert parser.parse_args(["--rate", "1", "--wait", "inf"]).wait == float("inf")
+    # The same declarations hold for a config built by code, flag named (or the field).
+    check_bounds(_Bounded(rate=1.0, share=0.5, wait=float("inf")))
+    for kwargs, message in [({"rate": 0.0}, "--rate must be > 0, got 0"),
+                            ({"sizes": (16, 4)}, "--sizes must be >= 8, got 4"),
+                            ({"mode": "c"}, "--mode must be one of a, b, got 'c'"),
+                            ({"drill": -1}, "drill must be >= 0, got -1")]:
+        with pytest.raises(ConfigError) as refused:
+            check_bounds(_Bounded(**kwargs))
+        assert str(refused.value) == message
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "inf"], "--lr: must be a finite number, got inf"),
+    (["--lr", "nan"], "--lr: must be a number, got nan"),
+    (["--lr", "0"], "--lr: must be > 0, got 0"),
+    (["--weight-decay", "-1"], "--weight-decay: must be >= 0, got -1"),
+    (["--cpus-per-worker", "-1"], "--cpus-per-worker: must be >= 0.0001, got -1"),
+    (["--cpus-per-worker", "0"], "--cpus-per-worker: must be >= 0.0001, got 0"),
+    (["--resized-crop", "1"], "--resized-crop: must be < 1, got 1"),
+    (["--noisy-smoothing", "1.5"], "--noisy-smoothing: must be <= 1, got 1.5"),
+    (["--mixup", "-0.2"], "--mixup: must be >= 0, got -0.2"),
+    (["--seed", "-1"], "--seed: must be >= 0, got -1"),
+    (["--fold", "5/5"], "--fold: --fold k/K needs 0 <= k < K and K >= 2 (got '5/5')"),
+])
+def test_train_flags_out_of_bounds_are_one_line_at_parse_time(capsys, argv, message):
+    parser = job_parser("train a model")
+    parser.prog = "train.py"
+    add_flags(parser, TrainConfig)
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--features", "f", "--out", "o", *argv])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"train: argument {message} (see --help)\n"
+
+
+@pytest.mark.bad_input
+def test_train_check_refuses_what_the_flags_refuse():
+    from fatlib.core.config import ConfigError
+
+    base = TrainConfig(features="f", out="o")
+    base.check()
+    for field, value in [("lr", float("inf")), ("weight_decay", -1.0), ("cpus_per_worker", 0.0),
+                         ("resized_crop", 1.0), ("noisy_smoothing", 2.0), ("pad", "mirror")]:
+        flag = "--" + field.replace("_", "-")
+        with pytest.raises(ConfigError, match=f"^{flag} must be "):
+            replace(base, **{field: value}).check()
+    other = InferConfig(models=("m",), data="d", out="o", cpus_per_worker=0.0)
+    with pytest.raises(ConfigError, match="^--cpus-per-worker must be >= 0.0001, got 0$"):
+        check_bounds(other)
+
+
+@pytest.mark.bad_input
+def test_a_job_refuses_a_bad_number_before_ray_starts():
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for argv, line in [(["jobs/train.py", "--features", "f", "--out", "o", "--lr", "inf"],
+                        "train: argument --lr: must be a finite number, got inf (see --help)"),
+                       (["jobs/report.py", "--run", "r", "--clips", "-3"],
+                        "report: argument --clips: must be >= 0, got -3 (see --help)")]:
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=root,
+                              timeout=60)
+        assert done.returncode == 2 and done.stdout == "" and done.stderr == line + "\n"
+        assert time.monotonic() - started < 10  # no Ray, no torch: the flags alone

@@ -12,6 +12,7 @@ from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.infer.pipeline import infer
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
+from fatlib.stages.train.checkpoints import RUN_CONFIG
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.kfold import train_folds
 from fatlib.tools.synth import SynthConfig, generate_dataset
@@ -59,8 +60,27 @@ def test_inference_takes_the_k_fold_run_as_an_ensemble(kfold, tmp_path):
 def test_a_rerun_trains_only_the_unfinished_folds(kfold):
     root, cfg, _ = kfold
     kept = {p: p.stat().st_mtime_ns for p in (root / "cv" / "fold-0").rglob("*") if p.is_file()}
-    shutil.rmtree(root / "cv" / "fold-1")  # as if the job died while fold 1 trained
+    shutil.rmtree(root / "cv" / "fold-1")  # as if the job died while fold 1 trained...
+    (root / "cv" / "fold-1").mkdir()  # ...before its first checkpoint: its settings only
+    (root / "cv" / "fold-1" / RUN_CONFIG).write_text("{}")
     again = train_folds(cfg)
     assert again.trained == [1]
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # fold 0 untouched
     assert (root / "cv" / "fold-1" / "model" / "meta.json").exists()
+
+
+def test_a_rerun_writes_the_report_of_every_fold_that_lacks_one(kfold):
+    from jobs.train import fold_runs_to_report
+
+    root, _, _ = kfold
+    cv = root / "cv"
+    # An earlier invocation finished folds 0-3 and wrote fold 0's report before it was killed;
+    # this one trained fold 4.
+    (cv / "fold-0" / "report.html").write_text("<html></html>")
+    try:
+        runs = fold_runs_to_report(str(cv), K, trained=[4])
+        assert runs == [str(cv / f"fold-{k}") for k in (1, 2, 3, 4)]
+        assert fold_runs_to_report(str(cv), K, trained=[0]) == [str(cv / f"fold-{k}")
+                                                               for k in range(K)]
+    finally:
+        (cv / "fold-0" / "report.html").unlink()

@@ -20,7 +20,7 @@ from fatlib.io.feature_store import FeatureStoreError
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
 from fatlib.stages.runtime import ResourceError
-from fatlib.stages.train.checkpoints import read_oof
+from fatlib.stages.train.checkpoints import REGISTERED, RUN_CONFIG, read_oof
 from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.driver import train
 from fatlib.tools.synth import SynthConfig, generate_dataset
@@ -35,7 +35,9 @@ DATA = SynthConfig(n_curated=100, n_noisy=20, n_test=0, max_seconds=3.0, sample_
 def features(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("train-data")
     generate_dataset(root / "data", DATA)
-    preprocess(PreprocessConfig(data=str(root / "data"), out=str(root / "features")))
+    # No test clips (a split where nothing converts is an error): the training splits only.
+    preprocess(PreprocessConfig(data=str(root / "data"), out=str(root / "features"),
+                                splits=("train_curated", "train_noisy")))
     return str(root / "features")
 
 
@@ -216,7 +218,9 @@ def test_the_default_recipe_mixes_in_the_noisy_split_with_soft_targets():
     [({"recipe": "seed", "mixup": 0.4}, "seed recipe has no mixup"),
      ({"fold": 5, "n_folds": 5}, "fold"),
      ({"arch": "resnet50"}, "arch must be one of"),
-     ({"resized_crop": 1.0}, "resized crop must be in"),
+     ({"resized_crop": 1.0}, "^--resized-crop must be < 1, got 1$"),
+     ({"lr": float("inf")}, "^--lr must be a finite number, got inf$"),
+     ({"batch_size": 1}, "batch size must be >= the number of workers"),
      ({"recipe": "seed", "resized_crop": 0.2}, "seed recipe has no.*resized crops"),
      ({"recipe": "seed", "freq_shift": 4}, "seed recipe has no.*frequency shifts"),
      ({"recipe": "seed", "ema": 2.0}, "seed recipe has no.*weight averaging"),
@@ -330,3 +334,136 @@ def test_a_resource_shortfall_fails_fast_and_ctrl_c_stops_a_run(features, tmp_pa
     _, err = run.communicate(timeout=60)
     assert time.monotonic() - sent <= 10
     assert run.returncode == 130 and err.strip().splitlines()[-1] == "train: interrupted"
+
+
+@pytest.mark.bad_input
+def test_a_second_training_into_a_run_in_progress_is_refused_at_once(drilled_run, features):
+    from fatlib.io.locks import DirectoryInUse, hold
+
+    out, result = drilled_run
+
+    def files():
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(out).rglob("*")}
+
+    before = files()
+    with hold(str(out), "train"):  # the first training, still running
+        for cfg in (_cfg(features, out), _cfg(features, out, resume=True)):
+            with pytest.raises(DirectoryInUse, match=f"^{out} is in use by train \\(pid "):
+                train(cfg)
+    assert files() == before  # the first's model, checkpoints and history untouched
+    assert load_model(result.artifact)[0].metrics["lwlrap"] == result.best_lwlrap
+
+
+@pytest.mark.bad_input
+def test_two_trainings_into_one_empty_out_the_second_is_refused(features, tmp_path):
+    from fatlib.io.locks import LOCK_FILE, DirectoryInUse, hold
+    from fatlib.stages.train.checkpoints import has_run
+    from fatlib.stages.train.kfold import train_folds
+
+    out = tmp_path / "run"
+    with hold(str(out), "train"):  # the first has started: only its lock is there yet
+        assert not has_run(str(out))  # so the first still counts it a fresh directory
+        with pytest.raises(DirectoryInUse) as e:
+            train(_cfg(features, out))
+        with pytest.raises(DirectoryInUse):
+            train_folds(_cfg(features, out, folds="all", n_folds=2))
+        assert [p.name for p in out.iterdir()] == [LOCK_FILE]
+    assert "\n" not in str(e.value) and str(e.value).endswith("choose another --out")
+
+
+@pytest.mark.bad_input
+def test_an_out_that_is_a_file_is_refused_before_training(tmp_path):
+    from fatlib.io.locks import DirectoryUnusable
+
+    file = tmp_path / "model.pt"
+    file.write_bytes(b"mine")
+    # No feature store at all: the --out is checked before the store is read.
+    with pytest.raises(DirectoryUnusable, match=f"^{file} cannot be written: {file} is a file"):
+        train(_cfg(str(tmp_path / "no-features"), file))
+    assert file.read_bytes() == b"mine"
+
+
+def _drilled_cfg(features, out, **kw):
+    """The drilled run's own settings (see drilled_run)."""
+    return _cfg(features, out, **{"epochs": 5, "fail_after_epoch": 2, "normalisation": "global",
+                                  **kw})
+
+
+@pytest.mark.bad_input
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_hold_its_out(features, tmp_path,
+                                                                            capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FeatureStoreError, match="too few"):  # fails once the run dir is open
+        train(_cfg(features, out, n_folds=60))
+    assert (out / RUN_CONFIG).is_file()
+    # What Ray Train and the fault drill leave when a run dies in its first epoch.
+    (out / REGISTERED).write_text("{}")
+    (out / "checkpoint_2026-01-01_00-00-00.000000").mkdir()
+    (out / ".fault-drill-done").write_text("1")
+    with pytest.raises(RunDirError, match="no run to resume .*run again without --resume$"):
+        train(_cfg(features, out, resume=True))
+    capsys.readouterr()
+    result = train(_cfg(features, out, workers=1, epochs=1))
+    assert f"{out}: replacing an unfinished run" in capsys.readouterr().err
+    assert result.best_epoch == 1 and (out / "model" / "meta.json").is_file()
+    assert (out / "notes.txt").read_text() == "mine"  # not the run's: kept
+    assert not (out / "checkpoint_2026-01-01_00-00-00.000000").exists()
+    assert not (out / ".fault-drill-done").exists()
+    assert json.loads((out / RUN_CONFIG).read_text())["n_folds"] == 5  # this run's settings
+
+
+@pytest.mark.bad_input
+def test_resume_refuses_other_settings_in_one_line_before_ray_starts(drilled_run, features):
+    from fatlib.stages.train.checkpoints import open_run_dir
+
+    out, _ = drilled_run
+    before = {p: p.stat().st_mtime_ns for p in Path(out).rglob("*")}
+    drilled = _drilled_cfg(features, out, resume=True)
+    with pytest.raises(RunDirError) as refused:
+        train(replace(drilled, arch="resnet34", crop_frames=128, deltas=True, epochs=6))
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{out}: --resume cannot change ")
+    for change in ("--arch resnet18 -> resnet34", "--crop-frames 64 -> 128",
+                   "--deltas False -> True", "--epochs 5 -> 6 (the one-cycle LR schedule was "
+                   "laid out over 5 epochs and ends at epoch 5: training longer or shorter "
+                   "needs a new --out)"):
+        assert change in message
+    with pytest.raises(RunDirError, match="--fold 0/5 -> 1/5"):
+        train(replace(drilled, fold=1))
+    # Where and how the run executes may change.
+    open_run_dir(replace(drilled, workers=1, cpus_per_worker=0.5, max_failures=0,
+                         keep_checkpoints=3, fail_after_epoch=None).with_noisy(True))
+    assert {p: p.stat().st_mtime_ns for p in Path(out).rglob("*")} == before
+
+
+@pytest.mark.bad_input
+def test_an_unreadable_latest_checkpoint_gives_way_to_the_newest_readable(drilled_run, features,
+                                                                         tmp_path):
+    from fatlib.stages.train.checkpoints import newest_readable
+
+    out, _ = drilled_run
+    run = tmp_path / "drill"
+    shutil.copytree(out, run)
+    names = sorted(p.name for p in run.glob("checkpoint_*") if p.is_dir())  # named by time
+    registered = json.loads((run / REGISTERED).read_text())["latest_checkpoint_result"]
+    latest, older = registered["checkpoint_dir_name"], names[-2]
+    assert latest == names[-1]
+    state = run / latest / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # as a full disk cuts it
+    epoch = torch.load(run / older / "state.pt", weights_only=False)["epoch"]
+    restored, note = newest_readable(*storage.resolve(str(run)), latest)
+    assert restored["epoch"] == epoch < 5
+    assert note.startswith(f"{run}: skipped unreadable checkpoint {latest} (RuntimeError: ")
+    assert note.endswith(f"; continuing from {older} (epoch {epoch})") and "\n" not in note
+    # Resumed (on one worker): the epochs after the readable checkpoint train again, the
+    # truncated checkpoint is never exported.
+    resumed = train(_drilled_cfg(features, run, resume=True, workers=1, fail_after_epoch=None))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
+    assert load_model(resumed.artifact)[0].metrics["best_epoch"] == resumed.best_epoch
+    # With no checkpoint that loads, --resume is one line before Ray starts.
+    for path in run.glob("checkpoint_*/state.pt"):
+        path.write_bytes(b"")
+    with pytest.raises(RunDirError, match=f"^{run}: no checkpoint loads .*EOFError"):
+        train(_drilled_cfg(features, run, resume=True))

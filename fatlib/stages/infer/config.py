@@ -37,7 +37,7 @@ class InferConfig:
                                  "GPUs hold at --gpus-per-worker, else one per CPU", minimum=1)
     gpus_per_worker: float = option(0.0, "GPUs per scoring actor", minimum=0)
     cpus_per_worker: float = option(0.5, "CPUs per scoring actor (fractional, so decode tasks "
-                                    "always find a CPU)")
+                                    "always find a CPU)", minimum=1e-4)  # Ray's smallest unit
     batch_size: int | None = option(None, "most clips per scoring call (fewer in small runs, "
                                     "so every actor gets several)",
                                     default_text="32 on CPUs, 512 with GPUs", minimum=1)

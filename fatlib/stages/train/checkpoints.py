@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import os
+import pickle
+import sys
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -21,32 +23,67 @@ import torch
 # Where Ray Train's controller records the checkpoints it has registered (what a resume sees);
 # Ray's own name, so a rename in Ray fails at import instead of stalling the fault drill.
 from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME as REGISTERED
+from ray.train.v2._internal.constants import VALIDATE_STORAGE_MARKER_FILENAME
 
 from fatlib.core.averaging import WeightAverage
 from fatlib.core.inputs import Normalisation
 from fatlib.io import storage
-from fatlib.io.artifact import ModelMeta, save_artifact
+from fatlib.io.artifact import META, ModelMeta, save_artifact
 from fatlib.stages.train.config import RunDirError, TrainConfig, TrainResult
 
 STATE_FILE = "state.pt"
+RUN_CONFIG = "run_config.json"  # the run's settings, written as it starts: what --resume keeps
+DRILL_MARKER = ".fault-drill-done"
+_CHECKPOINT_PREFIX = "checkpoint_"
+# What a run that ended before its first checkpoint leaves (besides checkpoint_* dirs without a
+# state): fatlib's files and Ray Train's own, replaced by the next run into the same --out.
+_LEFTOVER_FILES = frozenset({RUN_CONFIG, REGISTERED, VALIDATE_STORAGE_MARKER_FILENAME,
+                             DRILL_MARKER})
+# Settings --resume may change: where and how the run executes (the directory may have moved),
+# not what it trains - the network, its inputs, the data and folds, the schedule, the seed.
+# Workers may change, so a run continues on a cluster that lost or gained nodes; the one-cycle
+# schedule then keeps the step count it started with, so it ends slightly before or after the
+# last epoch.
+RESUMABLE = frozenset({"out", "workers", "gpus_per_worker", "cpus_per_worker",
+                       "wait_for_resources", "max_failures", "keep_checkpoints", "resume",
+                       "fail_after_epoch"})
+# Why --epochs cannot change on --resume: a restored one-cycle scheduler keeps its length.
+_SCHEDULE = (" (the one-cycle LR schedule was laid out over {epochs} epochs and ends at epoch "
+             "{epochs}: training longer or shorter needs a new --out)")
+# What torch.load raises on a truncated or corrupted state.pt (a full disk, a killed copy).
+_UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError)
 OOF = "oof.parquet"  # the best epoch's validation scores: out-of-fold scores of a K-fold run
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "lwlrap", "time", "lr"]
 
 
-def check_run_dir(cfg: TrainConfig) -> None:
-    """A new run needs a fresh directory; --resume needs an existing one."""
-    exists = has_run(cfg.out)
-    if exists and not cfg.resume:
-        raise RunDirError(f"{cfg.out} already holds a run; pass --resume to continue it "
-                          "or choose another --out")
-    if cfg.resume and not exists:
-        raise RunDirError(f"{cfg.out}: no run to resume")
+def open_run_dir(cfg: TrainConfig) -> None:
+    """Fit --out to the request before Ray starts: a new run needs a directory without a run
+    (what a run that ended before its first checkpoint left is replaced) and records its
+    settings there; --resume needs a run whose recorded settings match and a checkpoint that
+    loads. cfg: with --noisy decided (TrainConfig.with_noisy)."""
+    if has_run(cfg.out):
+        if not cfg.resume:
+            raise RunDirError(f"{cfg.out} already holds a run; pass --resume to continue it "
+                              "or choose another --out")
+        _check_resumed_settings(cfg)
+        _check_restorable(cfg.out)
+        return
+    if cfg.resume:
+        raise RunDirError(f"{cfg.out}: no run to resume (no checkpoint or model there); "
+                          "run again without --resume")
+    _clear_unfinished(cfg.out)
+    storage.write_json(storage.join(cfg.out, RUN_CONFIG), _config_dict(cfg))
 
 
 def has_run(uri: str) -> bool:
-    """Whether a run directory holds anything of a run (an empty folder does not count)."""
+    """Whether a run directory holds a run: a checkpoint or an exported model. What a run
+    that failed before its first checkpoint left (a bad store, a crash in epoch 1, Ctrl-C),
+    a job's lock or anything else does not count, so a new run may take its place."""
+    if storage.is_file(storage.join(uri, "model", META)):
+        return True
     fs, path = storage.resolve(uri)
-    return bool(fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
+    return any(fs.get_file_info(f"{path}/{name}/{STATE_FILE}").type == pafs.FileType.File
+               for name in _checkpoint_dirs(fs, path))
 
 
 def run_location(out: str) -> tuple[str, str]:
@@ -61,12 +98,19 @@ def run_location(out: str) -> tuple[str, str]:
 
 def restore(model, optimizer, scheduler, average: WeightAverage | None = None
             ) -> tuple[int, list[dict]]:
-    """Continue from the latest checkpoint when Ray Train hands one over (restart or resume):
-    the epochs done and their history ((0, []) for a fresh run)."""
+    """Continue from the latest checkpoint that loads when Ray Train hands one over (restart or
+    resume): the epochs done and their history ((0, []) for a fresh run)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0, []
-    state = _load_state(checkpoint)
+    # Ray hands over the latest checkpoint it registered; one that does not load (corrupted,
+    # truncated) gives way to the newest older one that does, as the driver checked.
+    run_path, latest = checkpoint.path.rstrip("/").rsplit("/", 1)
+    state, note = newest_readable(checkpoint.filesystem, run_path, latest)
+    if state is None:
+        raise RunDirError(note)
+    if note and ray.train.get_context().get_world_rank() == 0:
+        print(note, flush=True)
     # With a weight average, "model" holds the average (what was validated and is exported) and
     # "trained" the network the optimizer moves.
     unwrap(model).load_state_dict(state.get("trained", state["model"]))
@@ -103,7 +147,7 @@ def maybe_fail(cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
     """Fault drill: the last worker dies once, after the given epoch's checkpoint."""
     if cfg.fail_after_epoch is None or epoch + 1 != cfg.fail_after_epoch:
         return
-    marker = storage.join(cfg.out, ".fault-drill-done")
+    marker = storage.join(cfg.out, DRILL_MARKER)
     if rank == world - 1 and not storage.exists(marker):
         # The controller registers a reported checkpoint asynchronously: a worker that dies
         # before then loses it, and the run restarts an epoch earlier (or from scratch), which
@@ -134,8 +178,7 @@ def export(cfg: TrainConfig, result, classes: list[str], norm: Normalisation,
     if result.error is not None:
         raise result.error
     history = _load_state(result.checkpoint)["history"]
-    best_checkpoint, best = max(result.best_checkpoints, key=lambda pair: pair[1]["lwlrap"])
-    state = _load_state(best_checkpoint)
+    state, best = _best_readable(result.best_checkpoints)
     metrics = {"best_epoch": int(best["epoch"]), "lwlrap": float(best["lwlrap"]),
                "valid_loss": float(best["valid_loss"]), "epochs": cfg.epochs,
                "fold": f"{cfg.fold}/{cfg.n_folds}", "steps_per_epoch": steps_per_epoch,
@@ -150,6 +193,26 @@ def export(cfg: TrainConfig, result, classes: list[str], norm: Normalisation,
         _write_oof(cfg.out, state["valid"], classes)
     return TrainResult(out=cfg.out, artifact=artifact, best_epoch=metrics["best_epoch"],
                        best_lwlrap=metrics["lwlrap"], history=history)
+
+
+def newest_readable(fs: pafs.FileSystem, run_path: str, latest: str
+                    ) -> tuple[dict | None, str]:
+    """(state, note) of the newest checkpoint of the run that loads, from checkpoint_* dir
+    latest back through the older ones: note is '' when latest loads, else one line naming
+    what was skipped and what is used; (None, why) when none loads."""
+    older = sorted((n for n in _checkpoint_dirs(fs, run_path) if n < latest), reverse=True)
+    skipped = []
+    for name in [latest, *older]:
+        try:
+            state = _load_state(ray.train.Checkpoint(f"{run_path}/{name}", filesystem=fs))
+        except _UNREADABLE as e:
+            skipped.append(f"{name} ({_first_line(e)})")
+            continue
+        note = (f"{run_path}: skipped unreadable checkpoint {', '.join(skipped)}; continuing "
+                f"from {name} (epoch {state['epoch']})") if skipped else ""
+        return state, note
+    return None, (f"{run_path}: no checkpoint loads ({', '.join(skipped)}); start a new run "
+                  "in another --out")
 
 
 def read_oof(run: str) -> pd.DataFrame:
@@ -176,6 +239,105 @@ def _load_state(checkpoint: ray.train.Checkpoint) -> dict:
     with checkpoint.as_directory() as folder:
         return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu",
                           weights_only=False)
+
+
+def _best_readable(best_checkpoints: list) -> tuple[dict, dict]:
+    """(state, metrics) of the best checkpoint by lwlrap that loads (one a resume skipped as
+    unreadable may still rank first)."""
+    ranked = sorted(best_checkpoints, key=lambda pair: pair[1]["lwlrap"], reverse=True)
+    for checkpoint, metrics in ranked:
+        try:
+            return _load_state(checkpoint), metrics
+        except _UNREADABLE:
+            continue
+    raise RuntimeError(f"none of the run's {len(ranked)} best checkpoints loads")
+
+
+def _check_resumed_settings(cfg: TrainConfig) -> None:
+    """RunDirError naming each setting --resume would change, of those that change what is
+    trained, as the run recorded it (old -> new)."""
+    recorded = _recorded_config(cfg.out)
+    if recorded is None:  # a run from before fatlib recorded its settings
+        return
+    now, recorded = _comparable(_config_dict(cfg)), _comparable(recorded)
+    changed = [f"--{k.replace('_', '-')} {_shown(recorded[k])} -> {_shown(now[k])}"
+               + (_SCHEDULE.format(epochs=recorded[k]) if k == "epochs" else "")
+               for k in now if k in recorded and recorded[k] != now[k]]
+    if changed:
+        raise RunDirError(f"{cfg.out}: --resume cannot change {', '.join(changed)}; resume "
+                          "with the run's settings or choose another --out")
+
+
+def _recorded_config(out: str) -> dict | None:
+    """The settings a run recorded as it started (a finished run's metrics.json has them
+    too), or None."""
+    for name, key in ((RUN_CONFIG, None), ("metrics.json", "config")):
+        uri = storage.join(out, name)
+        if storage.is_file(uri):
+            doc = storage.read_json(uri)
+            return doc if key is None else doc.get(key)
+    return None
+
+
+def _comparable(config: dict) -> dict:
+    """A run's settings without those a resumed run may change; --fold as k/K."""
+    d = {k: v for k, v in config.items() if k not in RESUMABLE}
+    if "fold" in d and "n_folds" in d:
+        d["fold"] = f"{d['fold']}/{d.pop('n_folds')}"
+    return d
+
+
+def _shown(value) -> str:
+    """A recorded setting as its flag's value reads."""
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "(none)"
+    return "(default)" if value is None else str(value)
+
+
+def _check_restorable(out: str) -> None:
+    """RunDirError when none of the checkpoints a resume may start from loads: each worker
+    would fail on it, max_failures times (the workers skip unreadable ones themselves)."""
+    snapshot = storage.join(out, REGISTERED)
+    if not storage.is_file(snapshot):
+        return
+    latest = (storage.read_json(snapshot).get("latest_checkpoint_result") or {}).get(
+        "checkpoint_dir_name")
+    if latest is None:  # nothing registered: Ray Train starts the run afresh
+        return
+    fs, path = storage.resolve(out)
+    state, note = newest_readable(fs, path, latest)
+    if state is None:
+        raise RunDirError(note)
+
+
+def _clear_unfinished(out: str) -> None:
+    """Remove what a run that ended before its first checkpoint left in out, its own files and
+    Ray Train's only (never anything else there), and say so in one line."""
+    fs, path = storage.resolve(out)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    leftovers = [i for i in infos if i.base_name in _LEFTOVER_FILES or (
+        i.type == pafs.FileType.Directory and i.base_name.startswith(_CHECKPOINT_PREFIX))]
+    for info in leftovers:
+        if info.type == pafs.FileType.Directory:
+            fs.delete_dir(info.path)
+        else:
+            fs.delete_file(info.path)
+    if leftovers:
+        print(f"{out}: replacing an unfinished run (it ended before its first checkpoint)",
+              file=sys.stderr, flush=True)
+
+
+def _checkpoint_dirs(fs: pafs.FileSystem, run_path: str) -> list[str]:
+    """Names of the checkpoint_* directories of a run directory (Ray names them by time)."""
+    infos = fs.get_file_info(pafs.FileSelector(run_path, allow_not_found=True))
+    return [i.base_name for i in infos
+            if i.type == pafs.FileType.Directory and i.base_name.startswith(_CHECKPOINT_PREFIX)]
+
+
+def _first_line(error: Exception) -> str:
+    """An exception as a short phrase: its type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:120]}" if text else type(error).__name__
 
 
 def _config_dict(cfg: TrainConfig) -> dict:

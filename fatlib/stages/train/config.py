@@ -6,12 +6,14 @@ import argparse
 import math
 from dataclasses import dataclass, replace
 
-from fatlib.core.cli import option
+from fatlib.core.cli import check_bounds, option
 from fatlib.core.config import NORMALISATIONS, PADDINGS, ConfigError, MelConfig
 from fatlib.core.errors import UserError
 
 RECIPES = ("default", "seed")
 DEFAULT_NOISY_SMOOTHING = 0.2  # the default recipe's soft targets for noisy clips
+# Ray's smallest fraction of a resource: it refuses a finer one, once the workers are placed.
+RAY_RESOURCE_UNIT = 1e-4
 
 
 class RunDirError(UserError):
@@ -19,11 +21,13 @@ class RunDirError(UserError):
 
 
 def parse_fold(text: str) -> tuple[int, int]:
-    """'k/K' -> (k, K)."""
+    """'k/K' -> (k, K), with 0 <= k < K and K >= 2."""
     try:
         k, n = (int(part) for part in text.split("/"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--fold wants k/K, e.g. 0/5 (got {text!r})") from None
+    if n < 2 or not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"--fold k/K needs 0 <= k < K and K >= 2 (got {text!r})")
     return k, n
 
 
@@ -35,11 +39,11 @@ class TrainConfig:
     out: str = option(help="run directory: a directory or s3://...")
     workers: int = option(2, "Ray Train workers (DDP)", minimum=1)
     gpus_per_worker: float = option(0.0, "GPUs per worker (0: train on CPUs)", minimum=0)
-    cpus_per_worker: float | None = option(None, "CPUs per worker",
+    cpus_per_worker: float | None = option(None, "CPUs per worker", minimum=RAY_RESOURCE_UNIT,
                                            default_text="the cluster's CPUs shared among workers")
     epochs: int = option(5, "training epochs", minimum=1)
-    lr: float = option(3e-3, "maximum LR of the one-cycle schedule")
-    weight_decay: float = option(1e-2, "AdamW weight decay")
+    lr: float = option(3e-3, "maximum LR of the one-cycle schedule", above=0)
+    weight_decay: float = option(1e-2, "AdamW weight decay", minimum=0)
     batch_size: int = option(64, "global batch size; each worker takes batch size / workers",
                              minimum=1)
     crop_frames: int = option(128, "random crop length in frames (the seed's 128 = 2 s)", minimum=8)
@@ -59,9 +63,9 @@ class TrainConfig:
     noisy_weight: float = option(0.5, "loss weight of a noisy clip relative to a curated one",
                                  minimum=0)
     noisy_smoothing: float | None = option(None, "soft targets for noisy clips only: t -> "
-                                           "t (1 - s) + s / 2 (0: off)",
+                                           "t (1 - s) + s / 2 (0: off)", minimum=0, maximum=1,
                                            default_text="0.2; 0 with --recipe seed")
-    mixup: float = option(0.0, "mixup alpha, Beta(alpha, alpha); 0 = off")
+    mixup: float = option(0.0, "mixup alpha, Beta(alpha, alpha); 0 = off", minimum=0)
     specaugment: bool = option(False, "SpecAugment: two frequency and two time masks per crop")
     freq_shift: int = option(0, "move each crop up or down the mel axis by up to this many "
                              "bins, at random (speaker and pitch variation; 0: off)", minimum=0,
@@ -78,7 +82,7 @@ class TrainConfig:
                       "sample", choices=PADDINGS)
     resized_crop: float = option(0.0, "random resized crops in time: a crop spans crop x "
                                  "U(1 - r, 1 + r) frames, stretched to crop (0: off)",
-                                 metavar="r")
+                                 minimum=0, below=1, metavar="r")
     deltas: bool = option(False, "3 informative channels (log-mel, delta, delta-delta) instead "
                           "of copies")
     centre_bands: bool = option(False, "subtract each crop's mean per mel bin over time (a "
@@ -94,7 +98,8 @@ class TrainConfig:
     valid_crops: int = option(3, "evenly spaced windows per validation clip, sigmoids averaged",
                               minimum=1)
     resume: bool = option(False, "continue the run in --out")
-    seed: int = option(0, "seed of folds, initialisation, crops and augmentations")
+    # numpy's generators refuse a negative seed (inside every worker, after Ray started).
+    seed: int = option(0, "seed of folds, initialisation, crops and augmentations", minimum=0)
     keep_checkpoints: int = option(2, "checkpoints kept: the best by lwlrap (plus the latest)",
                                    minimum=1)
     wait_for_resources: float = option(
@@ -110,19 +115,15 @@ class TrainConfig:
         """ConfigError naming the first invalid value."""
         from fatlib.core.models import available_models  # torch: only once flags are parsed
 
+        # One field's bounds and choices are its option()'s, checked as its flag parses too;
+        # here only what a declaration cannot say: rules over several fields, and the model
+        # registry (it needs torch, which config.py may not import).
+        check_bounds(self)
         models = available_models()
         checks = [
-            (self.workers >= 1, "workers must be >= 1"),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.lr > 0, "lr must be positive"),
             (self.batch_size >= self.workers, "batch size must be >= the number of workers"),
-            (self.crop_frames >= 8, "crop frames must be >= 8"),
             (self.n_folds >= 2 and 0 <= self.fold < self.n_folds, "need 0 <= fold < K, K >= 2"),
-            (self.folds in ("one", "all"), "folds must be 'one' or 'all'"),
-            (self.noisy in (None, "off", "mix"), "noisy must be 'off' or 'mix'"),
-            (self.mixup >= 0, "mixup alpha must be >= 0"),
             (self.arch in models, f"arch must be one of {models}"),
-            (self.recipe in RECIPES, f"recipe must be one of {RECIPES}"),
             (self.recipe != "seed" or (self.mixup == 0 and not self.specaugment and not
                                        self.deltas and self.pad == "silence" and
                                        self.smoothing == 0 and self.ema == 0 and
@@ -130,15 +131,7 @@ class TrainConfig:
                                        not self.centre_bands),
              "the seed recipe has no mixup, SpecAugment, frequency shifts, deltas, band "
              "centring, wrap padding, resized crops, soft targets or weight averaging"),
-            (self.freq_shift >= 0, "freq shift must be >= 0"),
-            (self.ema >= 0, "ema must be >= 0 epochs"),
-            (0 <= self.resized_crop < 1, "resized crop must be in [0, 1)"),
-            (0 <= self.smoothing <= 1, "noisy smoothing must be in [0, 1]"),
-            (self.pad in PADDINGS, f"pad must be one of {PADDINGS}"),
             (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
-            (self.valid_crops >= 1, "valid crops must be >= 1"),
-            (self.normalisation in NORMALISATIONS,
-             f"normalisation must be one of {NORMALISATIONS}"),
         ]
         for ok, message in checks:
             if not ok:

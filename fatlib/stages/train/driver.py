@@ -9,8 +9,10 @@ from dataclasses import replace
 import ray.train
 from ray.train.torch import TorchTrainer
 
+from fatlib.core.errors import UserError
 from fatlib.io import storage
 from fatlib.io.feature_store import has_split
+from fatlib.io.locks import holding
 from fatlib.stages.runtime import (
     cluster_cpus,
     ensure_ray,
@@ -18,13 +20,15 @@ from fatlib.stages.runtime import (
     require_resources,
     shared_cpus,
 )
-from fatlib.stages.train.checkpoints import check_run_dir, export, run_location
+from fatlib.stages.train.checkpoints import export, open_run_dir, run_location
 from fatlib.stages.train.config import TrainConfig, TrainResult, steps_per_epoch
 from fatlib.stages.train.datasets import training_datasets
 from fatlib.stages.train.inputs import input_spec, training_inputs
 from fatlib.stages.train.loop import WorkerInputs, train_loop_per_worker
+from fatlib.stages.train.rendezvous import NodeBoundTorchConfig
 
 
+@holding("train")  # its run dir, before anything is read or written
 def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
     """Train on the feature store's curated fold (plus noisy clips), export the best model.
 
@@ -32,8 +36,8 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
     """
     cfg = replace(cfg, features=storage.absolute(cfg.features), out=storage.absolute(cfg.out))
     cfg.check()
-    check_run_dir(cfg)
     cfg = cfg.with_noisy(has_split(cfg.features, "train_noisy"))
+    open_run_dir(cfg)  # with --noisy decided: what the run records, and --resume compares
     inputs = training_inputs(cfg)
     ensure_ray()
     cpus = cfg.cpus_per_worker or worker_cpus(cfg.workers)
@@ -49,6 +53,7 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"inputs": worker_inputs},
+        torch_config=NodeBoundTorchConfig(),  # DDP listens on the Ray node address only
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers,
                                                use_gpu=cfg.gpus_per_worker > 0,
                                                resources_per_worker={"CPU": cpus, **gpus}),
@@ -61,7 +66,8 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
                 checkpoint_score_order="max",
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=list(callbacks),
+            # A user error in a worker ends the run at once: a retry fails the same way.
+            callbacks=[StopOnUserError(), *callbacks],
         ),
         datasets={"train": train_ds, "valid": valid_ds},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
@@ -76,3 +82,17 @@ def worker_cpus(workers: int) -> float:
     there are more workers than CPUs."""
     cpus = cluster_cpus()
     return float(cpus // workers) if cpus >= workers else shared_cpus(1, workers)
+
+
+class StopOnUserError(ray.train.UserCallback):
+    """Ends a training run at once when a worker raises a UserError (bad data, a setting the
+    driver could not check): Ray Train retries any worker failure up to --max-failures times,
+    and a retry would fail the same way. Raised in Ray Train's controller, the error ends the
+    run there (a controller failure is not retried) and fit() raises it inside a
+    ControllerError, which the job's console unwraps to its one line."""
+
+    def after_exception(self, run_context, worker_exceptions: dict[int, Exception]) -> None:
+        """Raise the first user error among the workers' failures."""
+        for _, error in sorted(worker_exceptions.items()):
+            if isinstance(error, UserError):
+                raise error

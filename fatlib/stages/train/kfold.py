@@ -16,6 +16,7 @@ from fatlib.core.labels import multi_hot
 from fatlib.core.metrics import lwlrap
 from fatlib.io import storage
 from fatlib.io.artifact import ENSEMBLE, META
+from fatlib.io.locks import holding
 from fatlib.stages.runtime import cluster_gpus, ensure_ray, shared_cpus
 from fatlib.stages.train.checkpoints import OOF, has_run, read_oof
 from fatlib.stages.train.config import TrainConfig
@@ -49,6 +50,7 @@ def fold_dir(out: str, fold: int) -> str:
     return storage.join(out, f"fold-{fold}")
 
 
+@holding("train --folds all")  # the K-fold root; each fold's task holds its own fold-<k>
 def train_folds(cfg: TrainConfig) -> KFoldResult:
     """Train the folds that have not finished, then score and list all K of them."""
     cfg = replace(cfg, features=storage.absolute(cfg.features), out=storage.absolute(cfg.out),
