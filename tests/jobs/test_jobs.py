@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,3 +128,51 @@ def test_credentials_in_a_uri_are_refused_without_echoing_them(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "must not carry credentials" in lines[0]
         assert "SEKRIT" not in done.stdout + done.stderr and "AKIAX" not in done.stderr
+
+
+@pytest.mark.bad_input
+def test_a_secret_holding_a_slash_is_refused_without_any_part_shown(tmp_path):
+    # AWS secrets hold '/': the secret's '/' comes before the '@' that marks the userinfo.
+    uri = "s3://AKIAEXAMPLE:abc/def+ghi@bucket/x"
+    cases = [("jobs/preprocess.py", "--data", uri, "--out", str(tmp_path / "o")),
+             ("jobs/infer.py", "--model", uri, "--data", str(tmp_path), "--out",
+              str(tmp_path / "p"))]
+    for args in cases:
+        done = _run(*args)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "must not carry credentials" in lines[0], lines
+        shown = done.stdout + done.stderr
+        assert [s for s in ("AKIAEXAMPLE", "abc", "def+ghi") if s in shown] == []
+        assert not (tmp_path / "o").exists() and not (tmp_path / "p").exists()
+
+
+def test_infer_console_holds_no_ray_warnings_and_its_log_keeps_them(tmp_path):
+    import torch
+
+    from fatlib.core.config import MelConfig
+    from fatlib.core.inputs import Normalisation
+    from fatlib.core.models import build_model
+    from fatlib.io.artifact import ModelMeta, save_artifact
+    from fatlib.tools.synth import SOUND_CLASSES, SynthConfig, generate_dataset
+
+    root, model = tmp_path / "data", tmp_path / "model"
+    generate_dataset(root, SynthConfig(n_curated=0, n_noisy=0, n_test=1, max_seconds=1.0,
+                                       sample_rate=16000))
+    classes = sorted(SOUND_CLASSES)
+    torch.manual_seed(0)
+    save_artifact(str(model), ModelMeta(arch="resnet18", classes=classes, mel=MelConfig(),
+                                        crop_frames=64, normalisation=Normalisation("global"),
+                                        recipe="default", metrics={}),
+                  build_model("resnet18", len(classes)).state_dict())
+    # One clip, two scoring actors: Ray Data warns that the pool gets fewer inputs than actors.
+    done = _run("jobs/infer.py", "--model", str(model), "--data", str(root), "--out",
+                str(tmp_path / "pred"), "--workers", "2", "--tta", "1")
+    assert done.returncode == 0, done.stderr
+    err, out = done.stderr.splitlines(), done.stdout.splitlines()
+    assert len(err) == 1 and err[0].startswith("ray: logs in /"), err  # and nothing of Ray's
+    assert len(out) == 1 and out[0].startswith("run "), out
+    logs = Path(err[0].split()[3])
+    driver_log = (logs / "fatlib-driver.log").read_text()
+    assert "has constructor arguments in the object store" in driver_log
+    assert "UserWarning: The minimum number of concurrent actors" in driver_log
