@@ -12,14 +12,19 @@ from fatlib.stages.tune.config import PLOT, SEARCHED, TuneResult, TuneSettings
 _NOT_TRAIN_FLAGS = ("out", "resume", "folds", *SEARCHED)
 
 
-def main() -> int:
-    """Parse flags, run or resume the search, print the best trial's train.py command."""
+def parse(argv: list[str] | None = None) -> tuple[TuneSettings, bool]:
+    """The search's settings and --verbose from the command line (sys.argv by default)."""
     p = job_parser(__doc__, verbose=True)
     add_flags(p, TuneSettings)
     add_flags(p, TrainConfig, exclude=_NOT_TRAIN_FLAGS, defaults={"workers": 1})
-    args = p.parse_args()
+    args = p.parse_args(argv)
     base = from_args(TrainConfig, args, exclude=_NOT_TRAIN_FLAGS, out="")
-    settings = from_args(TuneSettings, args, base=base, seed=base.seed)
+    return from_args(TuneSettings, args, base=base, seed=base.seed), args.verbose
+
+
+def main() -> int:
+    """Parse flags, run or resume the search, print the best trial's train.py command."""
+    settings, verbose = parse()
     # The search and the plot load Ray, torch and matplotlib: only after the flags parse.
     from fatlib.report.figures import save_png, tune_figure
     from fatlib.stages import console
@@ -30,7 +35,7 @@ def main() -> int:
         save_png(tune_figure(result.trials), storage.join(result.out, PLOT))
         return result
 
-    return console.run_ray_job("tune", args.verbose, stage, TuneResult.summary)
+    return console.run_ray_job("tune", verbose, stage, TuneResult.summary)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import os
+import runpy
 import shlex
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fatlib.core.config import ConfigError
 from fatlib.stages.lr_find.config import SweepSettings
 from fatlib.stages.lr_find.sweep import find_lr
 from fatlib.stages.preprocess.config import PreprocessConfig
@@ -20,7 +22,8 @@ from fatlib.stages.train.config import TrainConfig
 from fatlib.tools.synth import SynthConfig, generate_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+JOB = ROOT / "jobs" / "tune.py"
+parse = runpy.run_path(str(JOB))["parse"]  # jobs/tune.py's flags -> TuneSettings, no Ray
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def experiment(features, tmp_path_factory):
     out = tmp_path_factory.mktemp("tune") / "exp"
     command = [sys.executable, "jobs/tune.py", "--features", features, "--out", str(out),
                "--samples", "3", "--max-concurrent", "2", "--epochs", "2", "--batch-size", "16",
-               "--crops", "32,64", "--mixups", "0,0.2"]
+               "--crops", "32,64", "--mixups", "0,0.2", "--specaugments"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
     with open(out.parent / "first-run.log", "w") as log:
         first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log,
@@ -70,6 +73,7 @@ def _terminated(out: Path) -> set[str]:
     return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 
+@pytest.mark.slow
 def test_trials_finish_and_best_json_names_the_winner(experiment):
     out, _, stdout = experiment
     best = json.loads((out / "best.json").read_text())
@@ -78,11 +82,13 @@ def test_trials_finish_and_best_json_names_the_winner(experiment):
     assert best["lwlrap"] == pytest.approx(table.lwlrap.max())
     assert best["config"]["crop_frames"] in (32, 64)
     assert 3e-4 <= best["config"]["lr"] <= 3e-2
+    assert table.specaugment.all() and best["config"]["specaugment"] is True  # --specaugments
     assert (out / "lwlrap_vs_lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list(out.rglob("events.out.tfevents*")), "TensorBoard event files"
     assert best["command"] in stdout and "--lr" in best["command"]
 
 
+@pytest.mark.slow
 def test_printed_command_runs(experiment, tmp_path):
     out, _, _ = experiment
     args = shlex.split(json.loads((out / "best.json").read_text())["command"])
@@ -92,8 +98,10 @@ def test_printed_command_runs(experiment, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     meta = json.loads((tmp_path / "best-run" / "model" / "meta.json").read_text())
     assert meta["crop_frames"] == int(args[args.index("--crop-frames") + 1])
+    assert meta["metrics"]["config"]["specaugment"] is True  # the trials' --specaugments
 
 
+@pytest.mark.slow
 def test_killed_experiment_resumes_without_rerunning_finished_trials(experiment):
     out, before, _ = experiment
     assert before, "the finished trials had written their runs"
@@ -103,6 +111,7 @@ def test_killed_experiment_resumes_without_rerunning_finished_trials(experiment)
     assert len(trials) == 3 and _terminated(out) == trials
 
 
+@pytest.mark.slow
 def test_find_lr_on_features_writes_its_plot(features, tmp_path):
     cfg = TrainConfig(features=features, out="", batch_size=8, crop_frames=32)
     result = find_lr(cfg, SweepSettings(start=1e-6, end=1.0, steps=12))
@@ -116,3 +125,136 @@ def test_find_lr_on_features_writes_its_plot(features, tmp_path):
     assert "suggested LR" in done.stdout and f"plot: {plot}" in done.stdout
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert "suggested LR" in result.summary()
+
+
+def _settings(tmp_path, *flags):
+    """jobs/tune.py's settings for these flags (a store and an experiment under tmp_path)."""
+    settings, _ = parse(["--features", str(tmp_path / "features"), "--out",
+                         str(tmp_path / "exp"), *flags])
+    return settings
+
+
+@pytest.mark.parametrize("flags, searched", [((), [False, True]), (("--specaugments",), [True]),
+                                             (("--no-specaugments",), [False])])
+def test_specaugment_flags_choose_what_trials_sample(tmp_path, flags, searched):
+    from fatlib.stages.tune.search import _search_space
+
+    settings = _settings(tmp_path, *flags)
+    settings.check()
+    assert _search_space(settings)["specaugment"].categories == searched
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("flags, words", [
+    (("--lr-min", "0.1", "--lr-max", "0.001"), "--lr-min 0.1 is above --lr-max 0.001"),
+    (("--crops", ","), "--crops names no crop length"),
+    (("--mixups", ","), "--mixups names no mixup alpha"),
+    (("--grace-epochs", "3", "--epochs", "2"), "--grace-epochs 3 is above --epochs 2"),
+    (("--crops", "8,64", "--deltas"), "--crop-frames 8"),
+    (("--recipe", "seed", "--mixups", "0"), "--specaugment (from --crops, --mixups"),
+    (("--recipe", "seed", "--no-specaugments"), "--mixup 0.2"),
+])
+def test_a_search_no_trial_could_run_is_one_line_before_ray(tmp_path, flags, words):
+    with pytest.raises(ConfigError) as caught:
+        _settings(tmp_path, *flags).check()
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("out", ["", "features", "features/exp"])
+def test_an_empty_out_or_one_inside_the_store_is_refused(tmp_path, out):
+    settings, _ = parse(["--features", str(tmp_path / "features"), "--out",
+                         str(tmp_path / out) if out else ""])
+    with pytest.raises(ConfigError, match="--out"):
+        settings.check()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("flags, words", [
+    (("--lr-min", "0"), "--lr-min: must be > 0"), (("--lr-max", "nan"), "--lr-max: must be a"),
+    (("--lr-min", "inf"), "--lr-min: must be a finite"), (("--samples", "0"), "--samples"),
+    (("--max-concurrent", "0"), "--max-concurrent"), (("--crops", "7"), "--crops: must be >= 8"),
+    (("--mixups", "0,-0.1"), "--mixups: must be >= 0"), (("--grace-epochs", "0"), "--grace"),
+])
+def test_a_bad_search_flag_is_one_line_as_it_parses(tmp_path, capsys, flags, words):
+    with pytest.raises(SystemExit) as caught:
+        _settings(tmp_path, *flags)
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and words in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags", [
+    ("--lr-min", "0.01", "--lr-max", "0.01"), ("--crops", "8"), ("--samples", "1"),
+    ("--grace-epochs", "5", "--epochs", "5"), ("--crops", "9", "--deltas"),
+    ("--recipe", "seed", "--mixups", "0", "--no-specaugments"),
+])
+def test_boundary_search_flags_are_accepted(tmp_path, flags):
+    _settings(tmp_path, *flags).check()
+
+
+@pytest.mark.bad_input
+def test_lr_range_upside_down_exits_2_writing_nothing_and_the_fix_is_accepted(tmp_path):
+    out = tmp_path / "exp"
+    done = subprocess.run([sys.executable, str(JOB), "--features", str(tmp_path / "features"),
+                           "--out", str(out), "--lr-min", "0.1", "--lr-max", "0.001"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == ["tune: --lr-min 0.1 is above --lr-max 0.001"]
+    assert not out.exists()  # no Tune state that a corrected re-run would restore
+    _settings(tmp_path, "--lr-min", "0.001", "--lr-max", "0.1").check()
+
+
+def _tune_state(exp: Path, reported: bool) -> None:
+    """What Tune 2.60 leaves in an experiment: its Tuner, state files, one trial's folder and
+    run; the trial has reported an epoch or not."""
+    exp.mkdir(parents=True)
+    for name in ("tuner.pkl", ".validate_storage_marker",
+                 "basic-variant-state-2026-12-04_14-48-54.json"):
+        (exp / name).write_bytes(b"{}")
+    result = {"trial_id": "d3698_00000", **({"training_iteration": 1, "lwlrap": 0.5}
+                                            if reported else {})}
+    trial = [json.dumps({"trial_id": "d3698_00000", "status": "RUNNING"}),
+             json.dumps({"last_result": result})]
+    (exp / "experiment_state-2026-12-04_14-48-54.json").write_text(
+        json.dumps({"trial_data": [trial]}))
+    (exp / "_trial_d3698_00000_0_crop_frames=32,lr=0.0056_2026-12-04_14-48-54").mkdir()
+    (exp / "trials" / "d3698_00000").mkdir(parents=True)
+    (exp / "trials" / "d3698_00000" / "run_config.json").write_text("{}")
+    (exp / "notes.txt").write_text("the user's")
+
+
+@pytest.mark.bad_input
+def test_a_search_that_failed_before_any_trial_reported_does_not_block_the_next(tmp_path):
+    from fatlib.stages.tune.search import _resumable
+
+    exp = tmp_path / "exp"
+    _tune_state(exp, reported=False)
+    assert not _resumable(str(exp))  # a fresh search with the new flags, not a restore
+    assert sorted(p.name for p in exp.iterdir()) == ["notes.txt", "trials"]
+    assert not list((exp / "trials").iterdir())
+    (tmp_path / "first").mkdir()  # what a failure in the sampler leaves (Tune's Tuner only)
+    (tmp_path / "first" / "tuner.pkl").write_bytes(b"")
+    assert not _resumable(str(tmp_path / "first")) and not list((tmp_path / "first").iterdir())
+
+
+def test_a_search_with_a_reported_epoch_is_resumed_untouched(tmp_path):
+    from fatlib.stages.tune.search import _resumable
+
+    exp = tmp_path / "exp"
+    _tune_state(exp, reported=True)
+    before = sorted(p.relative_to(exp) for p in exp.rglob("*"))
+    assert _resumable(str(exp))
+    assert sorted(p.relative_to(exp) for p in exp.rglob("*")) == before
+
+
+def test_trials_share_the_cpus_of_the_trials_that_can_run(tmp_path, monkeypatch):
+    from fatlib.stages import runtime
+    from fatlib.stages.tune import search
+
+    monkeypatch.setattr(runtime, "cluster_cpus", lambda: 2)
+    monkeypatch.setattr(search, "cluster_cpus", lambda: 2)
+    # 2 trials never run 8 at once: each takes half the cluster, not an eighth.
+    assert search._trial_cpus(_settings(tmp_path, "--samples", "2", "--max-concurrent", "8")) \
+        == 0.98
+    with pytest.raises(runtime.ResourceError, match="--max-concurrent 500"):
+        search._trial_cpus(_settings(tmp_path, "--samples", "500", "--max-concurrent", "500"))
