@@ -2,7 +2,7 @@
 
 import sys
 
-from fatlib.core.cli import add_flags, from_args, job_parser
+from fatlib.core.cli import add_flags, from_args, job_parser, number
 from fatlib.stages.preprocess.config import PreprocessConfig, PreprocessResult
 
 
@@ -10,7 +10,7 @@ def main() -> int:
     """Parse flags, run the stage (and previews), print its summary; user errors exit 2."""
     p = job_parser(__doc__, verbose=True)
     add_flags(p, PreprocessConfig)
-    p.add_argument("--preview", type=int, default=0, metavar="N",
+    p.add_argument("--preview", type=number(int, minimum=0), default=0, metavar="N",
                    help="also write spectrogram PNGs of N clips per split to <out>/preview/ "
                         "(default: 0)")
     args = p.parse_args()

@@ -49,6 +49,8 @@ class Report:
 
 def write_report(run: str, features: str | None = None, n_clips: int = 4) -> Report:
     """Draw the run's pictures into <run>/ and write <run>/report.html that shows them."""
+    run = storage.absolute(run)
+    features = storage.absolute(features) if features else None
     meta, model = load_model(storage.join(run, "model"))
     metrics = storage.read_json(storage.join(run, "metrics.json"))
     history = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(run, "history.csv"))))

@@ -53,15 +53,19 @@ def bench_train(
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from fatlib.stages.runtime import start_local_ray
+    from fatlib.stages.train.rendezvous import NodeBoundTorchConfig
+
     config = {"steps": steps, "batch": batch_size, "crop": crop_frames, "arch": arch}
     torch.set_num_threads(workers)
     plain = _training_steps(config, batch_size)
-    ray.init(address="local", num_cpus=workers, log_to_driver=False)
+    start_local_ray(num_cpus=workers, log_to_driver=False)  # loopback only, as the jobs' Ray
     try:
         with tempfile.TemporaryDirectory(prefix="fatlib-bench-") as tmp:
             result = TorchTrainer(
                 _ray_training_steps,
                 train_loop_config=config,
+                torch_config=NodeBoundTorchConfig(),  # DDP listens on the node address only
                 scaling_config=ray.train.ScalingConfig(num_workers=workers,
                                                        resources_per_worker={"CPU": 1}),
                 run_config=ray.train.RunConfig(storage_path=tmp, name="bench"),

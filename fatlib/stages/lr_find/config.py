@@ -11,8 +11,8 @@ from fatlib.core.cli import option
 class SweepSettings:
     """The LR sweep: where it starts and ends, how many batches, where its plot goes."""
 
-    start: float = option(1e-7, "first LR of the sweep")
-    end: float = option(10.0, "last LR of the sweep")
+    start: float = option(1e-7, "first LR of the sweep", above=0)
+    end: float = option(10.0, "last LR of the sweep", above=0)
     steps: int = option(100, "batches (one LR each)", minimum=2)
     plot: str = option("lr_find.png", "where the PNG goes (path or s3://)")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from fatlib.core.config import ConfigError
 from fatlib.core.inputs import training_batch
 from fatlib.core.losses import weighted_bce
 from fatlib.core.models import build_model
+from fatlib.io import storage
 from fatlib.io.feature_store import feature_columns, read_split_table
 from fatlib.stages.lr_find.config import LRFinderResult, SweepSettings
 from fatlib.stages.train.config import TrainConfig
@@ -82,6 +84,10 @@ def suggestions(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
 
 def find_lr(cfg: TrainConfig, sweep: SweepSettings = SweepSettings()) -> LRFinderResult:
     """LR range test of a fresh model on the store's training fold, with the stage's batches."""
+    if sweep.start >= sweep.end:
+        raise ConfigError(f"--start {sweep.start:g} must be below --end {sweep.end:g}")
+    cfg = replace(cfg, features=storage.absolute(cfg.features))
+    storage.check_uri(sweep.plot)
     inputs = training_inputs(cfg)
     model = build_model(cfg.arch, len(inputs.classes), in_channels=inputs.norm.channels)
     rows = _training_rows(cfg, inputs.valid_names)
