@@ -149,8 +149,13 @@ def write_json(uri: str, doc: Any) -> None:
 
 
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """The Parquet file at uri (or some of its columns) as an Arrow table."""
-    return pq.read_table(io.BytesIO(read_bytes(uri)), columns=columns)
+    """The Parquet file at uri (or some of its columns) as an Arrow table; StorageError naming
+    it when it is not readable Parquet (truncated, corrupted)."""
+    try:
+        return pq.read_table(io.BytesIO(read_bytes(uri)), columns=columns)
+    except (OSError, pa.ArrowException) as e:
+        raise StorageError(redact(f"{uri}: not a readable Parquet file "
+                                  f"({_first_line(str(e)) or type(e).__name__})")) from None
 
 
 def write_parquet(uri: str, table: pa.Table, **options: Any) -> int:
@@ -319,3 +324,8 @@ def _location_key(uri: str) -> str:
 def _inside(key: str, folder: str) -> bool:
     """Whether the location key is folder itself or under it (at a '/' boundary)."""
     return key == folder or key.startswith(folder.rstrip("/") + "/")
+
+
+def _first_line(text: str) -> str:
+    """The first line of an error message, without pyarrow's trailing detail."""
+    return text.strip().splitlines()[0][:200] if text.strip() else ""

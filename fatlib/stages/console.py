@@ -174,16 +174,18 @@ def is_quiet() -> bool:
 
 
 def quiet_ray_loggers() -> None:
-    """Raise every console handler of Ray's loggers to ERROR; their files keep everything.
+    """Raise every console handler of Ray's loggers to CRITICAL; their files keep everything.
 
-    Ray configures its loggers as its modules are imported (Ray Data's, Train's), so this runs
-    again once Ray has started."""
+    Errors too: a failure of Ray work reaches the console as the job's one line (failure_line),
+    while Ray Data logs the same failure at ERROR with its tracebacks (146 lines for one full
+    disk). Ray configures its loggers as its modules are imported (Ray Data's, Train's), so this
+    runs again once Ray has started."""
     names = ["ray", *(n for n in logging.root.manager.loggerDict if n.startswith("ray."))]
     for name in names:
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, logging.StreamHandler) and not isinstance(
                     handler, logging.FileHandler):
-                handler.setLevel(logging.ERROR)
+                handler.setLevel(logging.CRITICAL)
 
 
 def ray_warnings_to_log() -> None:

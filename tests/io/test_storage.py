@@ -199,3 +199,16 @@ def test_a_write_the_object_store_refuses_is_one_line(s3_endpoint):
     message = str(failed.value)
     assert message.startswith(f"{uri}: cannot write (") and "\n" not in message
     assert "not found" in message
+
+
+@pytest.mark.bad_input
+def test_a_corrupt_parquet_file_is_one_line_naming_it(tmp_path):
+    """A truncated or overwritten part of a store: StorageError naming the file, not pyarrow's
+    49-line traceback from the driver."""
+    good = str(tmp_path / "part.parquet")
+    storage.write_parquet(good, pa.table({"x": [1, 2, 3]}))
+    data = (tmp_path / "part.parquet").read_bytes()
+    (tmp_path / "part.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(storage.StorageError, match=r"part\.parquet: not a readable Parquet") as e:
+        storage.read_parquet(good)
+    assert "\n" not in str(e.value)

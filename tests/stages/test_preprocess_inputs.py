@@ -328,3 +328,26 @@ def test_s3_locations_nest_by_bucket_and_key_at_a_slash():
     with pytest.raises(FeatureStoreError, match="^s3://b/data/f: the feature store lies inside "
                                                 "the dataset s3://b/data; "):
         preprocess(PreprocessConfig(data="s3://b/data", out="s3://b/data/f"))  # no S3 reached
+
+
+@pytest.mark.bad_input
+def test_a_conversion_that_fails_midway_leaves_no_staged_parts(ray_local, tmp_path,
+                                                                monkeypatch):
+    """A full disk while writing parts: the error names the part, and the store keeps no
+    half-converted split in its staging folder (a later run would never clean it)."""
+    import fatlib.stages.preprocess.convert as convert
+
+    _dataset(tmp_path / "data")
+
+    def fill_the_disk(cfg, split, clips, versions, staged, workers):
+        storage.write_bytes(storage.join(staged, "part-0.parquet"), b"half")
+        raise storage.StorageError(f"{staged}/part-1.parquet: cannot write (No space left on "
+                                   "device)")
+
+    monkeypatch.setattr(convert, "_convert_clips", fill_the_disk)
+    with pytest.raises(storage.StorageError, match="No space left on device"):
+        _curated(tmp_path / "data", tmp_path / "out")
+    staging = tmp_path / "out" / convert.STAGING
+    assert not staging.exists() or list(staging.iterdir()) == []
+    assert read_manifest(str(tmp_path / "out")) is None or \
+        "train_curated" not in read_manifest(str(tmp_path / "out"))["splits"]

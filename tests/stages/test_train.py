@@ -467,3 +467,37 @@ def test_an_unreadable_latest_checkpoint_gives_way_to_the_newest_readable(drille
         path.write_bytes(b"")
     with pytest.raises(RunDirError, match=f"^{run}: no checkpoint loads .*EOFError"):
         train(_drilled_cfg(features, run, resume=True))
+
+
+@pytest.mark.bad_input
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_nothing_half_written(
+        tmp_path, monkeypatch):
+    """A full disk while Ray Train copies a checkpoint: one line naming the run directory and
+    the reason (a UserError: the run stops instead of retrying), and the half-copied checkpoint
+    is removed, so no --resume takes it for one; registered checkpoints stay."""
+    import pyarrow.fs as pafs
+
+    from fatlib.stages.train import checkpoints
+
+    run = tmp_path / "run"
+    for name in ("checkpoint_2026-12-04_10-00-00.000001", "checkpoint_2026-12-04_10-05-00.000001"):
+        (run / name).mkdir(parents=True)
+        (run / name / checkpoints.STATE_FILE).write_bytes(b"state")
+    (run / REGISTERED).write_text(json.dumps({"latest_checkpoint_result": {
+        "checkpoint_dir_name": "checkpoint_2026-12-04_10-00-00.000001"}}))
+
+    class Storage:
+        storage_filesystem = pafs.LocalFileSystem()
+        experiment_fs_path = str(run)
+
+    class Context:
+        def get_storage(self):
+            return Storage()
+
+    monkeypatch.setattr(ray.train, "get_context", Context)
+    error = checkpoints._checkpoint_not_written(2, OSError(28, "Error writing bytes"))
+    assert isinstance(error, storage.StorageError)
+    assert str(error) == (f"{run}: cannot write the checkpoint of epoch 2 (No space left on "
+                          "device); nothing half-written is left")
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [
+        "checkpoint_2026-12-04_10-00-00.000001"]

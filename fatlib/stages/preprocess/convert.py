@@ -10,6 +10,7 @@ The store never deletes what it did not write, and never lies inside the dataset
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import uuid
@@ -229,8 +230,19 @@ def _convert_split(
     if not plan.clips:  # a header and no rows: an empty split is no success (README)
         raise NothingConvertedError(f"{split}: {split_source(cfg.data, split)} lists no clips; "
                                     "nothing committed")
-    start = time.perf_counter()
     staged = storage.join(cfg.out, STAGING, f"{split}-{uuid.uuid4().hex[:8]}")
+    try:
+        return _convert_and_commit(cfg, manifest, split, plan, workers, staged)
+    except BaseException:  # a failed conversion (a full disk, Ctrl-C) leaves no staged parts
+        with contextlib.suppress(OSError, storage.StorageError):
+            storage.remove_tree(staged)
+        raise
+
+
+def _convert_and_commit(cfg: PreprocessConfig, manifest: dict, split: str, plan: _Plan,
+                        workers: int, staged: str) -> SplitResult:
+    """_convert_split's work, its new parts written under the staging folder staged."""
+    start = time.perf_counter()
     reports = _convert_clips(cfg, split, plan.convert, plan.versions, staged, workers)
     new_parts = [r for r in reports if r["kind"] == "part"]
     new_errors = [(r["name"], r["reason"]) for r in reports if r["kind"] == "error"]

@@ -3,6 +3,7 @@ drill, and the export of the best checkpoint as the model artifact with metrics 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -26,6 +27,7 @@ from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAM
 from ray.train.v2._internal.constants import VALIDATE_STORAGE_MARKER_FILENAME
 
 from fatlib.core.averaging import WeightAverage
+from fatlib.core.errors import redact
 from fatlib.core.inputs import Normalisation
 from fatlib.io import storage
 from fatlib.io.artifact import META, ModelMeta, save_artifact
@@ -140,7 +142,30 @@ def report_epoch(rank: int, model, optimizer, scheduler, history: list[dict],
         state |= {"trained": state["model"], **average.state_dict()}  # its model and updates
     with tempfile.TemporaryDirectory(prefix="fatlib-ckpt-") as folder:
         torch.save(state, os.path.join(folder, STATE_FILE))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        try:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        except OSError as e:  # its copy to the run directory failed: a full disk, no permission
+            raise _checkpoint_not_written(metrics["epoch"], e) from None
+
+
+def _checkpoint_not_written(epoch: int, error: OSError) -> storage.StorageError:
+    """One line naming the run directory and why epoch's checkpoint could not be written, once
+    what its copy left there is removed (a half-written checkpoint no resume may pick: Ray Train
+    registers a checkpoint only once it is copied whole)."""
+    run = ray.train.get_context().get_storage()
+    fs, path = run.storage_filesystem, run.experiment_fs_path
+    try:
+        registered = json.loads(fs.open_input_stream(f"{path}/{REGISTERED}").read())
+        latest = (registered.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
+    except (OSError, ValueError):  # nothing registered yet
+        latest = None
+    for name in _checkpoint_dirs(fs, path):
+        if latest is None or name > latest:  # Ray names them by time: newer than the latest
+            with contextlib.suppress(OSError):  # the line below still says what failed
+                fs.delete_dir(f"{path}/{name}")
+    reason = os.strerror(error.errno) if error.errno else _first_line(error)
+    return storage.StorageError(redact(f"{path}: cannot write the checkpoint of epoch {epoch} "
+                                       f"({reason}); nothing half-written is left"))
 
 
 def maybe_fail(cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
