@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import shlex
 import sys
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from fatlib.core.config import ConfigError
+from fatlib.core.bounds import BOUND_TESTS, bound_problem, bounds, scalar_text
 from fatlib.core.errors import UserError, redact
 
 T = TypeVar("T")
@@ -45,26 +44,9 @@ def option(default: Any = _MISSING, help: str = "", *, flag: str | None = None,
     meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
             "parse": parse, "render": render, "sets": sets, "default_text": default_text,
             "append": append, "metavar": metavar, "cli": cli,
-            **_bounds(minimum, maximum, above, below, finite)}
+            **bounds(minimum, maximum, above, below, finite)}
     return dataclasses.field(default=default, default_factory=default_factory,
                              metadata={"fatlib": meta})
-
-
-def check_bounds(cfg: Any) -> None:
-    """ConfigError naming the first field of the config dataclass cfg whose value is outside
-    what its option() declares (bounds, finiteness, choices): the checks its flag makes as it
-    parses, for configs built by code (Tune trials, tests, K-fold runs)."""
-    for f in dataclasses.fields(cfg):
-        meta = f.metadata.get("fatlib")
-        if not meta:
-            continue
-        value = getattr(cfg, f.name)
-        for item in value if isinstance(value, tuple) else (value,):
-            problem = _choice_problem(meta, item) or _bound_problem(meta, item)
-            if problem:
-                name = ("--" + (meta["flag"] or f.name.replace("_", "-"))) if meta["cli"] else \
-                    f.name
-                raise ConfigError(f"{name} {problem}")
 
 
 def number(kind: type, *, minimum: float | None = None, maximum: float | None = None,
@@ -72,11 +54,11 @@ def number(kind: type, *, minimum: float | None = None, maximum: float | None = 
            finite: bool = True) -> Callable[[str], Any]:
     """An argparse type for a job's own numeric flag (not a config field), bounded as option()
     bounds a field."""
-    bounds = _bounds(minimum, maximum, above, below, finite)
+    declared = bounds(minimum, maximum, above, below, finite)
 
     def parse(text: str) -> Any:
         value = _scalar(kind, text)
-        problem = _bound_problem(bounds, value)
+        problem = bound_problem(declared, value)
         if problem:
             raise argparse.ArgumentTypeError(problem)
         return value
@@ -227,7 +209,7 @@ class _Spec:
 
     def _bounded(self, value: Any) -> Any:
         """value, or an argparse error when it is outside the field's bounds."""
-        problem = _bound_problem(self.meta, value)
+        problem = bound_problem(self.meta, value)
         if problem:
             raise argparse.ArgumentTypeError(problem)
         return value
@@ -237,8 +219,8 @@ class _Spec:
         if self.meta["render"]:
             return self.meta["render"](value)
         if self.is_tuple and not self.meta["append"]:
-            return ",".join(_scalar_text(v) for v in value)
-        return _scalar_text(value)
+            return ",".join(scalar_text(v) for v in value)
+        return scalar_text(value)
 
 
 def _specs(cls: type, exclude: Iterable[str]) -> list[_Spec]:
@@ -253,7 +235,7 @@ def _specs(cls: type, exclude: Iterable[str]) -> list[_Spec]:
             continue
         meta.setdefault("help", "")
         for key in ("flag", "choices", "parse", "render", "sets", "default_text", "metavar",
-                    *_BOUND_TESTS):
+                    *BOUND_TESTS):
             meta.setdefault(key, None)
         meta.setdefault("finite", True)
         meta.setdefault("append", False)
@@ -280,43 +262,6 @@ def _kind(hint: Any, name: str, cls: type) -> tuple[Any, bool]:
                     "declare it with option(cli=False)")
 
 
-# Each bound: how a value passes it, and how a message states it.
-_BOUND_TESTS: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
-    "minimum": (lambda v, b: v >= b, ">="), "above": (lambda v, b: v > b, ">"),
-    "maximum": (lambda v, b: v <= b, "<="), "below": (lambda v, b: v < b, "<")}
-
-
-def _bounds(minimum: float | None, maximum: float | None, above: float | None,
-            below: float | None, finite: bool) -> dict:
-    """A field's bounds as its metadata holds them."""
-    return {"minimum": minimum, "maximum": maximum, "above": above, "below": below,
-            "finite": finite}
-
-
-def _bound_problem(bounds: dict, value: Any) -> str | None:
-    """Why a number is outside the bounds ('must be > 0, got 0'), or None (also for
-    non-numbers: their type is the parser's concern)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return "must be a number, got nan"
-    if isinstance(value, float) and math.isinf(value) and bounds.get("finite", True):
-        return f"must be a finite number, got {value}"
-    for key, (passes, sign) in _BOUND_TESTS.items():
-        bound = bounds.get(key)
-        if bound is not None and not passes(value, bound):
-            return f"must be {sign} {_scalar_text(bound)}, got {_scalar_text(value)}"
-    return None
-
-
-def _choice_problem(meta: dict, value: Any) -> str | None:
-    """Why a value is not among the field's choices, or None (also where it has none)."""
-    choices = meta.get("choices")
-    if not choices or value is None or value in choices:
-        return None
-    return f"must be one of {', '.join(map(str, choices))}, got {value!r}"
-
-
 def _scalar(kind: Any, text: str) -> Any:
     """Text -> bool / int / float / str."""
     if kind is bool:
@@ -328,15 +273,6 @@ def _scalar(kind: Any, text: str) -> Any:
         return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a valid {kind.__name__}: {text!r}") from None
-
-
-def _scalar_text(value: Any) -> str:
-    """bool / int / float / str -> text that parses back to it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 def _help(spec: _Spec, default: Any) -> str:

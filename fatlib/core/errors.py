@@ -36,3 +36,18 @@ def _redact_location(rest: str) -> str:
     if ":" in authority and not authority.partition(":")[2].isdigit():
         authority = HIDDEN
     return f"{hidden}{at}{authority}{slash}{path}{tail}"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line(text: str, limit: int | None = None) -> str:
+    """The first non-blank line of an error message, without colour codes, at most limit
+    characters ('' for none): what a one-line error shows of a library's longer message."""
+    lines = [line.strip() for line in strip_colour(text).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else ""
+
+
+def strip_colour(text: str) -> str:
+    """text without terminal colour codes (Ray colours the tracebacks it forwards)."""
+    return _ANSI.sub("", text)

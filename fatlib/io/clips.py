@@ -10,6 +10,7 @@ from fatlib.core.config import MelConfig
 from fatlib.core.errors import redact
 from fatlib.core.features import CLIP_STATS, clip_stats, encode_logmel, log_mel
 from fatlib.io import storage
+from fatlib.io.files import special_file_kind
 
 # What reading and decoding one clip can raise because of that clip (a directory, a FIFO, a
 # symlink loop, no permission, a vanished object, undecodable or too short audio): the clip is
@@ -36,7 +37,7 @@ def clip_log_mel(uri: str, fname: str, mel: MelConfig) -> tuple[np.ndarray, floa
     """(log-mel (n_mels, n_frames), decoded seconds) of the clip at uri; AudioError if it is
     missing, not a regular file or bad audio, OSError if it cannot be read."""
     try:
-        kind = storage.special_file_kind(uri)  # before opening: a FIFO would block the read
+        kind = special_file_kind(uri)  # before opening: a FIFO would block the read
         if kind is not None:
             raise AudioError(fname, f"cannot read: is {kind}")
         data = storage.read_bytes(uri)

@@ -61,7 +61,7 @@ def clips_digest(clips: Iterable[Clip]) -> str:
 
 
 def versions_digest(versions: Mapping[str, str]) -> str:
-    """SHA-256 of a split's fname -> file version pairs (io.storage.file_versions; "" for a
+    """SHA-256 of a split's fname -> file version pairs (io.files.file_versions; "" for a
     clip with no regular file), independent of order."""
     return hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()
 

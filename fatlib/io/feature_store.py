@@ -9,7 +9,6 @@ that did not finish), never anything else found in its folders.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import posixpath
@@ -30,9 +29,6 @@ from fatlib.io import storage
 
 MANIFEST = "_MANIFEST.json"
 ERRORS_FILE = "_errors.parquet"
-# Manifest key: split -> names of the files a commit in progress may leave in the split's folder,
-# written before it touches the folder, so that the next commit or rebuild deletes exactly them.
-UNCOMMITTED = "uncommitted"
 # 2: rows carry the clip's dB statistics (CLIP_STATS). Format-1 stores still load: readers
 # compute the statistics from the log-mel when the columns are missing.
 STORE_FORMAT = 2
@@ -49,7 +45,7 @@ ROW_SCHEMA = pa.schema(
         ("logmel", pa.binary()),
         *[(name, pa.float32()) for name in CLIP_STATS],  # of the stored float16 log-mel
         # The audio file's version when it was listed for conversion ("size:mtime_ns",
-        # io.storage.file_versions; "" unknown): a re-run converts the clip again once it changes.
+        # io.files.file_versions; "" unknown): a re-run converts the clip again once it changes.
         ("version", pa.string()),
     ]
 )
@@ -132,70 +128,6 @@ def new_manifest(cfg: MelConfig, classes: list[str], source: str) -> dict:
         "fatlib_version": __version__,
         "splits": {},
     }
-
-
-def commit_split(root: str, manifest: dict, staged: str, info: SplitInfo,
-                 keep: Collection[str] = ()) -> None:
-    """Publish a split written under `staged`: move its files into place, then list it.
-
-    keep: files of the committed version that stay where they are (an incremental update);
-    the version's other files (owned_files) are deleted, and nothing else in the folder.
-    """
-    final = storage.join(root, info.name)
-    new = set(storage.list_files(staged))
-    old = owned_files(manifest, info.name)
-    manifest["splits"].pop(info.name, None)  # unpublish any older version, and record what
-    manifest.setdefault(UNCOMMITTED, {})[info.name] = sorted(old | new)  # this commit may leave
-    storage.write_json(storage.join(root, MANIFEST), manifest)
-    for name in sorted(old - set(keep) - new):  # files named as new ones are replaced by them
-        storage.remove(storage.join(final, name))
-    if storage.exists(final):  # the user's files there, or files this store keeps, stay
-        _move_files(staged, final)
-    else:
-        storage.move_tree(staged, final)
-    del manifest[UNCOMMITTED][info.name]
-    if not manifest[UNCOMMITTED]:
-        del manifest[UNCOMMITTED]
-    manifest["splits"][info.name] = {
-        "files": info.files,
-        "rows": info.rows,
-        "errors": info.errors,
-        "errors_file": f"{info.name}/{ERRORS_FILE}",
-        "audio_seconds": round(info.audio_seconds, 3),
-        "frames": info.frames,
-        "bytes": info.bytes,
-        "wall_seconds": round(info.wall_seconds, 3),
-        "clip_stats": True,  # its rows carry CLIP_STATS (splits of format-1 stores do not)
-        "clips_digest": info.clips_digest,
-        "versions_digest": info.versions_digest,
-        "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    storage.write_json(storage.join(root, MANIFEST), manifest)
-
-
-def owned_files(manifest: dict, split: str) -> set[str]:
-    """Names of the files the store wrote, or may have begun writing, in <root>/<split>/: the
-    committed version's parts and errors table, and those of a commit that did not finish."""
-    owned = set(manifest.get(UNCOMMITTED, {}).get(split, []))
-    entry = manifest["splits"].get(split)
-    if entry is not None:
-        owned |= {*entry["files"], ERRORS_FILE}
-    return owned
-
-
-def discard_store(root: str, manifest: dict, fresh: dict) -> None:
-    """Replace a store's manifest by `fresh` (a rebuild with another configuration) and delete
-    every file the old one owned; nothing else under root is touched."""
-    owned = {split: sorted(owned_files(manifest, split))
-             for split in {*manifest["splits"], *manifest.get(UNCOMMITTED, {})}}
-    # Recorded first: a job killed while deleting leaves them to the next commit of the split.
-    fresh[UNCOMMITTED] = owned
-    storage.write_json(storage.join(root, MANIFEST), fresh)
-    for split, names in sorted(owned.items()):
-        for name in names:
-            storage.remove(storage.join(root, split, name))
-    del fresh[UNCOMMITTED]
-    storage.write_json(storage.join(root, MANIFEST), fresh)
 
 
 def stored_clips(root: str, split: str) -> pa.Table:
@@ -328,12 +260,3 @@ def read_split_table(
     tables = [storage.read_parquet(uri, columns) for uri in files]
     schema = ROW_SCHEMA if columns is None else pa.schema([ROW_SCHEMA.field(c) for c in columns])
     return pa.concat_tables(tables) if tables else schema.empty_table()
-
-
-def _move_files(staged: str, final: str) -> None:
-    """Move every file of the folder staged into the existing folder final; drop staged."""
-    fs, src = storage.resolve(staged)
-    _, dst = storage.resolve(final)
-    for name in storage.list_files(staged):
-        fs.move(posixpath.join(src, name), posixpath.join(dst, name))
-    storage.remove_tree(staged)

@@ -16,14 +16,13 @@ import pandas as pd
 import pyarrow as pa
 
 from fatlib.io import storage
-from fatlib.io.storage import file_versions as file_versions  # the ledger's file versions
 
 SUCCESS = "_SUCCESS"
 LEDGER = "_ledger.parquet"
 SUBMISSION = "submission.csv"
 SCORES = "scores.parquet"
 ERRORS = "errors.parquet"
-# version: the failed clip's file version (`file_versions`), "" for scored clips or unknown.
+# version: the failed clip's file version (io.files.file_versions); "" if scored or unknown.
 _LEDGER_COLUMNS = ["fname", "run_id", "failed", "version"]
 
 

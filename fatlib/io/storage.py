@@ -16,7 +16,6 @@ import json
 import os
 import posixpath
 import re
-import stat
 import uuid
 from typing import Any
 
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from fatlib.core.errors import UserError, redact
+from fatlib.core.errors import UserError, first_line, redact
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "abfs", "hdfs")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
@@ -155,7 +154,7 @@ def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(io.BytesIO(read_bytes(uri)), columns=columns)
     except (OSError, pa.ArrowException) as e:
         raise StorageError(redact(f"{uri}: not a readable Parquet file "
-                                  f"({_first_line(str(e)) or type(e).__name__})")) from None
+                                  f"({first_line(str(e), 200) or type(e).__name__})")) from None
 
 
 def write_parquet(uri: str, table: pa.Table, **options: Any) -> int:
@@ -268,9 +267,7 @@ def _replace_local(fs: pafs.FileSystem, path: str, data: bytes) -> None:
 
 def _failed(uri: str, action: str, e: OSError) -> StorageError:
     """One line naming the location and why the filesystem refused (redacted)."""
-    text = str(e).strip()
-    reason = os.strerror(e.errno) if e.errno else (text.splitlines()[0] if text else
-                                                   type(e).__name__)
+    reason = os.strerror(e.errno) if e.errno else (first_line(str(e)) or type(e).__name__)
     return StorageError(redact(f"{uri}: {action} ({reason})"))
 
 
@@ -279,53 +276,3 @@ def _remote_filesystem(root: str) -> pafs.FileSystem:
     """One filesystem object per bucket and process (creating one resolves the bucket region)."""
     fs, _ = pafs.FileSystem.from_uri(root)
     return fs
-
-
-def file_versions(folder: str) -> dict[str, str]:
-    """name -> "size:mtime_ns" of every regular file directly in folder (one listing, also on
-    s3://): a file whose version changed was replaced or touched since it was last read."""
-    fs, path = resolve(folder)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    return {i.base_name: f"{i.size}:{i.mtime_ns}" for i in infos
-            if i.type == pafs.FileType.File}
-
-
-def special_file_kind(uri: str) -> str | None:
-    """What a local uri is when it is not a regular file ("a directory", "a FIFO (named pipe)",
-    ...), found with stat (links followed) without opening it, so a FIFO never blocks a read;
-    None for a regular file or a remote object. OSError when nothing readable is there (missing,
-    a symlink loop, a folder without permission)."""
-    if is_remote(uri):  # object stores hold only whole objects; a missing one fails its read
-        return None
-    mode = os.stat(resolve(uri)[1]).st_mode
-    if stat.S_ISREG(mode):
-        return None
-    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO (named pipe)",
-             stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
-             stat.S_ISBLK: "a block device"}
-    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
-
-
-def contains(folder: str, uri: str) -> bool:
-    """Whether uri is the location folder itself or lies inside it: real paths (links
-    resolved) on local disk, scheme + bucket + key prefixes ending at a '/' on object stores."""
-    return _inside(_location_key(uri), _location_key(folder))
-
-
-def _location_key(uri: str) -> str:
-    """A location compared as text: a local real path, or scheme://bucket/key without URL
-    parsing (a '#' or '?' in a key is part of the key) and without trailing '/'."""
-    if not is_remote(uri):
-        return os.path.realpath(absolute(uri))
-    scheme, rest = uri.split("://", 1)
-    return f"{scheme}://{rest.strip('/')}"
-
-
-def _inside(key: str, folder: str) -> bool:
-    """Whether the location key is folder itself or under it (at a '/' boundary)."""
-    return key == folder or key.startswith(folder.rstrip("/") + "/")
-
-
-def _first_line(text: str) -> str:
-    """The first line of an error message, without pyarrow's trailing detail."""
-    return text.strip().splitlines()[0][:200] if text.strip() else ""

@@ -8,14 +8,10 @@ traceback (exit 1)."""
 
 from __future__ import annotations
 
-import atexit
 import logging
 import logging.handlers
 import os
-import re
-import select
 import sys
-import threading
 import time
 import traceback
 import warnings
@@ -28,24 +24,15 @@ import ray
 import ray.data
 
 from fatlib.core.cli import run_job
-from fatlib.core.errors import UserError, redact
+from fatlib.core.errors import redact
+from fatlib.stages.core_lines import CoreLines
+from fatlib.stages.failures import root_cause
 
 DRIVER_LOG = "fatlib-driver.log"  # in <session>/logs, beside the logs of Ray's own processes
 _RAY_HANDLER = "ray_print_logs"  # the name Ray registers its worker-output printer under
 _OUR_HANDLER = "fatlib_print_logs"
 _QUIET_SECONDS = 1.0  # worker output reaches the driver through Ray's log monitor, ~0.1-1 s late
 _SETTLE_LIMIT_SECONDS = 5.0
-# What the driver's core worker (Ray's C++) writes to stderr that is no news to a user: Ray
-# Data's actor pools always pass their context by object reference and ask for restarts, so
-# Ray warns about every inference (ray-project/ray#53727). The references are the driver's for
-# the whole run, so a restarted scoring actor finds them.
-_HARMLESS_CORE_LINES = (b"has constructor arguments in the object store and max_restarts > 0",)
-_CORE_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z] \d+ \d+\] ")
-_HOLD_SECONDS = 0.2  # a partial line that may be Ray's waits this long for the rest
-_DRAIN_SECONDS = 2.0
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# The line of a Python traceback naming the exception: `module.Type: message` after a frame.
-_EXCEPTION_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?:: (?P<message>.*))?$")
 T = TypeVar("T")
 
 
@@ -105,22 +92,6 @@ def run_ray_job(name: str, verbose: bool, stage: Callable[[], T],
     return status
 
 
-@dataclass(frozen=True)
-class RootCause:
-    """The innermost failure behind an exception that reached the driver."""
-
-    kind: str  # its type's name, e.g. ValueError
-    message: str  # the first line of its message
-    user: bool  # a fatlib UserError: the user can fix it
-    notes: tuple[str, ...] = ()  # what it was working on (PEP 678 notes: the clips of a batch)
-    through_ray: bool = False  # it came from Ray work (a task, actor, UDF, Train worker)
-
-    def __str__(self) -> str:
-        """'ValueError: message (note; note)'."""
-        text = f"{self.kind}: {self.message}" if self.message else self.kind
-        return text + (f" ({'; '.join(self.notes)})" if self.notes else "")
-
-
 def failure_line(error: Exception, verbose: bool = False) -> tuple[int, str] | None:
     """core.cli.run_job's explain for jobs on Ray: (2, its message) when the root cause is a
     UserError, wherever Ray raised it; (1, the root cause and the log file that holds the whole
@@ -135,29 +106,6 @@ def failure_line(error: Exception, verbose: bool = False) -> tuple[int, str] | N
     if log is None:
         return None
     return 1, f"{cause} (full traceback in {log})"
-
-
-def root_cause(error: BaseException) -> RootCause:
-    """The innermost failure behind error: through the wrappers Ray raises on the driver (a
-    task's or actor's RayTaskError, Ray Data's UserCodeException, an actor whose constructor
-    failed, Ray Train's worker-group and controller errors) and __cause__ chains, stopping at
-    the first UserError."""
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        if isinstance(current, UserError) and not _from_ray(current):
-            break
-        current = _inner(current)
-    through_ray = any(_from_ray(e) for e in chain)
-    last = chain[-1]
-    if _from_ray(last):  # only text crossed from the worker (an actor's constructor failed)
-        for wrapper in reversed(chain):
-            found = _cause_in_text(str(wrapper))
-            if found is not None:
-                return found
-    return RootCause(type(last).__name__, _first_line(str(last)), isinstance(last, UserError),
-                     tuple(str(n) for n in getattr(last, "__notes__", ())), through_ray)
 
 
 def log_dir() -> str | None:
@@ -264,79 +212,6 @@ def raylet_messages_to_log() -> None:
     worker.print_to_stdstream = print_to_stdstream
 
 
-class CoreLines:
-    """This process's stderr (fd 2) through a pipe, so that the lines Ray's C++ core worker
-    writes there and that are no news to a user (_HARMLESS_CORE_LINES) go to Ray's log records
-    instead; everything else reaches the console unchanged, partial lines (progress bars) at
-    once. Ray's C++ logger writes to fd 2 itself, past Python's logging."""
-
-    def __init__(self) -> None:
-        sys.stderr.flush()
-        self._console = os.dup(2)
-        self._read, write = os.pipe()
-        os.dup2(write, 2)
-        os.close(write)
-        self._thread = threading.Thread(target=self._forward, name="fatlib-stderr",
-                                        daemon=True)
-        self._thread.start()
-        self._closed = False
-        atexit.register(self.close)  # a traceback printed as the process ends is shown too
-
-    def close(self) -> None:
-        """stderr back to the console, once what is in the pipe has been shown."""
-        if self._closed:
-            return
-        self._closed = True
-        sys.stderr.flush()
-        os.dup2(self._console, 2)  # the pipe's last write end: the thread reads to its end
-        self._thread.join(_DRAIN_SECONDS)
-        if not self._thread.is_alive():  # else a child still holds the pipe: leave it be
-            os.close(self._console)
-
-    def _forward(self) -> None:
-        """Copy the pipe to the console until its end, line by line where a line may be Ray's."""
-        held, passing = b"", False  # held: a line start that may be Ray's; passing: mid-line
-        while True:
-            ready, _, _ = select.select([self._read], [], [], _HOLD_SECONDS if held else None)
-            if not ready:  # nothing completes the held line: it is not one of Ray's
-                self._show(held)
-                held, passing = b"", True
-                continue
-            chunk = os.read(self._read, 65536)
-            if not chunk:
-                break
-            held, passing = self._lines(held + chunk, passing)
-        self._show(held)
-        os.close(self._read)
-
-    def _lines(self, data: bytes, passing: bool) -> tuple[bytes, bool]:
-        """Show or log the whole lines in data; (what is held back, whether mid-line)."""
-        while data:
-            end = data.find(b"\n") + 1  # 0: no line end in data
-            if passing or not data.startswith(b"["):  # Ray's lines start with "[<time>"
-                part = data[:end] if end else data
-                self._show(part)
-                data, passing = data[len(part):], not end
-            elif not end:
-                return data, False
-            else:
-                line, data = data[:end], data[end:]
-                if _CORE_LINE.match(line) and any(s in line for s in _HARMLESS_CORE_LINES):
-                    text = line.decode(errors="replace").rstrip()
-                    logging.getLogger("ray").warning("core worker: %s", text)
-                else:
-                    self._show(line)
-        return b"", passing
-
-    def _show(self, data: bytes) -> None:
-        """Write data to the console (nothing if it is gone)."""
-        try:
-            while data:
-                data = data[os.write(self._console, data):]
-        except OSError:
-            pass
-
-
 def settle(result: T) -> T:
     """result, once the workers' lines still on their way to this console have arrived (they
     follow the work they describe by up to a second)."""
@@ -348,51 +223,6 @@ def settle(result: T) -> T:
             break
         time.sleep(0.1)
     return result
-
-
-def _inner(error: BaseException) -> BaseException | None:
-    """The exception error wraps: a RayTaskError's cause, a Ray Train controller's failure, a
-    failed worker group's user error (else its first rank's failure), or error.__cause__."""
-    if isinstance(error, ray.exceptions.RayTaskError) and isinstance(error.cause, BaseException):
-        return error.cause
-    train = sys.modules.get("ray.train.v2.api.exceptions")  # only if Ray Train is in use
-    if train is not None and isinstance(error, train.ControllerError):
-        return error.controller_failure
-    if train is not None and isinstance(error, train.WorkerGroupError) and error.worker_failures:
-        failures = [failure for _, failure in sorted(error.worker_failures.items())]
-        return next((f for f in failures if isinstance(f, UserError)), failures[0])
-    return error.__cause__
-
-
-def _from_ray(error: BaseException) -> bool:
-    """Whether error is one of Ray's exceptions (its wrappers included)."""
-    return type(error).__module__.split(".")[0] == "ray"
-
-
-def _cause_in_text(text: str) -> RootCause | None:
-    """The innermost exception a traceback text names, if not one of Ray's: a traceback
-    prints the innermost cause first, `module.Type: message` after its last frame."""
-    lines = _ANSI.sub("", text).splitlines()
-    for before, line in zip(lines[:-1], lines[1:], strict=True):
-        found = _EXCEPTION_LINE.match(line)
-        if found is None or not before.startswith(" ") or found["type"].startswith("ray."):
-            continue
-        return RootCause(found["type"].rpartition(".")[2], (found["message"] or "").strip(),
-                         _names_user_error(found["type"]), through_ray=True)
-    return None
-
-
-def _names_user_error(qualified: str) -> bool:
-    """Whether `module.Type` is a UserError of fatlib's already loaded here (never imports)."""
-    module, _, name = qualified.rpartition(".")
-    found = getattr(sys.modules.get(module), name, None) if module.startswith("fatlib") else None
-    return isinstance(found, type) and issubclass(found, UserError)
-
-
-def _first_line(text: str) -> str:
-    """The first non-blank line of text, without colour codes."""
-    lines = [line.strip() for line in _ANSI.sub("", text).splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def _log_failure(error: BaseException) -> str | None:

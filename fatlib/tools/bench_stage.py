@@ -106,7 +106,8 @@ def bench_infer_stage(device: str = "cuda", clips: int = 8192, tta: int = 4) -> 
 def _fake_store(root: Path, splits: dict[str, int]) -> str:
     """A feature store of random 320-640-frame log-mels with one random label a clip."""
     from fatlib.io import storage
-    from fatlib.io.feature_store import SplitInfo, commit_split, new_manifest, write_rows
+    from fatlib.io.feature_store import SplitInfo, new_manifest, write_rows
+    from fatlib.io.store_commits import commit_split
 
     mel = MelConfig()
     manifest = new_manifest(mel, CLASSES, "synthetic")

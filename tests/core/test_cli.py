@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from fatlib.core.bounds import check_bounds
 from fatlib.core.cli import (
     add_flags,
-    check_bounds,
     command,
     from_args,
     job_parser,
@@ -122,7 +122,7 @@ class _Bounded:
 
 @pytest.mark.bad_input
 def test_declared_bounds_are_checked_as_flags_parse_and_on_configs_built_by_code(capsys):
-    from fatlib.core.cli import check_bounds
+    from fatlib.core.bounds import check_bounds
     from fatlib.core.config import ConfigError
 
     parser = job_parser("toy")

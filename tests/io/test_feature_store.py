@@ -12,8 +12,6 @@ from fatlib.io.feature_store import (
     ERRORS_FILE,
     FeatureStoreError,
     SplitInfo,
-    commit_split,
-    discard_store,
     has_clip_stats,
     new_manifest,
     read_manifest,
@@ -23,6 +21,7 @@ from fatlib.io.feature_store import (
     write_errors,
     write_rows,
 )
+from fatlib.io.store_commits import commit_split, discard_store
 
 CFG = MelConfig()
 

@@ -16,6 +16,7 @@ from ray._private import worker
 from fatlib.core.errors import UserError
 from fatlib.stages import console
 from fatlib.stages.console import raylet_messages_to_log
+from fatlib.stages.core_lines import CoreLines
 from fatlib.stages.train.driver import StopOnUserError
 
 STARTUP = ("WARNING: 8 PYTHON worker processes have been started on node: 42b4 with address: "
@@ -94,7 +95,7 @@ def test_raylet_messages_go_to_the_log_not_the_console(capsys, caplog, monkeypat
 
 def test_rays_actor_restart_line_goes_to_the_log_the_rest_of_stderr_unchanged(capfd, caplog):
     with caplog.at_level(logging.WARNING, logger="ray"):
-        lines = console.CoreLines()
+        lines = CoreLines()
         try:
             os.write(2, b"scoring 50%")  # a progress bar's partial line: shown at once
             os.write(2, b" done\n" + RESTART_WARNING + b"[x] brackets, not Ray's\n")

@@ -111,13 +111,13 @@ def test_actors_score_with_the_weights_the_driver_verified(setup, ray_local, tmp
     model = shutil.copytree(a, tmp_path / "model")
     baseline = infer(InferConfig(models=(a,), data=str(root / "data"), out=str(tmp_path),
                                  run_id="a", tta=1))
-    read_inputs = pipeline._input_rows
+    read_inputs = pipeline.input_rows
 
     def overwritten_after_the_check(*args, **kwargs):
         (model / "weights.pt").write_bytes(b"replaced while the job runs")
         return read_inputs(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_input_rows", overwritten_after_the_check)
+    monkeypatch.setattr(pipeline, "input_rows", overwritten_after_the_check)
     result = infer(InferConfig(models=(str(model),), data=str(root / "data"),
                                out=str(tmp_path), run_id="copy", tta=1))
     assert result.scored == baseline.scored == 8 and result.failed == 0

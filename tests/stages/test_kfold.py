@@ -12,9 +12,9 @@ from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.infer.pipeline import infer
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
-from fatlib.stages.train.checkpoints import RUN_CONFIG
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.kfold import train_folds
+from fatlib.stages.train.run_dir import RUN_CONFIG
 from fatlib.tools.synth import SynthConfig, generate_dataset
 
 pytestmark = pytest.mark.slow

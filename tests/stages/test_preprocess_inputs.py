@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from fatlib.core.config import MelConfig
-from fatlib.io import storage
+from fatlib.io import files, storage
 from fatlib.io.dataset import ManifestError, class_vocabulary, clips_digest, read_split
 from fatlib.io.feature_store import FeatureStoreError, read_manifest, read_split_table
 from fatlib.stages.preprocess.config import PreprocessConfig
@@ -320,11 +320,11 @@ def test_a_csv_without_rows_is_refused_naming_it_and_the_other_splits_commit(
 
 
 def test_s3_locations_nest_by_bucket_and_key_at_a_slash():
-    assert storage.contains("s3://b/data/", "s3://b/data/features")
-    assert not storage.contains("s3://b/data", "s3://b/data2/features")
-    assert not storage.contains("s3://b/data", "s3://other/data/features")
-    assert not storage.contains("s3://b/take", "s3://b/take#2")  # a key, not a URL fragment
-    assert storage.contains("s3://b", "s3://b/any/key")
+    assert files.contains("s3://b/data/", "s3://b/data/features")
+    assert not files.contains("s3://b/data", "s3://b/data2/features")
+    assert not files.contains("s3://b/data", "s3://other/data/features")
+    assert not files.contains("s3://b/take", "s3://b/take#2")  # a key, not a URL fragment
+    assert files.contains("s3://b", "s3://b/any/key")
     with pytest.raises(FeatureStoreError, match="^s3://b/data/f: the feature store lies inside "
                                                 "the dataset s3://b/data; "):
         preprocess(PreprocessConfig(data="s3://b/data", out="s3://b/data/f"))  # no S3 reached

@@ -20,9 +20,10 @@ from fatlib.io.feature_store import FeatureStoreError
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
 from fatlib.stages.runtime import ResourceError
-from fatlib.stages.train.checkpoints import REGISTERED, RUN_CONFIG, read_oof
+from fatlib.stages.train.checkpoints import REGISTERED, read_oof
 from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.driver import train
+from fatlib.stages.train.run_dir import RUN_CONFIG
 from fatlib.tools.synth import SynthConfig, generate_dataset
 from tests.conftest import downgrade_store
 
@@ -357,8 +358,8 @@ def test_a_second_training_into_a_run_in_progress_is_refused_at_once(drilled_run
 @pytest.mark.bad_input
 def test_two_trainings_into_one_empty_out_the_second_is_refused(features, tmp_path):
     from fatlib.io.locks import LOCK_FILE, DirectoryInUse, hold
-    from fatlib.stages.train.checkpoints import has_run
     from fatlib.stages.train.kfold import train_folds
+    from fatlib.stages.train.run_dir import has_run
 
     out = tmp_path / "run"
     with hold(str(out), "train"):  # the first has started: only its lock is there yet
@@ -416,7 +417,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_does_not_hold_its_out(fea
 
 @pytest.mark.bad_input
 def test_resume_refuses_other_settings_in_one_line_before_ray_starts(drilled_run, features):
-    from fatlib.stages.train.checkpoints import open_run_dir
+    from fatlib.stages.train.run_dir import open_run_dir
 
     out, _ = drilled_run
     before = {p: p.stat().st_mtime_ns for p in Path(out).rglob("*")}

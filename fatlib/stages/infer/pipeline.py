@@ -11,16 +11,14 @@ import datetime as dt
 import math
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
-import pyarrow as pa
 import ray.data
 import torch
 
 from fatlib.core.config import TTA_COMBINATIONS
-from fatlib.core.features import CLIP_STATS
-from fatlib.core.inputs import batch_stats, with_stats
+from fatlib.core.inputs import batch_stats
 from fatlib.core.labels import LabelError, multi_hot
 from fatlib.core.metrics import lwlrap
 from fatlib.core.scoring import (
@@ -31,18 +29,9 @@ from fatlib.core.scoring import (
 )
 from fatlib.io import predictions, storage
 from fatlib.io.artifact import ModelMeta, check_artifact, model_artifacts, model_from_weights
-from fatlib.io.clips import clip_row
-from fatlib.io.dataset import (
-    SUBMISSION_CSV,
-    TRUTH_CSV,
-    list_audio,
-    read_split,
-    read_truth,
-    require_unique_columns,
-)
-from fatlib.io.feature_store import MANIFEST, has_clip_stats, read_split_table, split_paths
 from fatlib.io.locks import holding
 from fatlib.stages.infer.config import InferConfig, InferenceError, InferResult
+from fatlib.stages.infer.inputs import check_sample_submission, input_rows
 from fatlib.stages.runtime import (
     cluster_cpus,
     cluster_gpus,
@@ -55,9 +44,6 @@ from fatlib.stages.runtime import (
 # wants its windows in large forwards (512 clips x TTA 4 = 2 forwards of 1024 windows).
 _DEFAULT_BATCH = {False: 32, True: 512}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-# Fractional like the scoring actors: on one-CPU nodes, each holding a 0.5-CPU actor, a
-# 1-CPU decode task fits nowhere and the pipeline stalls (seen on cluster/local-up.sh).
-_DECODE_CPUS = 0.5
 
 
 @holding("infer")  # the predictions root, for the whole run and the ledger update
@@ -73,7 +59,7 @@ def infer(cfg: InferConfig) -> InferResult:
     run_id = cfg.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if not _RUN_ID.match(run_id):
         raise InferenceError(f"run id {run_id!r}: use letters, digits, '.', '_' or '-'")
-    _check_sample_submission(cfg.data)
+    check_sample_submission(cfg.data)
     run_dir = storage.join(cfg.out, run_id)
     ledger = (predictions.update_ledger(cfg.out, exclude=run_id) if cfg.incremental
               else predictions.Ledger())
@@ -84,7 +70,7 @@ def infer(cfg: InferConfig) -> InferResult:
     require_resources([{"CPU": cfg.cpus_per_worker, **gpus}] * cfg.workers +
                       ([decode] if decode else []),
                       f"inference ({cfg.workers} scoring actors)", cfg.wait_for_resources)
-    inputs = _input_rows(cfg, mel, classes, ledger)
+    inputs = input_rows(cfg, mel, classes, ledger)
     if inputs.rows is None and cfg.incremental:  # a scheduled run with nothing new leaves no run
         return InferResult(run_id=run_id, run_dir=run_dir, scored=0, failed=0,
                            skipped=inputs.skipped, known_failures=inputs.known_failures,
@@ -181,91 +167,6 @@ def _check_models(cfg: InferConfig) -> list[tuple[ModelMeta, bytes]]:
     return checked
 
 
-@dataclass
-class _Inputs:
-    """What a run scores: rows of fname/logmel/n_frames/error (None when nothing is to be
-    scored), the truth, what the ledger let it skip, and the audio files' versions."""
-
-    rows: ray.data.Dataset | None
-    truth: dict[str, list[str]] | None
-    skipped: int  # already scored
-    known_failures: int  # failed before on the same version of their file
-    n_rows: int
-    versions: dict[str, str] = field(default_factory=dict)
-
-
-def _input_rows(cfg: InferConfig, mel, classes, ledger: predictions.Ledger) -> _Inputs:
-    """The rows to score: a feature store split's, or the audio clips', less what the
-    ledger says is done."""
-    if storage.is_file(storage.join(cfg.data, MANIFEST)):
-        table = read_split_table(cfg.data, cfg.split, mel, columns=["fname", "labels"])
-        labels = dict(zip(table.column("fname").to_pylist(), table.column("labels").to_pylist(),
-                          strict=True))
-        truth = {f: v for f, v in labels.items() if v} or None
-        skipped = len(set(labels) & ledger.scored)
-        if skipped == len(labels):
-            return _Inputs(None, truth, skipped, 0, 0)
-        fs, paths = split_paths(cfg.data, cfg.split, mel)
-        ds = ray.data.read_parquet(paths, filesystem=fs)
-        stats = list(CLIP_STATS) if has_clip_stats(cfg.data, cfg.split) else []
-        ds = ds.select_columns(["fname", "logmel", "n_frames", *stats]).map_batches(
-            _not_done, fn_kwargs={"done": sorted(ledger.scored), "n_mels": mel.n_mels},
-            batch_format="numpy")
-        return _Inputs(ds, truth, skipped, 0, len(labels) - skipped)
-    folder, clips, truth = _audio_clips(cfg.data, classes)
-    versions = predictions.file_versions(folder)  # "" for a listed clip with no file
-    todo = [c for c in clips if not ledger.is_done(c[0], versions.get(c[0], ""))]
-    skipped = sum(fname in ledger.scored for fname, _ in clips)
-    known_failures = len(clips) - len(todo) - skipped
-    if not todo:
-        return _Inputs(None, truth, skipped, known_failures, 0, versions)
-    items = [{"fname": fname, "uri": uri} for fname, uri in todo]
-    workers = cluster_cpus()
-    ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4 * workers))
-    ds = ds.map_batches(_log_mels, fn_kwargs={"mel": mel}, batch_size=16, batch_format="pyarrow",
-                        num_cpus=_DECODE_CPUS,
-                        resources={cfg.node_resource: 1} if cfg.node_resource else None)
-    return _Inputs(ds, truth, skipped, known_failures, len(todo), versions)
-
-
-def _audio_clips(data: str, classes: list[str]):
-    """(folder, [(fname, uri)], truth) of a dataset root's test split or of a folder of audio
-    files."""
-    if storage.exists(storage.join(data, "test")):
-        folder, clips = storage.join(data, "test"), read_split(data, "test", classes)
-    else:
-        folder, clips = data, list_audio(data)
-    if not clips:
-        raise InferenceError(f"{data}: no audio clips to score")
-    return folder, [(c.fname, c.uri) for c in clips], read_truth(storage.join(data, TRUTH_CSV))
-
-
-def _check_sample_submission(data: str) -> None:
-    """A dataset root's sample_submission.csv must not repeat a column (its columns name the
-    submission's)."""
-    uri = storage.join(data, SUBMISSION_CSV)
-    if storage.exists(storage.join(data, "test")) and storage.is_file(uri):
-        require_unique_columns(uri)
-
-
-def _log_mels(batch: pa.Table, mel) -> dict[str, np.ndarray]:
-    """Ray Data task: each clip's log-mel row (io.clips.clip_row, as preprocessing builds it);
-    a clip that fails for any per-clip reason is a row with that reason in `error`."""
-    torch.set_num_threads(1)
-    rows = [clip_row(clip["uri"], clip["fname"], mel) for clip in batch.to_pylist()]
-    return {"fname": np.array([r["fname"] for r in rows], dtype=object),
-            "logmel": np.array([r["logmel"] for r in rows], dtype=object),
-            "n_frames": np.array([r["n_frames"] for r in rows], dtype=np.int64),
-            "error": np.array([r["error"] for r in rows], dtype=object),
-            **{name: np.array([r[name] for r in rows], dtype=np.float32) for name in CLIP_STATS}}
-
-
-def _not_done(batch: dict, done: list[str], n_mels: int) -> dict:
-    """Feature rows not yet scored, with their clip stats and an empty error column."""
-    keep = ~np.isin(batch["fname"], done)
-    out = with_stats({key: value[keep] for key, value in batch.items()}, n_mels)
-    out["error"] = np.full(int(keep.sum()), "", dtype=object)
-    return out
 
 
 def _score(cfg: InferConfig, rows: ray.data.Dataset, checked: list[tuple[ModelMeta, bytes]],

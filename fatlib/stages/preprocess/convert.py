@@ -15,21 +15,19 @@ import math
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pyarrow as pa
 import ray.data
 import torch
 
 from fatlib.core.config import MelConfig
-from fatlib.core.errors import redact
 from fatlib.io import storage
 from fatlib.io.clips import clip_row
 from fatlib.io.dataset import (
     Clip,
     available_splits,
     class_vocabulary,
-    clips_digest,
     read_split,
     require_dataset,
     split_source,
@@ -37,24 +35,24 @@ from fatlib.io.dataset import (
 )
 from fatlib.io.feature_store import (
     ERRORS_FILE,
-    MANIFEST,
     ROW_SCHEMA,
     FeatureStoreError,
     SplitInfo,
-    commit_split,
-    discard_store,
-    mel_differences,
-    new_manifest,
     part_name,
-    read_manifest,
     rewrite_part,
-    stored_clips,
-    stored_errors,
     write_errors,
     write_rows,
 )
 from fatlib.io.locks import holding
+from fatlib.io.store_commits import commit_split
 from fatlib.stages.preprocess.config import PreprocessConfig, PreprocessResult, SplitResult
+from fatlib.stages.preprocess.plan import (
+    Plan,
+    open_manifest,
+    plan_split,
+    record_digests,
+    store_root,
+)
 from fatlib.stages.runtime import (
     cluster_cpus,
     ensure_ray,
@@ -69,24 +67,7 @@ class NothingConvertedError(FeatureStoreError):
     """Every clip of a split failed: the split is not committed."""
 
 
-@dataclass
-class _Plan:
-    """What this run does to one split."""
-
-    clips: list[Clip]  # every clip the split lists now
-    digest: str  # io.dataset.clips_digest(clips)
-    versions: dict[str, str]  # fname -> its file's version now, "" when no regular file
-    convert: list[Clip]  # the clips decoded in this run
-    stored: pa.Table | None = None  # the committed rows (io.feature_store.stored_clips), when
-    # the split is updated in place rather than rebuilt
-    removed: list[str] = field(default_factory=list)  # stored fnames the split no longer lists
-    drop: set[str] = field(default_factory=set)  # stored rows that go: removed or reconverted
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (fname, reason) of stored
-    # failures whose file has not changed since: kept, not retried
-    up_to_date: bool = False
-
-
-@holding("preprocess", lambda cfg: _store_root(cfg))  # before anything is read or written
+@holding("preprocess", lambda cfg: store_root(cfg))  # before anything is read or written
 def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
     """Convert the requested splits: new ones whole, changed ones by their new and removed clips,
     unchanged ones not at all; NothingConvertedError for splits where every clip failed."""
@@ -98,8 +79,8 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
     classes = class_vocabulary(cfg.data)
     # Every manifest is validated, and every refusal made, before anything is written.
     clips = {split: read_split(cfg.data, split, classes) for split in splits}
-    manifest = _open_manifest(cfg, classes)
-    plans = {split: _plan(cfg, manifest, split, clips[split]) for split in splits}
+    manifest = open_manifest(cfg, classes)
+    plans = {split: plan_split(cfg, manifest, split, clips[split]) for split in splits}
     workers = 0
     if any(plan.convert for plan in plans.values()):
         ensure_ray()
@@ -109,7 +90,7 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
     results, failures = [], []
     for split in splits:
         if plans[split].up_to_date:
-            _record_digests(cfg.out, manifest, split, plans[split])
+            record_digests(cfg.out, manifest, split, plans[split])
             results.append(SplitResult(split, skipped=True))
             continue
         try:
@@ -124,106 +105,8 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
     return PreprocessResult(cfg.out, cfg.mel.fingerprint, results)
 
 
-def _open_manifest(cfg: PreprocessConfig, classes: list[str]) -> dict:
-    """The store's manifest if compatible; refusal, or a clean slate with overwrite."""
-    manifest = read_manifest(cfg.out)
-    if manifest is None:
-        return new_manifest(cfg.mel, classes, cfg.data)
-    conflict = None
-    if manifest["fingerprint"] != cfg.mel.fingerprint:
-        conflict = (f"holds features with mel fingerprint {manifest['fingerprint']}, "
-                    f"this configuration has {cfg.mel.fingerprint} "
-                    f"({mel_differences(manifest, cfg.mel)})")
-    elif manifest["classes"] != classes:
-        conflict = "holds features of a dataset with another class vocabulary"
-    if conflict is None:
-        return manifest
-    if not cfg.overwrite:
-        raise FeatureStoreError(f"{cfg.out} {conflict}; refusing to mix (use overwrite)")
-    fresh = new_manifest(cfg.mel, classes, cfg.data)
-    discard_store(cfg.out, manifest, fresh)  # the old store's own files, nothing else
-    return fresh
-
-
-def _store_root(cfg: PreprocessConfig) -> str:
-    """cfg.out, once checked to be neither the dataset, nor inside it, nor around it: a store
-    there could replace the dataset's files (FeatureStoreError, before anything is written)."""
-    data, out = storage.absolute(cfg.data), storage.absolute(cfg.out)
-    inside, around = storage.contains(data, out), storage.contains(out, data)
-    if inside or around:
-        where = ("is the dataset" if inside and around else "lies inside the dataset" if inside
-                 else "contains the dataset")
-        raise FeatureStoreError(redact(f"{out}: the feature store {where} {data}; choose an "
-                                       "out location outside the dataset"))
-    return cfg.out
-
-
-def _plan(cfg: PreprocessConfig, manifest: dict, split: str, clips: list[Clip]) -> _Plan:
-    """Whole conversion, nothing, or the update that brings a committed split up to date with
-    its CSV and its audio files (one listing of the split's folder, no audio read).
-
-    Splits committed before digests existed are compared by the rows they actually hold;
-    splits without file versions are rebuilt, never trusted.
-    """
-    digest = clips_digest(clips)
-    on_disk = storage.file_versions(storage.join(cfg.data, split))
-    versions = {c.fname: on_disk.get(c.fname, "") for c in clips}
-    entry = manifest["splits"].get(split)
-    if entry is None or cfg.overwrite or not clips:  # no clips: refused by _convert_split
-        return _Plan(clips, digest, versions, convert=clips)
-    if (entry.get("clips_digest") == digest
-            and entry.get("versions_digest") == versions_digest(versions)):
-        return _Plan(clips, digest, versions, convert=[], up_to_date=True)
-    stored = stored_clips(cfg.out, split)
-    have = dict(zip(stored.column("fname").to_pylist(), stored.column("labels").to_pylist(),
-                    strict=True))
-    listed = {c.fname: c for c in clips}
-    _refuse_relabelled(cfg.out, split, have, listed)
-    # Format 1 is rebuilt whole, so all its rows share one format; a split without versions
-    # too, since any of its clips may have been replaced since.
-    if not entry.get("clip_stats") or not entry.get("versions_digest"):
-        return _Plan(clips, digest, versions, convert=clips)
-    stored_versions = zip(stored.column("fname").to_pylist(),
-                          stored.column("version").to_pylist(), strict=True)
-    changed = {f for f, v in stored_versions if f in listed and v != versions[f]}
-    errors = stored_errors(cfg.out, split)
-    failed = sorted((f, reason) for f, (reason, v) in errors.items()
-                    if f in listed and v == versions[f])
-    unchanged = {f for f, _ in failed}
-    # Converted: new clips, clips whose file changed, earlier failures whose file changed.
-    convert = [c for c in clips
-               if c.fname in changed or (c.fname not in have and c.fname not in unchanged)]
-    removed = sorted(set(have) - set(listed))
-    up_to_date = not convert and not removed and len(failed) == len(errors)
-    return _Plan(clips, digest, versions, convert, stored, removed, changed | set(removed),
-                 failed, up_to_date)
-
-
-def _refuse_relabelled(out: str, split: str, have: dict[str, list[str]],
-                       listed: dict[str, Clip]) -> None:
-    """FeatureStoreError naming the first stored clip whose labels the CSV now changes."""
-    changed = sorted(f for f, labels in have.items()
-                     if f in listed and sorted(labels) != sorted(listed[f].labels))
-    if changed:
-        first = changed[0]
-        raise FeatureStoreError(
-            f"{out}: {len(changed)} clip(s) of {split} relabelled since it was preprocessed "
-            f"(first: {first} {','.join(have[first])} -> {','.join(listed[first].labels)}); "
-            "refusing to keep stale labels (use overwrite to rebuild the split)"
-        )
-
-
-def _record_digests(out: str, manifest: dict, split: str, plan: _Plan) -> None:
-    """Write the digests of an unchanged split into the manifest (stores from before digests)."""
-    entry = manifest["splits"][split]
-    digests = {"clips_digest": plan.digest, "versions_digest": versions_digest(plan.versions)}
-    if any(entry.get(key) != value for key, value in digests.items()):
-        entry.update(digests)
-        storage.write_json(storage.join(out, MANIFEST), manifest)
-
-
 def _convert_split(
-    cfg: PreprocessConfig, manifest: dict, split: str, plan: _Plan, workers: int
+    cfg: PreprocessConfig, manifest: dict, split: str, plan: Plan, workers: int
 ) -> SplitResult:
     """Convert a split's new clips into a staging folder with Ray Data, then commit it with the
     rows it keeps; NothingConvertedError, and nothing committed, when no row would be left."""
@@ -239,7 +122,7 @@ def _convert_split(
         raise
 
 
-def _convert_and_commit(cfg: PreprocessConfig, manifest: dict, split: str, plan: _Plan,
+def _convert_and_commit(cfg: PreprocessConfig, manifest: dict, split: str, plan: Plan,
                         workers: int, staged: str) -> SplitResult:
     """_convert_split's work, its new parts written under the staging folder staged."""
     start = time.perf_counter()
@@ -314,7 +197,7 @@ def _convert_clips(cfg: PreprocessConfig, split: str, clips: list[Clip],
         ).take_all()
 
 
-def _kept_parts(out: str, split: str, plan: _Plan, staged: str) -> tuple[list[str], list[dict]]:
+def _kept_parts(out: str, split: str, plan: Plan, staged: str) -> tuple[list[str], list[dict]]:
     """(names of the committed parts that stay as they are, one report per part kept): parts
     holding rows that go (removed or reconverted clips) are rewritten without them into staged."""
     if plan.stored is None:

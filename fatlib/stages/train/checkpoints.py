@@ -1,5 +1,5 @@
-"""A training run on storage: its directory, per-epoch checkpoints (save / restore), the fault
-drill, and the export of the best checkpoint as the model artifact with metrics and history."""
+"""A training run on storage: per-epoch checkpoints (save / restore), the fault drill, and the
+export of the best checkpoint as the model artifact with metrics and history."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import io
 import json
 import os
 import pickle
-import sys
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -24,68 +23,21 @@ import torch
 # Where Ray Train's controller records the checkpoints it has registered (what a resume sees);
 # Ray's own name, so a rename in Ray fails at import instead of stalling the fault drill.
 from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME as REGISTERED
-from ray.train.v2._internal.constants import VALIDATE_STORAGE_MARKER_FILENAME
 
 from fatlib.core.averaging import WeightAverage
-from fatlib.core.errors import redact
+from fatlib.core.errors import first_line, redact
 from fatlib.core.inputs import Normalisation
 from fatlib.io import storage
-from fatlib.io.artifact import META, ModelMeta, save_artifact
+from fatlib.io.artifact import ModelMeta, save_artifact
 from fatlib.stages.train.config import RunDirError, TrainConfig, TrainResult
 
 STATE_FILE = "state.pt"
-RUN_CONFIG = "run_config.json"  # the run's settings, written as it starts: what --resume keeps
 DRILL_MARKER = ".fault-drill-done"
-_CHECKPOINT_PREFIX = "checkpoint_"
-# What a run that ended before its first checkpoint leaves (besides checkpoint_* dirs without a
-# state): fatlib's files and Ray Train's own, replaced by the next run into the same --out.
-_LEFTOVER_FILES = frozenset({RUN_CONFIG, REGISTERED, VALIDATE_STORAGE_MARKER_FILENAME,
-                             DRILL_MARKER})
-# Settings --resume may change: where and how the run executes (the directory may have moved),
-# not what it trains - the network, its inputs, the data and folds, the schedule, the seed.
-# Workers may change, so a run continues on a cluster that lost or gained nodes; the one-cycle
-# schedule then keeps the step count it started with, so it ends slightly before or after the
-# last epoch.
-RESUMABLE = frozenset({"out", "workers", "gpus_per_worker", "cpus_per_worker",
-                       "wait_for_resources", "max_failures", "keep_checkpoints", "resume",
-                       "fail_after_epoch"})
-# Why --epochs cannot change on --resume: a restored one-cycle scheduler keeps its length.
-_SCHEDULE = (" (the one-cycle LR schedule was laid out over {epochs} epochs and ends at epoch "
-             "{epochs}: training longer or shorter needs a new --out)")
+CHECKPOINT_PREFIX = "checkpoint_"
 # What torch.load raises on a truncated or corrupted state.pt (a full disk, a killed copy).
 _UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError)
 OOF = "oof.parquet"  # the best epoch's validation scores: out-of-fold scores of a K-fold run
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "lwlrap", "time", "lr"]
-
-
-def open_run_dir(cfg: TrainConfig) -> None:
-    """Fit --out to the request before Ray starts: a new run needs a directory without a run
-    (what a run that ended before its first checkpoint left is replaced) and records its
-    settings there; --resume needs a run whose recorded settings match and a checkpoint that
-    loads. cfg: with --noisy decided (TrainConfig.with_noisy)."""
-    if has_run(cfg.out):
-        if not cfg.resume:
-            raise RunDirError(f"{cfg.out} already holds a run; pass --resume to continue it "
-                              "or choose another --out")
-        _check_resumed_settings(cfg)
-        _check_restorable(cfg.out)
-        return
-    if cfg.resume:
-        raise RunDirError(f"{cfg.out}: no run to resume (no checkpoint or model there); "
-                          "run again without --resume")
-    _clear_unfinished(cfg.out)
-    storage.write_json(storage.join(cfg.out, RUN_CONFIG), _config_dict(cfg))
-
-
-def has_run(uri: str) -> bool:
-    """Whether a run directory holds a run: a checkpoint or an exported model. What a run
-    that failed before its first checkpoint left (a bad store, a crash in epoch 1, Ctrl-C),
-    a job's lock or anything else does not count, so a new run may take its place."""
-    if storage.is_file(storage.join(uri, "model", META)):
-        return True
-    fs, path = storage.resolve(uri)
-    return any(fs.get_file_info(f"{path}/{name}/{STATE_FILE}").type == pafs.FileType.File
-               for name in _checkpoint_dirs(fs, path))
 
 
 def run_location(out: str) -> tuple[str, str]:
@@ -154,16 +106,13 @@ def _checkpoint_not_written(epoch: int, error: OSError) -> storage.StorageError:
     registers a checkpoint only once it is copied whole)."""
     run = ray.train.get_context().get_storage()
     fs, path = run.storage_filesystem, run.experiment_fs_path
-    try:
-        registered = json.loads(fs.open_input_stream(f"{path}/{REGISTERED}").read())
-        latest = (registered.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
-    except (OSError, ValueError):  # nothing registered yet
-        latest = None
-    for name in _checkpoint_dirs(fs, path):
+    latest = latest_registered(fs, path).get("checkpoint_dir_name")
+    for name in checkpoint_dirs(fs, path):
         if latest is None or name > latest:  # Ray names them by time: newer than the latest
             with contextlib.suppress(OSError):  # the line below still says what failed
                 fs.delete_dir(f"{path}/{name}")
-    reason = os.strerror(error.errno) if error.errno else _first_line(error)
+    reason = (os.strerror(error.errno) if error.errno
+              else f"{type(error).__name__}: {first_line(str(error), 120)}")
     return storage.StorageError(redact(f"{path}: cannot write the checkpoint of epoch {epoch} "
                                        f"({reason}); nothing half-written is left"))
 
@@ -182,15 +131,21 @@ def maybe_fail(cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
         os._exit(1)  # a hard crash, as a lost node looks to Ray Train
 
 
+def latest_registered(fs: pafs.FileSystem, run_path: str) -> dict:
+    """Ray Train's record of the run's latest registered checkpoint (checkpoint_dir_name,
+    metrics); {} when it has registered none."""
+    try:
+        with fs.open_input_stream(f"{run_path}/{REGISTERED}") as f:
+            return json.loads(f.read()).get("latest_checkpoint_result") or {}
+    except (OSError, ValueError):  # not written yet, or caught mid-write
+        return {}
+
+
 def _await_registered(out: str, epoch: int, timeout: float = 60.0) -> None:
     """Wait until Ray Train has registered the checkpoint of this epoch of the run in out."""
-    snapshot, deadline = storage.join(out, REGISTERED), time.monotonic() + timeout
+    (fs, path), deadline = storage.resolve(out), time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            latest = storage.read_json(snapshot).get("latest_checkpoint_result") or {}
-        except (OSError, ValueError):  # not written yet, or caught mid-write
-            latest = {}
-        if latest.get("metrics", {}).get("epoch", 0) >= epoch:
+        if latest_registered(fs, path).get("metrics", {}).get("epoch", 0) >= epoch:
             return
         time.sleep(0.1)
     raise RuntimeError(f"fault drill: Ray Train did not register epoch {epoch}'s checkpoint "
@@ -207,7 +162,7 @@ def export(cfg: TrainConfig, result, classes: list[str], norm: Normalisation,
     metrics = {"best_epoch": int(best["epoch"]), "lwlrap": float(best["lwlrap"]),
                "valid_loss": float(best["valid_loss"]), "epochs": cfg.epochs,
                "fold": f"{cfg.fold}/{cfg.n_folds}", "steps_per_epoch": steps_per_epoch,
-               "config": _config_dict(cfg)}
+               "config": config_dict(cfg)}
     meta = ModelMeta(arch=cfg.arch, classes=classes, mel=cfg.mel, crop_frames=cfg.crop_frames,
                      normalisation=norm, recipe=cfg.recipe, metrics=metrics)
     artifact = storage.join(cfg.out, "model")
@@ -225,13 +180,13 @@ def newest_readable(fs: pafs.FileSystem, run_path: str, latest: str
     """(state, note) of the newest checkpoint of the run that loads, from checkpoint_* dir
     latest back through the older ones: note is '' when latest loads, else one line naming
     what was skipped and what is used; (None, why) when none loads."""
-    older = sorted((n for n in _checkpoint_dirs(fs, run_path) if n < latest), reverse=True)
+    older = sorted((n for n in checkpoint_dirs(fs, run_path) if n < latest), reverse=True)
     skipped = []
     for name in [latest, *older]:
         try:
             state = _load_state(ray.train.Checkpoint(f"{run_path}/{name}", filesystem=fs))
         except _UNREADABLE as e:
-            skipped.append(f"{name} ({_first_line(e)})")
+            skipped.append(f"{name} ({type(e).__name__}: {first_line(str(e), 120)})")
             continue
         note = (f"{run_path}: skipped unreadable checkpoint {', '.join(skipped)}; continuing "
                 f"from {name} (epoch {state['epoch']})") if skipped else ""
@@ -278,94 +233,14 @@ def _best_readable(best_checkpoints: list) -> tuple[dict, dict]:
     raise RuntimeError(f"none of the run's {len(ranked)} best checkpoints loads")
 
 
-def _check_resumed_settings(cfg: TrainConfig) -> None:
-    """RunDirError naming each setting --resume would change, of those that change what is
-    trained, as the run recorded it (old -> new)."""
-    recorded = _recorded_config(cfg.out)
-    if recorded is None:  # a run from before fatlib recorded its settings
-        return
-    now, recorded = _comparable(_config_dict(cfg)), _comparable(recorded)
-    changed = [f"--{k.replace('_', '-')} {_shown(recorded[k])} -> {_shown(now[k])}"
-               + (_SCHEDULE.format(epochs=recorded[k]) if k == "epochs" else "")
-               for k in now if k in recorded and recorded[k] != now[k]]
-    if changed:
-        raise RunDirError(f"{cfg.out}: --resume cannot change {', '.join(changed)}; resume "
-                          "with the run's settings or choose another --out")
-
-
-def _recorded_config(out: str) -> dict | None:
-    """The settings a run recorded as it started (a finished run's metrics.json has them
-    too), or None."""
-    for name, key in ((RUN_CONFIG, None), ("metrics.json", "config")):
-        uri = storage.join(out, name)
-        if storage.is_file(uri):
-            doc = storage.read_json(uri)
-            return doc if key is None else doc.get(key)
-    return None
-
-
-def _comparable(config: dict) -> dict:
-    """A run's settings without those a resumed run may change; --fold as k/K."""
-    d = {k: v for k, v in config.items() if k not in RESUMABLE}
-    if "fold" in d and "n_folds" in d:
-        d["fold"] = f"{d['fold']}/{d.pop('n_folds')}"
-    return d
-
-
-def _shown(value) -> str:
-    """A recorded setting as its flag's value reads."""
-    if isinstance(value, list):
-        return ",".join(map(str, value)) or "(none)"
-    return "(default)" if value is None else str(value)
-
-
-def _check_restorable(out: str) -> None:
-    """RunDirError when none of the checkpoints a resume may start from loads: each worker
-    would fail on it, max_failures times (the workers skip unreadable ones themselves)."""
-    snapshot = storage.join(out, REGISTERED)
-    if not storage.is_file(snapshot):
-        return
-    latest = (storage.read_json(snapshot).get("latest_checkpoint_result") or {}).get(
-        "checkpoint_dir_name")
-    if latest is None:  # nothing registered: Ray Train starts the run afresh
-        return
-    fs, path = storage.resolve(out)
-    state, note = newest_readable(fs, path, latest)
-    if state is None:
-        raise RunDirError(note)
-
-
-def _clear_unfinished(out: str) -> None:
-    """Remove what a run that ended before its first checkpoint left in out, its own files and
-    Ray Train's only (never anything else there), and say so in one line."""
-    fs, path = storage.resolve(out)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    leftovers = [i for i in infos if i.base_name in _LEFTOVER_FILES or (
-        i.type == pafs.FileType.Directory and i.base_name.startswith(_CHECKPOINT_PREFIX))]
-    for info in leftovers:
-        if info.type == pafs.FileType.Directory:
-            fs.delete_dir(info.path)
-        else:
-            fs.delete_file(info.path)
-    if leftovers:
-        print(f"{out}: replacing an unfinished run (it ended before its first checkpoint)",
-              file=sys.stderr, flush=True)
-
-
-def _checkpoint_dirs(fs: pafs.FileSystem, run_path: str) -> list[str]:
+def checkpoint_dirs(fs: pafs.FileSystem, run_path: str) -> list[str]:
     """Names of the checkpoint_* directories of a run directory (Ray names them by time)."""
     infos = fs.get_file_info(pafs.FileSelector(run_path, allow_not_found=True))
     return [i.base_name for i in infos
-            if i.type == pafs.FileType.Directory and i.base_name.startswith(_CHECKPOINT_PREFIX)]
+            if i.type == pafs.FileType.Directory and i.base_name.startswith(CHECKPOINT_PREFIX)]
 
 
-def _first_line(error: Exception) -> str:
-    """An exception as a short phrase: its type and the first line of its message."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:120]}" if text else type(error).__name__
-
-
-def _config_dict(cfg: TrainConfig) -> dict:
+def config_dict(cfg: TrainConfig) -> dict:
     """The run's settings, JSON-ready (the mel config is in the artifact already)."""
     d = asdict(replace(cfg, fail_after_epoch=None, resume=False,
                        noisy_smoothing=cfg.smoothing))

@@ -6,7 +6,8 @@ import argparse
 import math
 from dataclasses import dataclass, replace
 
-from fatlib.core.cli import check_bounds, option
+from fatlib.core.bounds import check_bounds
+from fatlib.core.cli import option
 from fatlib.core.config import NORMALISATIONS, PADDINGS, ConfigError, MelConfig
 from fatlib.core.errors import UserError
 

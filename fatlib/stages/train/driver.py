@@ -20,12 +20,13 @@ from fatlib.stages.runtime import (
     require_resources,
     shared_cpus,
 )
-from fatlib.stages.train.checkpoints import export, open_run_dir, run_location
+from fatlib.stages.train.checkpoints import export, run_location
 from fatlib.stages.train.config import TrainConfig, TrainResult, steps_per_epoch
 from fatlib.stages.train.datasets import training_datasets
 from fatlib.stages.train.inputs import input_spec, training_inputs
 from fatlib.stages.train.loop import WorkerInputs, train_loop_per_worker
 from fatlib.stages.train.rendezvous import NodeBoundTorchConfig
+from fatlib.stages.train.run_dir import open_run_dir
 
 
 @holding("train")  # its run dir, before anything is read or written

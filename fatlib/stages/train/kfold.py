@@ -18,10 +18,11 @@ from fatlib.io import storage
 from fatlib.io.artifact import ENSEMBLE, META
 from fatlib.io.locks import holding
 from fatlib.stages.runtime import cluster_gpus, ensure_ray, shared_cpus
-from fatlib.stages.train.checkpoints import OOF, has_run, read_oof
+from fatlib.stages.train.checkpoints import OOF, read_oof
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.driver import train
 from fatlib.stages.train.inputs import training_inputs
+from fatlib.stages.train.run_dir import has_run
 
 
 @dataclass

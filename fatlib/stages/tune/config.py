@@ -6,7 +6,8 @@ import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fatlib.core.cli import check_bounds, command, option
+from fatlib.core.bounds import check_bounds
+from fatlib.core.cli import command, option
 from fatlib.core.config import ConfigError
 from fatlib.io import storage
 from fatlib.stages.train.config import TrainConfig

@@ -24,10 +24,11 @@ from fatlib.stages.runtime import (
     require_resources,
     shared_cpus,
 )
-from fatlib.stages.train.checkpoints import has_run, run_location
+from fatlib.stages.train.checkpoints import run_location
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.driver import train
 from fatlib.stages.train.inputs import training_inputs
+from fatlib.stages.train.run_dir import has_run
 from fatlib.stages.tune.config import SEARCHED, TuneResult, TuneSettings, train_command
 
 
