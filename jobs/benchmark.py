@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                           "to start its actors, so few clips measure mostly that")
     inf.add_argument("--tta", default="1,8", help="TTA crop counts, comma-separated (with "
                                                   "--device: the first)")
+    inf.add_argument("--actors", default="1", help="with --device: scoring actor counts to "
+                     "time, comma-separated (on a GPU they share the card)")
     tta = add("tta", "test lwlrap per TTA crop count and combination")
     tta.add_argument("--model", required=True, help="model artifact, or a training or K-fold "
                      "run directory (its ensemble, as jobs/infer.py scores it)")
@@ -63,10 +65,17 @@ def _parser() -> argparse.ArgumentParser:
 def main() -> None:
     """Parse the benchmark name and its flags, run it, print its report."""
     args = _parser().parse_args()
-    # The benchmarks load torch, librosa and Ray: only after the flags parse.
-    from fatlib.tools import bench_audio, bench_input, bench_model, bench_stage
-
+    # The benchmarks load torch, librosa and Ray: only after the flags parse, and each only
+    # what it needs (a bare GPU machine has no librosa, which bench_audio's reference needs).
     ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
+    if args.bench in ("features", "preprocess"):
+        from fatlib.tools import bench_audio
+    elif args.bench == "input":
+        from fatlib.tools import bench_input
+    elif args.device:
+        from fatlib.tools import bench_stage
+    else:
+        from fatlib.tools import bench_model
     if args.bench == "features":
         result = bench_audio.bench_features(args.clips, args.seconds, args.rounds)
     elif args.bench == "preprocess":
@@ -81,7 +90,7 @@ def main() -> None:
                                          args.workers, args.arch)
     elif args.bench == "infer" and args.device:
         result = bench_stage.bench_infer_stage(args.device, args.clips or 8192,
-                                               ints(args.tta)[0])
+                                               ints(args.tta)[0], ints(args.actors))
     elif args.bench == "infer":
         result = bench_model.bench_infer(args.clips or 400, ints(args.tta))
     else:

@@ -66,8 +66,8 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch, rank])  # reproducible after a restart
-        train_loss, samples = _train_epoch(model, optimizer, scheduler, train_shard, inputs,
-                                           rng, device, average)
+        train_loss, samples, phases = _train_epoch(model, optimizer, scheduler, train_shard,
+                                                   inputs, rng, device, average)
         trained = time.perf_counter()
         fnames, scores, truth, valid_loss = validation_scores(
             model if average is None else average.module, valid_shard, inputs, device,
@@ -77,7 +77,7 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
                    "lwlrap": lwlrap(truth, scores), "time": done - started,
                    "lr": scheduler.get_last_lr()[0], "train_time": trained - started,
-                   "valid_time": done - trained, "samples": samples}
+                   "valid_time": done - trained, "samples": samples, **phases}
         history.append(metrics)
         report_epoch(rank, model, optimizer, scheduler, history, metrics,
                      valid={"fname": fnames, "scores": scores}, average=average)
@@ -130,18 +130,31 @@ def validation_scores(model, shard, inputs: WorkerInputs, device, *, rank: int, 
 
 
 def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng,
-                 device, average: WeightAverage | None = None) -> tuple[float, int]:
-    """One pass over this worker's shard: (mean training loss, samples) over all shards.
+                 device, average: WeightAverage | None = None) -> tuple[float, int, dict]:
+    """One pass over this worker's shard: (mean training loss, samples) over all shards, and
+    this worker's seconds in each phase of its loop.
 
     Nothing in the loop waits for the device (the loss is summed there, read once at the end),
-    so on a GPU the next batch's crops are cut while the current step runs.
+    so on a GPU the next batch's crops are cut while the current step runs. The phases say
+    where the loop's thread spends an epoch: waiting for Ray Data's next rows (data_time),
+    cutting the host batch (host_time), and the rest (step_time: copying, queueing the step,
+    and on a GPU waiting for it when the device is the slower side).
     """
     world = ray.train.get_context().get_world_size()
     cuda = device.type == "cuda"
     model.train()
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
-    for batch in shuffled_batches(shard, inputs.cfg.batch_size // world, rng):
+    data_time = host_time = 0.0
+    started = time.perf_counter()
+    batches = shuffled_batches(shard, inputs.cfg.batch_size // world, rng)
+    while True:
+        tick = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            break
+        cut = time.perf_counter()
         host = host_batch(batch, inputs.spec, inputs.classes, rng, pin=cuda)
+        data_time, host_time = data_time + cut - tick, host_time + time.perf_counter() - cut
         x, y, w = to_device(host, inputs.spec, rng, device)
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -160,4 +173,8 @@ def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng,
     sums = torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=device)])
     if world > 1:  # the epoch's loss over all shards, not rank 0's alone
         torch.distributed.all_reduce(sums)
-    return float(sums[0] / max(1.0, float(sums[1]))), int(sums[1])
+    mean_loss, samples = float(sums[0] / max(1.0, float(sums[1]))), int(sums[1])  # waits
+    elapsed = time.perf_counter() - started
+    phases = {"data_time": data_time, "host_time": host_time,
+              "step_time": elapsed - data_time - host_time}
+    return mean_loss, samples, phases
