@@ -72,9 +72,9 @@ def bench_train_stage(device: str = "cuda", clips: int = 8192, epochs: int = 3,
               for k in ("data_time", "host_time", "step_time")}
     notes = [f"{clips} clips (80% train), batch {batch_size}, {epochs} epochs; validation "
              f"{valid:.1f} s an epoch, apart",
-             "phases of the loop's thread, seconds an epoch: waiting for Ray Data "
-             f"{phases['data_time']:.2f}, host batch {phases['host_time']:.2f}, copy + step "
-             f"{phases['step_time']:.2f}"]
+             "phases, seconds an epoch: the loop waiting for a batch "
+             f"{phases['data_time']:.2f}, copy + step {phases['step_time']:.2f}; the prefetch "
+             f"thread cutting crops {phases['host_time']:.2f} (overlapped)"]
     return StageBench("training samples/s", _device_name(device), rate, ceiling, notes,
                       monitor.summary())
 

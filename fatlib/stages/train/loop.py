@@ -16,6 +16,7 @@ from fatlib.core.labels import multi_hot
 from fatlib.core.losses import clip_bce, weighted_bce
 from fatlib.core.metrics import lwlrap
 from fatlib.core.models import build_model
+from fatlib.core.prefetch import Prefetched
 from fatlib.core.scoring import combine, tta_logits
 from fatlib.stages.train.checkpoints import maybe_fail, report_epoch, restore, unwrap
 from fatlib.stages.train.config import TrainConfig, format_history, steps_per_epoch
@@ -135,46 +136,62 @@ def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng,
     this worker's seconds in each phase of its loop.
 
     Nothing in the loop waits for the device (the loss is summed there, read once at the end),
-    so on a GPU the next batch's crops are cut while the current step runs. The phases say
-    where the loop's thread spends an epoch: waiting for Ray Data's next rows (data_time),
-    cutting the host batch (host_time), and the rest (step_time: copying, queueing the step,
-    and on a GPU waiting for it when the device is the slower side).
+    and the next batches are read and cut on a prefetch thread, so on a GPU they are ready
+    while the current step runs. The phases: seconds the loop waited for a batch (data_time),
+    seconds the prefetch thread spent cutting crops (host_time, overlapped), and the rest
+    (step_time: copying, queueing the step, and on a GPU waiting for it when the device is
+    the slower side).
     """
     world = ray.train.get_context().get_world_size()
     cuda = device.type == "cuda"
     model.train()
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
-    data_time = host_time = 0.0
+    # The host side (rows, shuffle, crops) and the device side (augmentations) draw from
+    # separate streams, so the order the two threads run in never changes a batch.
+    host_rng, device_rng = rng.spawn(2)
+    host_seconds = [0.0]
+    data_time = 0.0
     started = time.perf_counter()
-    batches = shuffled_batches(shard, inputs.cfg.batch_size // world, rng)
-    while True:
-        tick = time.perf_counter()
-        batch = next(batches, None)
-        if batch is None:
-            break
-        cut = time.perf_counter()
-        host = host_batch(batch, inputs.spec, inputs.classes, rng, pin=cuda)
-        data_time, host_time = data_time + cut - tick, host_time + time.perf_counter() - cut
-        x, y, w = to_device(host, inputs.spec, rng, device)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            logits = model(x)
-        loss = weighted_bce(logits, y, w)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler.last_epoch < scheduler.total_steps:
-            scheduler.step()
-        if average is not None:
-            average.update(unwrap(model))
-        total += loss.detach() * len(w)
-        count += len(w)
+    batches = _host_batches(shard, inputs, inputs.cfg.batch_size // world, host_rng, cuda,
+                            host_seconds)
+    with Prefetched(batches, depth=2) as ahead:
+        while True:
+            tick = time.perf_counter()
+            host = next(ahead, None)
+            data_time += time.perf_counter() - tick
+            if host is None:
+                break
+            x, y, w = to_device(host, inputs.spec, device_rng, device)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                logits = model(x)
+            loss = weighted_bce(logits, y, w)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler.last_epoch < scheduler.total_steps:
+                scheduler.step()
+            if average is not None:
+                average.update(unwrap(model))
+            total += loss.detach() * len(w)
+            count += len(w)
     sums = torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=device)])
     if world > 1:  # the epoch's loss over all shards, not rank 0's alone
         torch.distributed.all_reduce(sums)
     mean_loss, samples = float(sums[0] / max(1.0, float(sums[1]))), int(sums[1])  # waits
     elapsed = time.perf_counter() - started
-    phases = {"data_time": data_time, "host_time": host_time,
-              "step_time": elapsed - data_time - host_time}
+    phases = {"data_time": data_time, "host_time": host_seconds[0],
+              "step_time": elapsed - data_time}
     return mean_loss, samples, phases
+
+
+def _host_batches(shard, inputs: WorkerInputs, batch_size: int, rng, pin: bool,
+                  seconds: list[float]):
+    """The shard's shuffled rows as host batches (crops cut, pinned on a GPU); adds the time
+    spent cutting them to seconds[0]."""
+    for batch in shuffled_batches(shard, batch_size, rng):
+        tick = time.perf_counter()
+        host = host_batch(batch, inputs.spec, inputs.classes, rng, pin=pin)
+        seconds[0] += time.perf_counter() - tick
+        yield host
