@@ -20,6 +20,7 @@ from fatlib.core.augment import Compose
 from fatlib.core.config import NORMALISATIONS, PADDINGS
 from fatlib.core.features import CLIP_STATS, clip_stats, decode_logmel, delta_weights
 from fatlib.core.labels import multi_hot
+from fatlib.core.mixing import SoundMix
 
 _EPS = 1e-6  # the seed kernel's epsilon, in std and in the min-max span
 
@@ -107,6 +108,7 @@ class InputSpec:
     pad: str = "silence"  # short clips in training crops: one of PADDINGS
     noisy_smoothing: float = 0.0  # rows marked noisy train on t (1 - s) + s / 2
     resized_crop: float = 0.0  # crops span crop x U(1 - r, 1 + r) frames, resized to crop
+    mix: SoundMix | None = None  # crops mixed as sounds add, in dB before the normalisation
 
 
 @dataclass
@@ -152,10 +154,13 @@ def to_device(host: HostBatch, spec: InputSpec, rng: np.random.Generator,
     def move(t: torch.Tensor) -> torch.Tensor:
         return t.to(device, non_blocking=True)
 
-    x = spec.norm.apply(move(host.crops), move(host.stats)).unsqueeze(1)
+    crops, stats, y, w = (move(t) for t in (host.crops, host.stats, host.targets, host.weights))
+    if spec.mix is not None:
+        crops, stats, y, w = spec.mix(crops, stats, y, w, rng)
+    x = spec.norm.apply(crops, stats).unsqueeze(1)
     # Augmentations act alike on every channel: applied to one, then the identical channels
     # are a view of it (no copies; the model's first convolution reads them).
-    x, y, w = spec.augment(x, move(host.targets), move(host.weights), rng)
+    x, y, w = spec.augment(x, y, w, rng)
     return spec.norm.stack(x), y, w
 
 

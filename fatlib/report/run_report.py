@@ -145,7 +145,8 @@ def _html(run: str, metrics: dict, pictures: list[tuple[str, str]], score: float
              ("fold", metrics.get("fold")), ("recipe", config.get("recipe")),
              ("architecture", config.get("arch")), ("epochs", config.get("epochs")),
              ("max LR", config.get("lr")), ("crop frames", config.get("crop_frames")),
-             ("mixup", config.get("mixup")), ("SpecAugment", config.get("specaugment"))]
+             ("mixup", config.get("mixup")), ("SpecAugment", config.get("specaugment")),
+             ("sound mixing", config.get("sound_mix"))]
     rows = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                      for k, v in facts)
     figures = "\n".join(

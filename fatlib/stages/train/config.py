@@ -68,6 +68,12 @@ class TrainConfig:
                                            default_text="0.2; 0 with --recipe seed")
     mixup: float = option(0.0, "mixup alpha, Beta(alpha, alpha); 0 = off", minimum=0)
     specaugment: bool = option(False, "SpecAugment: two frequency and two time masks per crop")
+    sound_mix: float = option(0.0, "probability that a training crop gets another crop of its "
+                              "batch added as a sound (power domain, random gain and time "
+                              "offset), labelled with both clips' labels (0: off)", minimum=0,
+                              maximum=1, metavar="P")
+    sound_mix_gain: float = option(6.0, "the added crop's level relative to the crop's, drawn "
+                                   "from +-this many dB", minimum=0, metavar="DB")
     freq_shift: int = option(0, "move each crop up or down the mel axis by up to this many "
                              "bins, at random (speaker and pitch variation; 0: off)", minimum=0,
                              metavar="BINS")
@@ -129,9 +135,10 @@ class TrainConfig:
                                        self.deltas and self.pad == "silence" and
                                        self.smoothing == 0 and self.ema == 0 and
                                        self.resized_crop == 0 and self.freq_shift == 0 and
-                                       not self.centre_bands),
-             "the seed recipe has no mixup, SpecAugment, frequency shifts, deltas, band "
-             "centring, wrap padding, resized crops, soft targets or weight averaging"),
+                                       not self.centre_bands and self.sound_mix == 0),
+             "the seed recipe has no mixup, sound mixing, SpecAugment, frequency shifts, "
+             "deltas, band centring, wrap padding, resized crops, soft targets or weight "
+             "averaging"),
             (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
         ]
         for ok, message in checks:

@@ -12,6 +12,7 @@ from fatlib.core.features import decode_logmel
 from fatlib.core.folds import stratified_folds
 from fatlib.core.inputs import InputSpec, Normalisation
 from fatlib.core.labels import LabelError, multi_hot
+from fatlib.core.mixing import SoundMix
 from fatlib.io import storage
 from fatlib.io.feature_store import (
     FeatureStoreError,
@@ -55,7 +56,9 @@ def input_spec(cfg: TrainConfig, norm: Normalisation) -> InputSpec:
     """How the worker turns stored rows into batches: crop, scaling, named augmentations."""
     return InputSpec(n_mels=cfg.mel.n_mels, crop_frames=cfg.crop_frames, norm=norm,
                      augment=compose(cfg.augmentations()), pad=cfg.pad,
-                     noisy_smoothing=cfg.smoothing, resized_crop=cfg.resized_crop)
+                     noisy_smoothing=cfg.smoothing, resized_crop=cfg.resized_crop,
+                     mix=SoundMix(cfg.sound_mix, cfg.sound_mix_gain) if cfg.sound_mix > 0
+                     else None)
 
 
 def _read_labels(features: str, split: str, cfg: TrainConfig, classes: list[str]) -> dict:

@@ -1,0 +1,73 @@
+"""Polyphony made in training: crops of a batch mixed with other crops of it as sounds add.
+
+Two sounds playing at once add their power, not their decibels: the mix of log-mels a and b (dB)
+at a relative gain g (dB) is 10 log10(10^(a/10) + 10^((b + g)/10)). The partner is moved in time
+by a random offset (circularly), so the two overlap anywhere, and the mix is labelled with the
+union of both clips' labels: both are present. Works on the dB crops before normalisation, on
+whatever device they are; the random numbers come from the numpy generator passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+_LN10_10 = float(np.log(10.0) / 10.0)  # dB -> natural-log power: exp(x * ln10 / 10) = 10^(x/10)
+
+
+@dataclass(frozen=True)
+class SoundMix:
+    """Each crop, with probability p, gets another crop of its batch added as a sound, at a
+    relative gain ~ U(-max_gain_db, +max_gain_db) and a random time offset."""
+
+    p: float = 0.5
+    max_gain_db: float = 6.0
+
+    def __call__(self, db: torch.Tensor, stats: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+                 rng: np.random.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch with its mixed crops: (db, stats, targets, weights)."""
+        return sound_mix(db, stats, y, w, rng, self.p, self.max_gain_db)
+
+
+def sound_mix(db: torch.Tensor, stats: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+              rng: np.random.Generator, p: float, max_gain_db: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Crops db (B, n_mels, frames) in dB, some mixed with a partner of the batch as sounds add.
+
+    Returns float32 crops, stats (B, 4) = (mean, std, min, max) - a mixed crop's own, since the
+    whole clip it came from no longer describes it -, targets (B, n_classes) with the union
+    (elementwise max) of both clips' targets on mixed rows, and loss weights (B,) with the lower
+    of the two on mixed rows (a mix is as trustworthy as its noisier part)."""
+    batch, _, frames = db.shape
+    mixed = rng.random(batch) < p
+    # Another row of the batch, never the row itself.
+    partner = (np.arange(batch) + rng.integers(1, max(batch, 2), size=batch)) % batch
+    gain = rng.uniform(-max_gain_db, max_gain_db, batch)
+    offset = rng.integers(0, frames, batch)
+    x = db.float()
+    if batch < 2 or not mixed.any():
+        return x, stats.float(), y, w
+    rows = torch.from_numpy(np.flatnonzero(mixed)).to(db.device)
+    others = torch.from_numpy(partner[mixed]).to(db.device)
+    # Partner frame t comes from frame (t - offset) mod frames: a circular shift per row.
+    time = (torch.arange(frames, device=db.device)[None, :]
+            - torch.from_numpy(offset[mixed]).to(db.device)[:, None]) % frames
+    shifted = x[others].gather(2, time[:, None, :].expand(-1, x.shape[1], -1))
+    shifted = shifted + torch.from_numpy(gain[mixed]).to(db.device, torch.float32)[:, None, None]
+    # log-add-exp in the natural-log power domain is exact and never overflows in float32.
+    mix = torch.logaddexp(x[rows] * _LN10_10, shifted * _LN10_10) / _LN10_10
+    x = x.index_copy(0, rows, mix)
+    stats = stats.float().index_copy(0, rows, crop_stats(mix))
+    y = y.index_copy(0, rows, torch.maximum(y[rows], y[others]))
+    w = w.index_copy(0, rows, torch.minimum(w[rows], w[others]))
+    return x, stats, y, w
+
+
+def crop_stats(db: torch.Tensor) -> torch.Tensor:
+    """(B, 4) = (mean, std, min, max) of each crop (B, n_mels, frames), the layout of the
+    stored whole-clip stats (population std)."""
+    flat = db.reshape(db.shape[0], -1)
+    return torch.stack([flat.mean(1), flat.std(1, correction=0), flat.amin(1), flat.amax(1)], 1)
