@@ -211,6 +211,23 @@ def test_the_default_recipe_mixes_in_the_noisy_split_with_soft_targets():
     assert seed.with_noisy(store_has_noisy=True).noisy == "off" and seed.smoothing == 0.0
     chosen = TrainConfig(features="f", out="o", noisy="off", noisy_smoothing=0.0)
     assert chosen.with_noisy(store_has_noisy=True).noisy == "off" and chosen.smoothing == 0.0
+    for noisy in ("mix", "warmup"):
+        with pytest.raises(ConfigError, match=f"--noisy {noisy} needs train_noisy"):
+            TrainConfig(features="f", out="o", noisy=noisy).with_noisy(store_has_noisy=False)
+
+
+def test_noisy_warmup_then_curated_epochs_with_sound_mixing(features, tmp_path):
+    result = train(_cfg(features, tmp_path / "run", workers=1, epochs=3, noisy="warmup",
+                        noisy_warmup=1, sound_mix=0.5))
+    # Epoch 1 is one pass over train_noisy (20 clips), then the curated training fold (~80).
+    samples = [h["samples"] for h in result.history]
+    assert samples[0] == 20 and 70 <= samples[1] == samples[2] <= 90
+    assert all(np.isfinite(h["train_loss"]) for h in result.history)
+    # One one-cycle schedule over the noisy and the curated steps: at its end (1e-4 after 12
+    # steps), where a schedule counting curated steps only would still be at 6e-4.
+    assert result.history[-1]["lr"] < 0.1 * 3e-3
+    meta = json.loads((tmp_path / "run" / "model" / "meta.json").read_text())
+    assert meta["arch"] == "resnet18"
 
 
 @pytest.mark.bad_input
@@ -226,7 +243,9 @@ def test_the_default_recipe_mixes_in_the_noisy_split_with_soft_targets():
      ({"recipe": "seed", "freq_shift": 4}, "seed recipe has no.*frequency shifts"),
      ({"recipe": "seed", "ema": 2.0}, "seed recipe has no.*weight averaging"),
      ({"recipe": "seed", "pad": "wrap"}, "seed recipe has no.*wrap padding"),
-     ({"recipe": "seed", "centre_bands": True}, "seed recipe has no.*band centring")],
+     ({"recipe": "seed", "centre_bands": True}, "seed recipe has no.*band centring"),
+     ({"recipe": "seed", "sound_mix": 0.5}, "seed recipe has no.*sound mixing"),
+     ({"noisy": "warmup", "noisy_warmup": 4}, "--noisy-warmup must leave at least one")],
 )
 def test_bad_settings_are_named(features, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -57,10 +57,15 @@ class TrainConfig:
                         choices=("one", "all"))
     # Mixed in with soft targets, the noisy split won on fsdd-fat's held-out speaker over 3
     # seeds (BENCHMARKS.md), so the default recipe uses it wherever the store has one.
-    noisy: str | None = option(None, "'mix' adds train_noisy to the training batches, 'off' "
-                               "leaves it out", choices=("off", "mix"),
+    noisy: str | None = option(None, "'mix' adds train_noisy to the training batches, "
+                               "'warmup' trains on it alone for the first --noisy-warmup "
+                               "epochs, then on the curated fold (FAT2019's 2nd place), 'off' "
+                               "leaves it out", choices=("off", "mix", "warmup"),
                                default_text="mix when the store has train_noisy; off with "
                                "--recipe seed")
+    noisy_warmup: int = option(5, "with --noisy warmup: epochs on train_noisy alone (each one "
+                               "pass over it) before the curated epochs", minimum=1,
+                               metavar="EPOCHS")
     noisy_weight: float = option(0.5, "loss weight of a noisy clip relative to a curated one",
                                  minimum=0)
     noisy_smoothing: float | None = option(None, "soft targets for noisy clips only: t -> "
@@ -140,6 +145,8 @@ class TrainConfig:
              "deltas, band centring, wrap padding, resized crops, soft targets or weight "
              "averaging"),
             (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
+            (self.noisy != "warmup" or self.noisy_warmup < self.epochs,
+             "--noisy-warmup must leave at least one curated epoch (< --epochs)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -153,7 +160,11 @@ class TrainConfig:
         return 0.0 if self.recipe == "seed" else DEFAULT_NOISY_SMOOTHING
 
     def with_noisy(self, store_has_noisy: bool) -> TrainConfig:
-        """The config with --noisy decided: the recipe's choice for this store where unset."""
+        """The config with --noisy decided: the recipe's choice for this store where unset;
+        ConfigError when --noisy asks for a split the store lacks."""
+        if self.noisy in ("mix", "warmup") and not store_has_noisy:
+            raise ConfigError(f"{self.features}: --noisy {self.noisy} needs train_noisy, and "
+                              "this feature store has none (preprocess it, or --noisy off)")
         if self.noisy is not None:
             return self
         return replace(self, noisy="mix" if store_has_noisy and self.recipe != "seed" else "off")

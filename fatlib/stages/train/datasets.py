@@ -23,10 +23,9 @@ WINDOW_BATCHES = 16
 LOADING_CPUS = 0.25
 
 
-def training_datasets(cfg: TrainConfig,
-                      valid_names: set[str]) -> tuple[ray.data.Dataset, ray.data.Dataset]:
-    """Materialised training and validation datasets; materialised so no read task waits for a
-    CPU the training workers hold."""
+def training_datasets(cfg: TrainConfig, valid_names: set[str]) -> dict[str, ray.data.Dataset]:
+    """Materialised "train" and "valid" datasets, and "noisy" (train_noisy alone) with --noisy
+    warmup; materialised so no read task waits for a CPU the training workers hold."""
     curated = _read_split_dataset(cfg, "train_curated")
     valid = sorted(valid_names)
 
@@ -37,10 +36,13 @@ def training_datasets(cfg: TrainConfig,
 
     train_ds = select(curated, valid, False, 1.0, False)
     valid_ds = select(curated, valid, True, 1.0, False)
+    datasets = {"train": train_ds, "valid": valid_ds}
     if cfg.noisy == "mix":
-        train_ds = train_ds.union(select(_read_split_dataset(cfg, "train_noisy"), [], False,
-                                         cfg.noisy_weight, True))
-    return train_ds.materialize(), valid_ds.materialize()
+        datasets["train"] = train_ds.union(select(_read_split_dataset(cfg, "train_noisy"), [],
+                                                  False, cfg.noisy_weight, True))
+    elif cfg.noisy == "warmup":  # alone in its epochs: full weight, soft targets still apply
+        datasets["noisy"] = select(_read_split_dataset(cfg, "train_noisy"), [], False, 1.0, True)
+    return {name: ds.materialize() for name, ds in datasets.items()}
 
 
 def shuffled_batches(shard, batch_size: int, rng: np.random.Generator,

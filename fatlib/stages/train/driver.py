@@ -45,11 +45,12 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
     gpus = {"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker > 0 else {}
     require_resources([{"CPU": cpus, **gpus}] * cfg.workers,
                       f"training ({cfg.workers} workers)", cfg.wait_for_resources)
-    train_ds, valid_ds = training_datasets(cfg, inputs.valid_names)
-    n_train = train_ds.count()
+    datasets = training_datasets(cfg, inputs.valid_names)
+    n_train = datasets["train"].count()
     worker_inputs = WorkerInputs(cfg=cfg, classes=inputs.classes,
                                  spec=input_spec(cfg, inputs.norm), n_train=n_train,
-                                 threads=max(1, int(cpus)))
+                                 threads=max(1, int(cpus)),
+                                 n_noisy=datasets["noisy"].count() if "noisy" in datasets else 0)
     storage_path, name = run_location(cfg.out)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -70,8 +71,9 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
             # A user error in a worker ends the run at once: a retry fails the same way.
             callbacks=[StopOnUserError(), *callbacks],
         ),
-        datasets={"train": train_ds, "valid": valid_ds},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=[name for name in datasets if name != "valid"]),
     )
     result = interruptible(trainer.fit)
     return export(cfg, result, inputs.classes, inputs.norm,

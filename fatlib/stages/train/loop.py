@@ -32,6 +32,7 @@ class WorkerInputs:
     spec: InputSpec  # crops, input scaling and augmentations
     n_train: int  # training rows per epoch, for the length of the LR schedule
     threads: int  # torch threads per worker
+    n_noisy: int = 0  # rows of the warm-up epochs' train_noisy (--noisy warmup), else 0
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -52,8 +53,10 @@ def train_loop_per_worker(config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch_steps = steps_per_epoch(inputs.n_train, cfg.batch_size, world)
+    warmup = cfg.noisy_warmup if inputs.n_noisy else 0
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * epoch_steps)
+        optimizer, max_lr=cfg.lr, total_steps=(cfg.epochs - warmup) * epoch_steps +
+        warmup * steps_per_epoch(inputs.n_noisy, cfg.batch_size, world))
     average = (WeightAverage(unwrap(model), ema_decay(cfg.ema, epoch_steps))
                if cfg.ema > 0 else None)
     start_epoch, history = restore(model, optimizer, scheduler, average)
@@ -63,12 +66,14 @@ def train_loop_per_worker(config: dict) -> None:
     for metrics in history:
         ray.train.report(metrics, checkpoint=None)
     train_shard = ray.train.get_dataset_shard("train")
+    noisy_shard = ray.train.get_dataset_shard("noisy") if warmup else None
     valid_shard = ray.train.get_dataset_shard("valid")
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch, rank])  # reproducible after a restart
-        train_loss, samples, phases = _train_epoch(model, optimizer, scheduler, train_shard,
-                                                   inputs, rng, device, average)
+        shard = noisy_shard if epoch < warmup else train_shard
+        train_loss, samples, phases = _train_epoch(model, optimizer, scheduler, shard, inputs,
+                                                   rng, device, average)
         trained = time.perf_counter()
         fnames, scores, truth, valid_loss = validation_scores(
             model if average is None else average.module, valid_shard, inputs, device,
