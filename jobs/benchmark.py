@@ -52,13 +52,17 @@ def _parser() -> argparse.ArgumentParser:
                                                   "--device: the first)")
     inf.add_argument("--actors", default="1", help="with --device: scoring actor counts to "
                      "time, comma-separated (on a GPU they share the card)")
-    tta = add("tta", "test lwlrap per TTA crop count and combination")
+    tta = add("tta", "test lwlrap per TTA crop count and combination, over all clips and over "
+                     "single- and multi-label clips apart")
     tta.add_argument("--model", required=True, help="model artifact, or a training or K-fold "
                      "run directory (its ensemble, as jobs/infer.py scores it)")
     tta.add_argument("--features", required=True, help="feature store holding the split")
     tta.add_argument("--split", default="test")
     tta.add_argument("--truth", default=None, help="test_truth.csv (else the split's labels)")
     tta.add_argument("--crops", default="1,2,4,8")
+    tta.add_argument("--whole-clip", action="store_true",
+                     help="also score each clip whole (a 'whole clip' row, as jobs/infer.py "
+                          "--whole-clip scores)")
     return parser
 
 
@@ -72,7 +76,7 @@ def main() -> None:
         from fatlib.tools import bench_audio
     elif args.bench == "input":
         from fatlib.tools import bench_input
-    elif args.device:
+    elif getattr(args, "device", None):  # the tta benchmark has no --device
         from fatlib.tools import bench_stage
     else:
         from fatlib.tools import bench_model
@@ -95,7 +99,7 @@ def main() -> None:
         result = bench_model.bench_infer(args.clips or 400, ints(args.tta))
     else:
         result = bench_model.bench_tta(args.model, args.features, args.truth, args.split,
-                                       ints(args.crops))
+                                       ints(args.crops), args.whole_clip)
     print(result.format())
 
 

@@ -3,7 +3,7 @@
 A clip of any length is cut into n_crops windows spread over it (`tta_starts`) straight from its
 stored float16 bytes; the windows of a whole batch of clips are normalised on the device and go
 through the network in as few forwards as fit; `combine` turns the per-window logits into one
-score per class.
+score per class. `whole_clip_logits` instead puts each clip through the network whole, once.
 """
 
 from __future__ import annotations
@@ -45,19 +45,44 @@ def tta_logits(
     crop_rows([logmels[i] for i in rows], frames[rows], starts, n_mels, crop_frames,
               stats[rows, 2], out=crops.numpy())
     window_stats = torch.from_numpy(np.ascontiguousarray(stats[rows], dtype=np.float32))
-    if cuda:
-        window_stats = window_stats.pin_memory()
-    chunk = _CHUNK.get(device.type, _CHUNK["cpu"])
-    outputs = []
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-        for part, part_stats in zip(crops.split(chunk), window_stats.split(chunk), strict=True):
-            x = norm.apply(part.to(device, non_blocking=True),
-                           part_stats.to(device, non_blocking=True))
-            x = norm.stack(x.unsqueeze(1))
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            outputs.append(model(x).float())
-    return torch.cat(outputs).cpu().view(len(frames), n_crops, -1)
+    logits = _forward(model, crops, window_stats, norm, device,
+                      _CHUNK.get(device.type, _CHUNK["cpu"]))
+    return logits.view(len(frames), n_crops, -1)
+
+
+def whole_clip_logits(
+    model: torch.nn.Module,
+    logmels: Sequence[bytes],
+    n_frames: Sequence[int],
+    stats: np.ndarray,
+    norm: Normalisation,
+    n_mels: int,
+    min_frames: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Logits (n_clips, 1, n_classes) on the CPU, in input order, of stored log-mels (float16
+    bytes, (n_mels, n_frames) each) each taken whole as one input; a clip shorter than
+    min_frames is centred in min_frames padded with its floor, as a crop pads it."""
+    frames = np.asarray(n_frames, dtype=np.int64)
+    lengths = np.maximum(frames, min_frames)
+    starts = (frames - lengths) // 2  # 0: the whole clip; negative: centred in its padding
+    cuda = device.type == "cuda"
+    # A forward holds as many frames as tta_logits' chunk of min_frames windows does.
+    budget = _CHUNK.get(device.type, _CHUNK["cpu"]) * min_frames
+    order, outputs = [], []
+    for length in np.unique(lengths):  # clips of one length batch without padding
+        same = np.flatnonzero(lengths == length)
+        forwards = min(len(same), -(-len(same) * int(length) // budget))
+        for chunk in np.array_split(same, forwards):
+            inputs = torch.empty((len(chunk), n_mels, int(length)), dtype=torch.float16,
+                                 pin_memory=cuda)
+            crop_rows([logmels[i] for i in chunk], frames[chunk], starts[chunk], n_mels,
+                      int(length), stats[chunk, 2], out=inputs.numpy())
+            chunk_stats = torch.from_numpy(np.ascontiguousarray(stats[chunk], dtype=np.float32))
+            outputs.append(_forward(model, inputs, chunk_stats, norm, device, len(chunk)))
+            order.append(chunk)
+    back = torch.from_numpy(np.argsort(np.concatenate(order)))  # grouped order -> input order
+    return torch.cat(outputs)[back].unsqueeze(1)
 
 
 def combine(logits: torch.Tensor, how: str = TTA_COMBINATIONS[0]) -> np.ndarray:
@@ -90,3 +115,22 @@ def standardise_classes(scores: np.ndarray) -> np.ndarray:
     spread = logits.std(axis=1, keepdims=True)
     z = (logits - logits.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
     return (1 / (1 + np.exp(-z.mean(axis=0)))).astype(np.float32)
+
+
+def _forward(model: torch.nn.Module, inputs: torch.Tensor, stats: torch.Tensor,
+             norm: Normalisation, device: torch.device, chunk: int) -> torch.Tensor:
+    """Logits (B, n_classes) on the CPU of inputs (B, n_mels, frames) float16 dB whose clips'
+    stats are stats (B, 4): normalised on the device, `chunk` inputs per forward."""
+    cuda = device.type == "cuda"
+    if cuda:
+        stats = stats.pin_memory()
+    outputs = []
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        for part, part_stats in zip(inputs.split(chunk), stats.split(chunk), strict=True):
+            x = norm.apply(part.to(device, non_blocking=True),
+                           part_stats.to(device, non_blocking=True))
+            x = norm.stack(x.unsqueeze(1))
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            outputs.append(model(x).float())
+    return torch.cat(outputs).cpu()

@@ -1,4 +1,4 @@
-"""TTA scoring: crop windows through the network, combined per clip."""
+"""TTA scoring: crop windows (or whole clips) through the network, combined per clip."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch
 from fatlib.core.features import clip_stats, encode_logmel
 from fatlib.core.inputs import Normalisation
 from fatlib.core.models import build_model
-from fatlib.core.scoring import combine, standardise_classes, tta_logits
+from fatlib.core.scoring import combine, standardise_classes, tta_logits, whole_clip_logits
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,38 @@ def test_colour_models_get_three_identical_channels_of_the_seed_mapping(model):
         expected = net(torch.from_numpy(window)[None, None].expand(1, 3, -1, -1))
     torch.testing.assert_close(logits[0, 0], expected[0], rtol=1e-3, atol=1e-3)
 
+
+def test_whole_clip_logits_are_each_whole_normalised_clip_through_the_model(model):
+    rng = np.random.default_rng(2)
+    # Mixed lengths, interleaved, two of each: batched by length, returned in input order.
+    lengths = (150, 70, 100, 150, 64, 100, 70)
+    clips = [rng.normal(-40, 10, size=(32, n)).astype(np.float16) for n in lengths]
+    norm = Normalisation("clip")
+    logits = whole_clip_logits(model, *_stored(clips), norm, 32, 64, torch.device("cpu"))
+    assert logits.shape == (len(clips), 1, 5)
+    for i, clip in enumerate(clips):  # one at a time, never cropped
+        with torch.no_grad():
+            expected = model(torch.from_numpy(norm.clip(clip))[None, None])
+        torch.testing.assert_close(logits[i, 0], expected[0], rtol=1e-4, atol=1e-4)
+    assert combine(logits).shape == (len(clips), 5)  # the layout of TTA with one crop
+
+
+def test_whole_clip_pads_a_short_clip_to_the_crop_centred_with_its_floor(model):
+    rng = np.random.default_rng(3)
+    clips = [rng.normal(-40, 10, size=(32, n)).astype(np.float16) for n in (40, 100, 41)]
+    norm, cpu = Normalisation("clip"), torch.device("cpu")
+    logits = whole_clip_logits(model, *_stored(clips), norm, 32, 64, cpu)
+    assert logits.shape == (3, 1, 5) and torch.isfinite(logits).all()
+    x = norm.clip(clips[0])
+    padded = np.pad(x, ((0, 0), (12, 12)), constant_values=x.min())  # 40 frames in 64
+    with torch.no_grad():
+        expected = model(torch.from_numpy(padded)[None, None])
+    torch.testing.assert_close(logits[0, 0], expected[0], rtol=1e-4, atol=1e-4)
+    # A short clip is exactly what one centred TTA crop of it is.
+    short = [clips[0], clips[2]]
+    torch.testing.assert_close(logits[[0, 2]],
+                               tta_logits(model, *_stored(short), norm, 32, 64, 1, cpu),
+                               rtol=1e-4, atol=1e-4)
 
 def test_combinations():
     logits = torch.tensor([[[0.0, 2.0], [2.0, -2.0]]])

@@ -69,6 +69,31 @@ def test_submission_is_kaggle_format_and_success_comes_last(setup, ray_local, tm
     assert "lwlrap" in summary and str(tmp_path / "r1" / "submission.csv") in summary
 
 
+def test_whole_clip_scores_every_clip_in_one_forward_over_all_its_frames(setup, ray_local,
+                                                                          tmp_path):
+    from fatlib.core.features import CLIP_STATS
+    from fatlib.core.scoring import whole_clip_logits
+    from fatlib.io.artifact import load_model
+    from fatlib.io.clips import clip_row
+
+    root, model, _ = setup
+    result = infer(InferConfig(models=(model,), data=str(root / "data"), out=str(tmp_path),
+                               run_id="w", tta=4, whole_clip=True))  # --tta is ignored
+    assert (result.scored, result.failed, result.tta) == (8, 0, 1)
+    assert "1 model(s) x whole clips" in result.summary()
+    success = json.loads((tmp_path / "w" / "_SUCCESS").read_text())
+    assert success["whole_clip"] is True and success["tta"] == 1
+    sub = pd.read_csv(tmp_path / "w" / "submission.csv").set_index("fname").sort_index()
+    meta, net = load_model(model)  # the same clips on the driver, whole, one forward each
+    rows = [clip_row(str(p), p.name, meta.mel) for p in sorted((root / "data" / "test").iterdir())]
+    stats = np.array([[r[name] for name in CLIP_STATS] for r in rows])
+    logits = whole_clip_logits(net, [r["logmel"] for r in rows],
+                               [r["n_frames"] for r in rows], stats, meta.normalisation,
+                               meta.mel.n_mels, meta.crop_frames, torch.device("cpu"))
+    assert sub.index.tolist() == [r["fname"] for r in rows]
+    np.testing.assert_allclose(sub[CLASSES].to_numpy(), torch.sigmoid(logits[:, 0]).numpy(),
+                               atol=1e-5)
+
 def test_ensemble_is_the_mean_of_its_members(setup, ray_local, tmp_path):
     root, a, b = setup
 

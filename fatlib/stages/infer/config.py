@@ -26,6 +26,9 @@ class InferConfig:
     out: str = option(help="predictions root: a directory or s3://...")
     split: str = option("test", "split to score when --data is a feature store")
     tta: int = option(4, "crops per clip (1: one centred crop)", minimum=1)
+    whole_clip: bool = option(False, "score each clip whole, in one forward over all its "
+                              "frames, instead of --tta crops (--tta is then ignored: the run "
+                              "records TTA 1)")
     combine: str = option(TTA_COMBINATIONS[0], "how a clip's crop scores become one score per "
                           "class", flag="tta-combine", choices=TTA_COMBINATIONS)
     standardise_classes: bool = option(
@@ -70,6 +73,7 @@ class InferResult:
     written: bool = True  # False: incremental run with nothing new, no run directory
     known_failures: int = 0  # clips that failed before on the same file, not retried
     standardised: bool = False  # scores standardised per class over the run's clips
+    whole_clip: bool = False  # each clip scored whole, not in TTA crops
 
     @property
     def submission(self) -> str:
@@ -88,7 +92,8 @@ class InferResult:
         extra += [f"{self.skipped} already scored"] if self.skipped else []
         extra += known
         parts.append(f" ({', '.join(extra)})" if extra else "")
-        parts.append(f" with {self.models} model(s) x TTA {self.tta}")
+        parts.append(f" with {self.models} model(s) x "
+                     + ("whole clips" if self.whole_clip else f"TTA {self.tta}"))
         parts.append(", classes standardised over the run" if self.standardised else "")
         parts.append(f" in {self.wall_seconds:.1f} s")
         if self.lwlrap is not None:

@@ -1,8 +1,8 @@
 """The inference pipeline: clips -> log-mels (CPU tasks) -> a pool of scoring actors that load
-the models once and apply TTA -> <out>/<run_id>/ with submission.csv, scores.parquet and
-_SUCCESS last (fatlib.io.predictions). Input: a dataset root (test audio), a folder of audio
-files, or a feature store split. `incremental` skips clips an earlier successful run scored,
-and clips it failed on whose file has not changed since.
+the models once and apply TTA (or take each clip whole) -> <out>/<run_id>/ with submission.csv,
+scores.parquet and _SUCCESS last (fatlib.io.predictions). Input: a dataset root (test audio), a
+folder of audio files, or a feature store split. `incremental` skips clips an earlier successful
+run scored, and clips it failed on whose file has not changed since.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from fatlib.core.scoring import (
     combine,
     ensemble,
     tta_logits,
+    whole_clip_logits,
 )
 from fatlib.io import predictions, storage
 from fatlib.io.artifact import ModelMeta, check_artifact, model_artifacts, model_from_weights
@@ -52,7 +53,7 @@ def infer(cfg: InferConfig) -> InferResult:
     started = time.perf_counter()
     models = tuple(a for m in cfg.models for a in model_artifacts(storage.absolute(m)))
     cfg = replace(cfg, models=models, data=storage.absolute(cfg.data),
-                  out=storage.absolute(cfg.out))
+                  out=storage.absolute(cfg.out), tta=1 if cfg.whole_clip else cfg.tta)
     checked = _check_models(cfg)  # on the driver: a broken artifact never reaches an actor
     metas = [meta for meta, _ in checked]
     classes, mel = metas[0].classes, metas[0].mel
@@ -74,7 +75,7 @@ def infer(cfg: InferConfig) -> InferResult:
     if inputs.rows is None and cfg.incremental:  # a scheduled run with nothing new leaves no run
         return InferResult(run_id=run_id, run_dir=run_dir, scored=0, failed=0,
                            skipped=inputs.skipped, known_failures=inputs.known_failures,
-                           models=len(metas), tta=cfg.tta,
+                           models=len(metas), tta=cfg.tta, whole_clip=cfg.whole_clip,
                            wall_seconds=time.perf_counter() - started, written=False)
     if cfg.standardise_classes:
         _check_standardisable(inputs.n_rows)
@@ -93,7 +94,8 @@ def infer(cfg: InferConfig) -> InferResult:
                          skipped=inputs.skipped, known_failures=inputs.known_failures,
                          models=len(metas), tta=cfg.tta,
                          wall_seconds=time.perf_counter() - started, lwlrap=score,
-                         errors=errors, standardised=cfg.standardise_classes)
+                         errors=errors, standardised=cfg.standardise_classes,
+                         whole_clip=cfg.whole_clip)
     predictions.mark_success(run_dir, _success_doc(cfg, metas, result))
     if cfg.incremental:  # fold this run in now, so the next run with nothing new writes nothing
         predictions.update_ledger(cfg.out)
@@ -101,10 +103,10 @@ def infer(cfg: InferConfig) -> InferResult:
 
 
 class Scorer:
-    """Ray Data actor: holds the models, scores batches of log-mels with TTA crops."""
+    """Ray Data actor: holds the models, scores batches of log-mels with TTA crops or whole."""
 
     def __init__(self, models: list[tuple[str, ModelMeta, ray.ObjectRef]], tta: int, how: str,
-                 threads: int) -> None:
+                 threads: int, whole_clip: bool = False) -> None:
         torch.set_num_threads(threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.models = []
@@ -113,7 +115,7 @@ class Scorer:
             if self.device.type == "cuda":
                 model = model.to(memory_format=torch.channels_last)
             self.models.append((meta, model))
-        self.tta, self.how = tta, how
+        self.tta, self.how, self.whole_clip = tta, how, whole_clip
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """(fname, logmel, n_frames, clip stats, error) rows -> (fname, each model's scores
@@ -128,9 +130,10 @@ class Scorer:
             try:
                 stats = batch_stats(rows, n_mels)
                 for m, (meta, model) in enumerate(self.models):
-                    logits = tta_logits(model, rows["logmel"], rows["n_frames"], stats,
-                                        meta.normalisation, n_mels, meta.crop_frames, self.tta,
-                                        self.device)
+                    clips = (model, rows["logmel"], rows["n_frames"], stats, meta.normalisation,
+                             n_mels, meta.crop_frames)
+                    logits = (whole_clip_logits(*clips, self.device) if self.whole_clip
+                              else tta_logits(*clips, self.tta, self.device))
                     each[ok, m] = combine(logits, self.how)
             except Exception as e:
                 # The job's one-line error names the clips (stages.console.root_cause reads
@@ -181,8 +184,8 @@ def _score(cfg: InferConfig, rows: ray.data.Dataset, checked: list[tuple[ModelMe
     with without_op_reservation():
         scored = rows.map_batches(
             Scorer,
-            fn_constructor_kwargs={"models": models, "tta": cfg.tta,
-                                   "how": cfg.combine, "threads": threads},
+            fn_constructor_kwargs={"models": models, "tta": cfg.tta, "how": cfg.combine,
+                                   "threads": threads, "whole_clip": cfg.whole_clip},
             batch_size=_batch_size(cfg.batch_size or _DEFAULT_BATCH[cfg.gpus_per_worker > 0],
                                    n_rows, workers),
             batch_format="numpy",
@@ -248,6 +251,7 @@ def _success_doc(cfg: InferConfig, metas: list[ModelMeta], result: InferResult) 
         "mel_fingerprint": metas[0].mel.fingerprint,
         "classes": len(metas[0].classes),
         "tta": cfg.tta,
+        "whole_clip": cfg.whole_clip,
         "combine": cfg.combine,
         "standardise_classes": cfg.standardise_classes,
         "scored": result.scored,
