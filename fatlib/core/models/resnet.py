@@ -40,6 +40,17 @@ def resnet34_timepool(n_classes: int, *, in_channels: int = 1, dropout: float = 
                   pool=TimePool())
 
 
+def he_init(model: nn.Module) -> None:
+    """He initialisation for 2-D convolutions, unit-scale batch norm (torchvision's scheme);
+    linear and 1-D layers keep torch's defaults."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class TimePool(nn.Module):
     """(B, C, freq, time) -> (B, C): the mean over frequency, then max + mean over time (as
     in PANNs and FAT2019 solutions: a short loud event is not averaged away over the crop)."""
@@ -104,7 +115,7 @@ class ResNet(nn.Module):
         self.pool = pool or nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_planes, n_classes)
-        self._init_weights()
+        he_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, n_mels, n_frames) -> logits (B, n_classes)."""
@@ -119,12 +130,3 @@ class ResNet(nn.Module):
     def cam_layer(self) -> nn.Module:
         """The last residual stage: the feature maps Grad-CAM weighs."""
         return self.layer4
-
-    def _init_weights(self) -> None:
-        """He initialisation for convolutions, unit-scale batch norm (torchvision's scheme)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
