@@ -1,10 +1,11 @@
 """Train a ResNet on the feature store with Ray Train (DDP); export the best model artifact.
-With --folds all, train every fold as one distributed job and ensemble them."""
+With --folds all, train every fold as one distributed job and ensemble them; with --self-train,
+a K-fold teacher relabels train_noisy for a K-fold student."""
 
 import argparse
 import sys
 
-from fatlib.core.cli import add_flags, from_args, job_parser
+from fatlib.core.cli import add_flags, from_args, job_parser, number
 from fatlib.stages.train.config import TrainConfig
 
 
@@ -15,16 +16,29 @@ def main() -> int:
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write report.html with the run's pictures in each run directory "
                         "(default: on)")
+    p.add_argument("--self-train", action=argparse.BooleanOptionalAction, default=False,
+                   help="K-fold teacher in <out>/teacher, train_noisy relabelled by its ensemble "
+                        "(<out>/noisy_labels.csv), K-fold student in <out>/student on the "
+                        "curated and relabelled clips; resumable (default: off)")
+    p.add_argument("--agree", type=number(float, above=0, maximum=1), default=0.5, metavar="SCORE",
+                   help="with --self-train: the teacher's score that confirms a noisy label or "
+                        "assigns one (default: 0.5)")
     args = p.parse_args()
     cfg = from_args(TrainConfig, args)
     # The stage and the report load Ray, torch and matplotlib: only after the flags parse.
     from fatlib.report.run_report import write_report
     from fatlib.stages import console
+    from fatlib.stages.self_train.self_training import self_train
     from fatlib.stages.train.driver import train
     from fatlib.stages.train.kfold import train_folds
 
     def stage() -> str:
-        if cfg.folds == "all":
+        if args.self_train:
+            result = self_train(cfg, args.agree)
+            student = result.student
+            runs = fold_runs_to_report(student.out, len(student.fold_lwlrap), student.trained)
+            summary = result.summary()
+        elif cfg.folds == "all":
             result = train_folds(cfg)
             runs = fold_runs_to_report(result.out, len(result.fold_lwlrap), result.trained)
             summary = result.summary()

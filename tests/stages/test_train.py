@@ -245,7 +245,8 @@ def test_noisy_warmup_then_curated_epochs_with_sound_mixing(features, tmp_path):
      ({"recipe": "seed", "pad": "wrap"}, "seed recipe has no.*wrap padding"),
      ({"recipe": "seed", "centre_bands": True}, "seed recipe has no.*band centring"),
      ({"recipe": "seed", "sound_mix": 0.5}, "seed recipe has no.*sound mixing"),
-     ({"noisy": "warmup", "noisy_warmup": 4}, "--noisy-warmup must leave at least one")],
+     ({"noisy": "warmup", "noisy_warmup": 4}, "--noisy-warmup must leave at least one"),
+     ({"arch": "cnn10", "crop_frames": 8}, "cnn10 models need crops of >= 16 frames")],
 )
 def test_bad_settings_are_named(features, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -66,6 +66,9 @@ class TrainConfig:
     noisy_warmup: int = option(5, "with --noisy warmup: epochs on train_noisy alone (each one "
                                "pass over it) before the curated epochs", minimum=1,
                                metavar="EPOCHS")
+    noisy_labels: str | None = option(None, "CSV (fname,labels) that replaces train_noisy's "
+                                      "labels; noisy clips it does not list are left out",
+                                      metavar="CSV")
     noisy_weight: float = option(0.5, "loss weight of a noisy clip relative to a curated one",
                                  minimum=0)
     noisy_smoothing: float | None = option(None, "soft targets for noisy clips only: t -> "
@@ -86,7 +89,9 @@ class TrainConfig:
                         "spanning about this many epochs of steps (0: off)", minimum=0,
                         metavar="EPOCHS")
     arch: str = option("resnet18", "architecture from the model registry: resnet18, resnet34, "
-                       "and their -timepool variants (a head that keeps time structure)")
+                       "and their -timepool variants (a head that keeps time structure); cnn10 "
+                       "(PANNs' 5 M-parameter CNN, for small data; crops of >= 16 frames); "
+                       "cnn10-att and resnet18-att (frame attention, for overlapping sounds)")
     # Silence, as the seed: repeating a clip's audible part (wrap) lost on fsdd-fat's held-out
     # speaker (2 seeds, -0.046; BENCHMARKS.md, session 8).
     pad: str = option("silence", "short clips in training crops: padded with their silence "
@@ -126,6 +131,7 @@ class TrainConfig:
     def check(self) -> None:
         """ConfigError naming the first invalid value."""
         from fatlib.core.models import available_models  # torch: only once flags are parsed
+        from fatlib.core.models.cnn import MIN_SIZE
 
         # One field's bounds and choices are its option()'s, checked as its flag parses too;
         # here only what a declaration cannot say: rules over several fields, and the model
@@ -145,8 +151,12 @@ class TrainConfig:
              "deltas, band centring, wrap padding, resized crops, soft targets or weight "
              "averaging"),
             (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
+            (not self.arch.startswith("cnn10") or min(self.crop_frames, self.mel.n_mels) >=
+             MIN_SIZE, f"the cnn10 models need crops of >= {MIN_SIZE} frames and mel bins"),
             (self.noisy != "warmup" or self.noisy_warmup < self.epochs,
              "--noisy-warmup must leave at least one curated epoch (< --epochs)"),
+            (self.noisy_labels is None or self.noisy != "off",
+             "--noisy-labels relabels train_noisy: it needs --noisy mix or warmup"),
         ]
         for ok, message in checks:
             if not ok:
@@ -167,6 +177,8 @@ class TrainConfig:
                               "this feature store has none (preprocess it, or --noisy off)")
         if self.noisy is not None:
             return self
+        if self.noisy_labels is not None:  # relabelled noisy clips were asked for: mixed in
+            return replace(self, noisy="mix").with_noisy(store_has_noisy)
         return replace(self, noisy="mix" if store_has_noisy and self.recipe != "seed" else "off")
 
     def augmentations(self) -> list[tuple[str, dict]]:

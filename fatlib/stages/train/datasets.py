@@ -10,7 +10,9 @@ import ray.data
 
 from fatlib.core.features import CLIP_STATS
 from fatlib.core.inputs import with_stats
-from fatlib.io.feature_store import has_clip_stats, split_paths
+from fatlib.io import storage
+from fatlib.io.dataset import ManifestError, read_truth
+from fatlib.io.feature_store import has_clip_stats, read_manifest, split_paths
 from fatlib.stages.train.config import TrainConfig
 
 # Rows a training worker permutes at once: a window of this many batches, read ahead by Ray Data.
@@ -28,10 +30,12 @@ def training_datasets(cfg: TrainConfig, valid_names: set[str]) -> dict[str, ray.
     warmup; materialised so no read task waits for a CPU the training workers hold."""
     curated = _read_split_dataset(cfg, "train_curated")
     valid = sorted(valid_names)
+    noisy_labels = _noisy_labels(cfg) if cfg.noisy in ("mix", "warmup") else None
 
     def select(ds: ray.data.Dataset, names: list[str], keep: bool, weight: float, noisy: bool):
         return ds.map_batches(_select, fn_kwargs={"names": names, "keep": keep, "weight": weight,
-                                                  "noisy": noisy},
+                                                  "noisy": noisy,
+                                                  "labels": noisy_labels if noisy else None},
                               batch_format="numpy", num_cpus=LOADING_CPUS)
 
     train_ds = select(curated, valid, False, 1.0, False)
@@ -78,12 +82,37 @@ def _read_split_dataset(cfg: TrainConfig, split: str) -> ray.data.Dataset:
         num_cpus=LOADING_CPUS)
 
 
-def _select(batch: dict, names: list[str], keep: bool, weight: float, noisy: bool) -> dict:
+def _noisy_labels(cfg: TrainConfig) -> dict[str, list[str]] | None:
+    """--noisy-labels as fname -> class names of the store's vocabulary; None when unset."""
+    if cfg.noisy_labels is None:
+        return None
+    uri = storage.absolute(cfg.noisy_labels)
+    labels = read_truth(uri)
+    if labels is None:
+        raise ManifestError(f"{uri}: --noisy-labels file not found")
+    classes = set(read_manifest(cfg.features)["classes"])
+    for fname, names in labels.items():
+        unknown = [name for name in names if name not in classes]
+        if unknown or not names:
+            raise ManifestError(f"{uri}: {fname} has " + (
+                f"label {unknown[0]!r}, not in the feature store's class vocabulary"
+                if unknown else "no label"))
+    return labels
+
+
+def _select(batch: dict, names: list[str], keep: bool, weight: float, noisy: bool,
+            labels: dict[str, list[str]] | None = None) -> dict:
     """Rows whose fname is (keep) or is not (not keep) in names, with loss-weight and noisy
-    columns."""
+    columns; with labels (fname -> class names), only the rows it lists, with those labels."""
     mask = np.isin(batch["fname"], names)
     mask = mask if keep else ~mask
+    if labels is not None:
+        mask &= np.isin(batch["fname"], list(labels))
     out = {key: value[mask] for key, value in batch.items()}
+    if labels is not None:  # an object array of arrays, as Ray Data hands the stored lists
+        out["labels"] = np.empty(int(mask.sum()), dtype=object)
+        for i, fname in enumerate(out["fname"]):
+            out["labels"][i] = np.array(labels[fname], dtype=object)
     out["weight"] = np.full(int(mask.sum()), weight, dtype=np.float32)
     out["noisy"] = np.full(int(mask.sum()), noisy)
     return out

@@ -1,0 +1,195 @@
+"""Self-training on the noisy split as one resumable job: a K-fold teacher scores train_noisy; a
+noisy clip keeps its labels where the teacher agrees with them, takes the teacher's where it is
+confident, and is left out otherwise; a K-fold student trains on the curated clips and those.
+
+Layout: <out>/teacher/ (a K-fold run), <out>/noisy-scores/teacher/ (an inference run),
+<out>/noisy_labels.csv and <out>/relabel.json (written last), <out>/student/ (a K-fold run whose
+ensemble inference uses). Each step is skipped once its output is complete, so a killed job,
+run again, continues where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from fatlib.core.config import ConfigError
+from fatlib.core.labels import join_labels
+from fatlib.io import predictions, storage
+from fatlib.io.feature_store import has_split, read_split_table
+from fatlib.io.locks import holding
+from fatlib.stages.infer.config import InferConfig
+from fatlib.stages.infer.pipeline import infer
+from fatlib.stages.train.config import RunDirError, TrainConfig
+from fatlib.stages.train.kfold import KFoldResult, fold_dir, train_folds
+from fatlib.stages.train.run_dir import has_run
+
+TEACHER = "teacher"
+STUDENT = "student"
+SCORES_ROOT = "noisy-scores"  # an inference predictions root; the teacher's run is SCORES_RUN
+SCORES_RUN = "teacher"
+NOISY_LABELS = "noisy_labels.csv"
+RELABEL = "relabel.json"  # written after NOISY_LABELS: the relabelling step's completion
+
+
+@dataclass(frozen=True)
+class Relabelling:
+    """What relabelling did to the noisy split's clips at an agreement threshold."""
+
+    kept: int  # with their own labels: the teacher scores each of them >= agree
+    relabelled: int  # to the classes the teacher scores >= agree
+    dropped: int  # the teacher is confident of no class (or did not score the clip)
+    agree: float
+
+    @property
+    def total(self) -> int:
+        """The noisy split's clips."""
+        return self.kept + self.relabelled + self.dropped
+
+
+@dataclass
+class SelfTrainResult:
+    """The teacher's and student's K-fold results, the relabelling, and what this run redid."""
+
+    out: str
+    teacher: KFoldResult
+    relabelling: Relabelling
+    student: KFoldResult
+    scored: bool  # this run scored the noisy split (False: an earlier run had)
+    relabelled: bool  # this run relabelled it
+
+    @property
+    def ensemble(self) -> str:
+        """The student's ensemble.json: what inference uses (infer --model <out>/student)."""
+        return self.student.ensemble
+
+    def summary(self) -> str:
+        """The teacher's figure, the relabelling, the student's folds and the gain."""
+        r = self.relabelling
+        done = "" if self.relabelled else " (relabelled before)"
+        return "\n".join([
+            f"teacher: out-of-fold lwlrap {self.teacher.oof_lwlrap:.4f} over "
+            f"{self.teacher.n_clips} curated clips"
+            + ("" if self.teacher.trained else " (trained before)"),
+            f"train_noisy at agree {r.agree:g}: {r.kept} kept, {r.relabelled} relabelled, "
+            f"{r.dropped} dropped of {r.total} clips{done}; labels: "
+            f"{storage.join(self.out, NOISY_LABELS)}",
+            "student:", self.student.summary(),
+            f"student - teacher out-of-fold lwlrap: "
+            f"{self.student.oof_lwlrap - self.teacher.oof_lwlrap:+.4f}"])
+
+
+@holding("train --self-train")  # <out>; the teacher, scoring and student hold their own dirs
+def self_train(cfg: TrainConfig, agree: float = 0.5) -> SelfTrainResult:
+    """Teacher folds, the noisy split scored and relabelled, student folds: each step that has
+    not finished. agree: the teacher's score (0-1) that confirms or assigns a label."""
+    if not 0 < agree <= 1:
+        raise ConfigError(f"--agree must be in (0, 1] (got {agree})")
+    out = storage.absolute(cfg.out)
+    cfg = replace(cfg, features=storage.absolute(cfg.features), out=out, folds="all")
+    if not has_split(cfg.features, "train_noisy"):
+        raise ConfigError(f"{cfg.features}: self-training relabels train_noisy, and this "
+                          "feature store has none")
+    # --noisy applies to the teacher; the student always trains on the relabelled clips.
+    student_cfg = replace(cfg, out=storage.join(out, STUDENT),
+                          noisy=cfg.noisy if cfg.noisy == "warmup" else "mix",
+                          noisy_labels=storage.join(out, NOISY_LABELS))
+    student_cfg.check()  # before the teacher trains: a refusal costs nothing yet
+    teacher = train_folds(replace(cfg, out=storage.join(out, TEACHER)))
+    scores_run = storage.join(out, SCORES_ROOT, SCORES_RUN)
+    # Scores of a teacher this run (re)trained a fold of are stale, whatever is on disk.
+    scored = bool(teacher.trained) or not storage.is_file(
+        storage.join(scores_run, predictions.SUCCESS))
+    relabelling = None if scored else _recorded(out, agree)
+    relabelled = relabelling is None
+    if relabelling is None:
+        _require_no_student(cfg)  # before anything is scored or rewritten
+        storage.remove(storage.join(out, RELABEL))  # pending until written again, last
+        if scored:
+            _score_noisy(cfg)
+        relabelling = _relabel_noisy(cfg, scores_run, agree)
+    student = train_folds(student_cfg)
+    return SelfTrainResult(out=out, teacher=teacher, relabelling=relabelling, student=student,
+                           scored=scored, relabelled=relabelled)
+
+
+def relabel(scores: pd.DataFrame, labels: Mapping[str, Sequence[str]], classes: Sequence[str],
+            agree: float) -> tuple[dict[str, list[str]], Relabelling]:
+    """The noisy clips worth training on, fname -> labels, and the counts.
+
+    scores: fname + one column per class, the teacher's score (0-1) per clip; labels: each noisy
+    clip's own labels. A clip keeps its labels when every one scores >= agree, else takes the
+    classes scoring >= agree (in class order) when its top class does, else is dropped (so is a
+    clip the teacher did not score).
+    """
+    table = scores[list(classes)].to_numpy(np.float64)
+    by_fname = dict(zip(scores["fname"], table, strict=True))
+    column = {name: i for i, name in enumerate(classes)}
+    kept: dict[str, list[str]] = {}
+    assigned: dict[str, list[str]] = {}
+    for fname in sorted(labels):
+        row = by_fname.get(fname)
+        given = list(labels[fname])
+        if row is None:
+            continue
+        if given and all(row[column[name]] >= agree for name in given):
+            kept[fname] = given
+        elif row.max() >= agree:
+            assigned[fname] = [name for name, s in zip(classes, row, strict=True) if s >= agree]
+    counts = Relabelling(kept=len(kept), relabelled=len(assigned),
+                         dropped=len(labels) - len(kept) - len(assigned), agree=agree)
+    return dict(sorted({**kept, **assigned}.items())), counts
+
+
+def write_labels_csv(uri: str, labels: Mapping[str, Sequence[str]]) -> None:
+    """A fname,labels CSV as FAT2019's (several labels comma-joined, in quotes)."""
+    table = pd.DataFrame({"fname": list(labels),
+                          "labels": [join_labels(names) for names in labels.values()]})
+    storage.write_bytes(uri, table.to_csv(index=False).encode())
+
+
+def _score_noisy(cfg: TrainConfig) -> None:
+    """The teacher ensemble's scores of every noisy clip, as an inference run (its TTA windows
+    are the folds' validation windows)."""
+    infer(InferConfig(models=(storage.join(cfg.out, TEACHER),), data=cfg.features,
+                      split="train_noisy", out=storage.join(cfg.out, SCORES_ROOT),
+                      run_id=SCORES_RUN, tta=cfg.valid_crops,
+                      gpus_per_worker=cfg.gpus_per_worker,
+                      wait_for_resources=cfg.wait_for_resources))
+
+
+def _relabel_noisy(cfg: TrainConfig, scores_run: str, agree: float) -> Relabelling:
+    """Relabel the store's noisy clips with the teacher's scores: <out>/noisy_labels.csv, then
+    <out>/relabel.json."""
+    scores = storage.read_parquet(storage.join(scores_run, predictions.SCORES)).to_pandas()
+    noisy = read_split_table(cfg.features, "train_noisy", cfg.mel, columns=["fname", "labels"])
+    labels = dict(zip(noisy.column("fname").to_pylist(), noisy.column("labels").to_pylist(),
+                      strict=True))
+    classes = [c for c in scores.columns if c != "fname"]
+    chosen, counts = relabel(scores, labels, classes, agree)
+    write_labels_csv(storage.join(cfg.out, NOISY_LABELS), chosen)
+    storage.write_json(storage.join(cfg.out, RELABEL), asdict(counts))
+    return counts
+
+
+def _recorded(out: str, agree: float) -> Relabelling | None:
+    """The relabelling an earlier run completed at this threshold, or None."""
+    uri = storage.join(out, RELABEL)
+    if not storage.is_file(uri) or not storage.is_file(storage.join(out, NOISY_LABELS)):
+        return None
+    counts = Relabelling(**storage.read_json(uri))
+    return counts if counts.agree == agree else None
+
+
+def _require_no_student(cfg: TrainConfig) -> None:
+    """RunDirError when a student fold already trained on other labels than those this run
+    is about to write (another --agree, or a retrained teacher)."""
+    student = storage.join(cfg.out, STUDENT)
+    started = [k for k in range(cfg.n_folds) if has_run(fold_dir(student, k))]
+    if started:
+        raise RunDirError(f"{student}: folds {started} trained on an earlier relabelling of "
+                          f"train_noisy (another --agree, or another teacher); remove {student} "
+                          "to train a student on the new labels")

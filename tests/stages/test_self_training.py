@@ -1,0 +1,154 @@
+"""Self-training as one job: a K-fold teacher relabels train_noisy, a K-fold student trains on
+the curated and relabelled clips, and a re-run redoes only what did not finish; the relabelling
+rule and --noisy-labels on their own, without Ray."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fatlib.core.config import ConfigError
+from fatlib.io.dataset import ManifestError, read_truth
+from fatlib.stages.infer.config import InferConfig
+from fatlib.stages.infer.pipeline import infer
+from fatlib.stages.preprocess.config import PreprocessConfig
+from fatlib.stages.preprocess.convert import preprocess
+from fatlib.stages.self_train.self_training import relabel, self_train, write_labels_csv
+from fatlib.stages.train.config import TrainConfig
+from fatlib.stages.train.datasets import _noisy_labels, _select
+from fatlib.tools.synth import SynthConfig, generate_dataset
+
+CLASSES = ["Bark", "Meow", "Purr"]
+N_NOISY = 10
+AGREE = 0.45
+
+
+def test_a_noisy_clip_keeps_takes_or_loses_its_labels_by_the_teachers_scores():
+    scores = pd.DataFrame({"fname": ["keep", "both", "relabel", "drop", "partial"],
+                           "Bark": [0.9, 0.6, 0.1, 0.4, 0.8],
+                           "Meow": [0.2, 0.7, 0.8, 0.3, 0.2],
+                           "Purr": [0.1, 0.1, 0.6, 0.2, 0.1]})
+    labels = {"keep": ["Bark"], "both": ["Meow", "Bark"], "relabel": ["Bark"], "drop": ["Meow"],
+              "partial": ["Bark", "Purr"], "unscored": ["Bark"]}
+    chosen, counts = relabel(scores, labels, CLASSES, agree=0.5)
+    assert chosen == {"keep": ["Bark"], "both": ["Meow", "Bark"],  # own labels, agreed with
+                      "relabel": ["Meow", "Purr"],  # every class the teacher is sure of
+                      "partial": ["Bark"]}  # Purr at 0.1: the teacher's Bark alone
+    assert (counts.kept, counts.relabelled, counts.dropped, counts.agree) == (2, 2, 2, 0.5)
+    assert counts.total == len(labels)  # "drop" (top 0.4) and "unscored" are left out
+    stricter, _ = relabel(scores, labels, CLASSES, agree=0.85)
+    assert stricter == {"keep": ["Bark"]}
+
+
+def test_the_labels_csv_quotes_several_labels_as_kaggles_and_reads_back(tmp_path):
+    uri = str(tmp_path / "noisy_labels.csv")
+    write_labels_csv(uri, {"a.wav": ["Bark"], "b.wav": ["Meow", "Purr"]})
+    assert (tmp_path / "noisy_labels.csv").read_text().splitlines() == [
+        "fname,labels", "a.wav,Bark", 'b.wav,"Meow,Purr"']
+    assert read_truth(uri) == {"a.wav": ["Bark"], "b.wav": ["Meow", "Purr"]}
+
+
+def test_noisy_labels_drop_unlisted_clips_and_replace_labels():
+    labels = np.empty(3, dtype=object)  # as Ray Data hands a batch of stored rows
+    labels[:] = [np.array(["Bark"], dtype=object), np.array(["Meow"], dtype=object),
+                 np.array(["Purr", "Bark"], dtype=object)]
+    batch = {"fname": np.array(["a", "b", "c"], dtype=object), "labels": labels,
+             "n_frames": np.array([10, 20, 30])}
+    out = _select(batch, [], False, 0.5, True, labels={"a": ["Meow", "Purr"], "c": ["Bark"]})
+    assert list(out["fname"]) == ["a", "c"] and list(out["n_frames"]) == [10, 30]
+    assert [list(v) for v in out["labels"]] == [["Meow", "Purr"], ["Bark"]]
+    assert list(out["weight"]) == [0.5, 0.5] and out["noisy"].all()
+    kept = _select(batch, [], False, 0.5, True)  # no --noisy-labels: the stored labels
+    assert [list(v) for v in kept["labels"]] == [["Bark"], ["Meow"], ["Purr", "Bark"]]
+
+
+def test_noisy_labels_outside_the_vocabulary_are_one_line(tmp_path):
+    (tmp_path / "_MANIFEST.json").write_text(json.dumps({"classes": CLASSES}))
+    write_labels_csv(str(tmp_path / "labels.csv"), {"a.wav": ["Bark", "Moo"]})
+    cfg = TrainConfig(features=str(tmp_path), out="o", noisy="mix",
+                      noisy_labels=str(tmp_path / "labels.csv"))
+    with pytest.raises(ManifestError, match="a.wav has label 'Moo', not in the feature store"):
+        _noisy_labels(cfg)
+    with pytest.raises(ManifestError, match="--noisy-labels file not found"):
+        _noisy_labels(TrainConfig(features=str(tmp_path), out="o", noisy_labels="missing.csv"))
+
+
+def test_noisy_labels_need_the_noisy_split_in_training():
+    cfg = TrainConfig(features="f", out="o", noisy_labels="labels.csv")
+    assert cfg.with_noisy(store_has_noisy=True).noisy == "mix"
+    seed = TrainConfig(features="f", out="o", noisy_labels="labels.csv", recipe="seed")
+    assert seed.with_noisy(store_has_noisy=True).noisy == "mix"  # asked for: mixed in
+    with pytest.raises(ConfigError, match="--noisy-labels relabels train_noisy: it needs"):
+        TrainConfig(features="f", out="o", noisy="off", noisy_labels="labels.csv").check()
+    with pytest.raises(ConfigError, match="needs train_noisy"):
+        cfg.with_noisy(store_has_noisy=False)
+
+
+def test_self_training_refuses_a_store_without_noisy_clips_before_any_work(tmp_path):
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "_MANIFEST.json").write_text(json.dumps({"splits": {}}))
+    cfg = TrainConfig(features=str(tmp_path / "features"), out=str(tmp_path / "st"))
+    with pytest.raises(ConfigError, match="self-training relabels train_noisy, and this"):
+        self_train(cfg)
+    with pytest.raises(ConfigError, match=r"--agree must be in \(0, 1\]"):
+        self_train(cfg, agree=1.5)
+    assert not (tmp_path / "st" / "teacher").exists()
+
+
+@pytest.fixture(scope="module")
+def self_trained(ray_local, tmp_path_factory):
+    root = tmp_path_factory.mktemp("self-train")
+    generate_dataset(root / "data", SynthConfig(n_curated=12, n_noisy=N_NOISY, n_test=4,
+                                                max_seconds=1.5, sample_rate=16000))
+    preprocess(PreprocessConfig(data=str(root / "data"), out=str(root / "features")))
+    cfg = TrainConfig(features=str(root / "features"), out=str(root / "st"), workers=1,
+                      epochs=1, batch_size=8, crop_frames=32, valid_crops=1, fold=0, n_folds=2)
+    # One epoch's teacher scores every class 0.3-0.6: at 0.45 it confirms some labels,
+    # replaces others, and the student trains on noisy clips.
+    return root, cfg, self_train(cfg, agree=AGREE)
+
+
+@pytest.mark.slow
+def test_teacher_relabels_the_noisy_split_and_the_student_is_an_ensemble(self_trained, tmp_path):
+    root, _, result = self_trained
+    st = root / "st"
+    for run in ("teacher", "student"):
+        doc = json.loads((st / run / "ensemble.json").read_text())
+        assert [m["artifact"] for m in doc["models"]] == ["fold-0/model", "fold-1/model"]
+    assert result.teacher.trained == [0, 1] and result.student.trained == [0, 1]
+    assert result.scored and result.relabelled
+    noisy = pd.read_csv(root / "data" / "train_noisy.csv")
+    listed = read_truth(str(st / "noisy_labels.csv"))
+    assert set(listed) <= set(noisy.fname)
+    counts = json.loads((st / "relabel.json").read_text())
+    assert counts == {"kept": result.relabelling.kept, "relabelled": result.relabelling.relabelled,
+                      "dropped": result.relabelling.dropped, "agree": AGREE}
+    assert counts["kept"] + counts["relabelled"] + counts["dropped"] == N_NOISY
+    assert counts["kept"] + counts["relabelled"] == len(listed) > 0
+    run = json.loads((st / "student" / "fold-0" / "run_config.json").read_text())
+    assert (run["noisy"], run["noisy_labels"]) == ("mix", str(st / "noisy_labels.csv"))
+    assert result.ensemble == str(st / "student" / "ensemble.json")
+    assert "student - teacher out-of-fold lwlrap" in result.summary()
+    scored = infer(InferConfig(models=(str(st / "student"),), data=str(root / "data"),
+                               out=str(tmp_path), run_id="student", tta=1))
+    assert scored.models == 2 and scored.scored == 4
+
+
+@pytest.mark.slow
+def test_a_rerun_trains_only_the_unfinished_student_fold(self_trained):
+    root, cfg, _ = self_trained
+    st = root / "st"
+    done = [*(st / "teacher").rglob("*"), *(st / "noisy-scores").rglob("*"),
+            st / "noisy_labels.csv", st / "relabel.json", *(st / "student" / "fold-0").rglob("*")]
+    # ensemble.json is rewritten by every K-fold call, _LOCK by every job: neither is work.
+    kept = {p: p.stat().st_mtime_ns for p in done
+            if p.is_file() and p.name not in ("_LOCK", "ensemble.json")}
+    shutil.rmtree(st / "student" / "fold-1")  # as if the job died while it trained
+    again = self_train(cfg, agree=AGREE)
+    assert again.teacher.trained == [] and again.student.trained == [1]
+    assert not again.scored and not again.relabelled
+    assert "(trained before)" in again.summary() and "(relabelled before)" in again.summary()
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing else rewritten
+    assert (st / "student" / "fold-1" / "model" / "meta.json").exists()
