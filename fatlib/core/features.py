@@ -184,3 +184,18 @@ def _filter_blocks(fb: np.ndarray) -> list[tuple[int, int, int, int, torch.Tenso
         weights = torch.from_numpy(np.ascontiguousarray(fb[first:last, lo:hi]))
         blocks.append((first, last, lo, hi, weights))
     return blocks
+
+
+def time_delta(x: torch.Tensor, order: int, width: int = 9) -> torch.Tensor:
+    """librosa.feature.delta(x, width, order, axis=-1, mode="interp") of x (..., frames >=
+    width), on x's device: a Savitzky-Golay derivative along time, polynomial fits at the ends."""
+    if x.shape[-1] < width:
+        raise ValueError(f"deltas need at least {width} frames, got {x.shape[-1]}")
+    interior, left, right = (torch.as_tensor(w, dtype=x.dtype, device=x.device)
+                             for w in delta_weights(order, width))
+    flat = x.reshape(-1, 1, x.shape[-1])
+    out = torch.nn.functional.conv1d(flat, interior.view(1, 1, -1), padding=width // 2)
+    half = width // 2
+    out[..., :half] = flat[..., :width] @ left.T
+    out[..., -half:] = flat[..., -width:] @ right.T
+    return out.view(x.shape)

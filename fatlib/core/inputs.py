@@ -18,7 +18,7 @@ import torch
 
 from fatlib.core.augment import Compose
 from fatlib.core.config import NORMALISATIONS, PADDINGS
-from fatlib.core.features import CLIP_STATS, clip_stats, decode_logmel, delta_weights
+from fatlib.core.features import CLIP_STATS, clip_stats, decode_logmel, time_delta
 from fatlib.core.labels import multi_hot
 from fatlib.core.mixing import SoundMix
 
@@ -189,21 +189,6 @@ def batch_stats(batch: dict, n_mels: int) -> np.ndarray:
         return np.stack([np.asarray(batch[name], dtype=np.float32) for name in CLIP_STATS], 1)
     return np.stack([clip_stats(decode_logmel(b, n_mels, n))
                      for b, n in zip(batch["logmel"], batch["n_frames"], strict=True)])
-
-
-def time_delta(x: torch.Tensor, order: int, width: int = 9) -> torch.Tensor:
-    """librosa.feature.delta(x, width, order, axis=-1, mode="interp") of x (..., frames >=
-    width), on x's device: a Savitzky-Golay derivative along time, polynomial fits at the ends."""
-    if x.shape[-1] < width:
-        raise ValueError(f"deltas need at least {width} frames, got {x.shape[-1]}")
-    interior, left, right = (torch.as_tensor(w, dtype=x.dtype, device=x.device)
-                             for w in delta_weights(order, width))
-    flat = x.reshape(-1, 1, x.shape[-1])
-    out = torch.nn.functional.conv1d(flat, interior.view(1, 1, -1), padding=width // 2)
-    half = width // 2
-    out[..., :half] = flat[..., :width] @ left.T
-    out[..., -half:] = flat[..., -width:] @ right.T
-    return out.view(x.shape)
 
 
 def with_stats(batch: dict, n_mels: int) -> dict:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fatlib.core.augment import Compose, compose
-from fatlib.core.features import CLIP_STATS, clip_stats, encode_logmel
+from fatlib.core.features import CLIP_STATS, clip_stats, encode_logmel, time_delta
 from fatlib.core.inputs import (
     InputSpec,
     Normalisation,
@@ -19,7 +19,6 @@ from fatlib.core.inputs import (
     resized_spans,
     seed_color,
     soft_targets,
-    time_delta,
     to_device,
     training_batch,
     tta_starts,
