@@ -120,8 +120,8 @@ def mixup(
 ) -> Batch:
     """Blend inputs, targets and loss weights with a random partner, lambda ~ Beta(alpha, alpha)."""
     lam = rng.beta(alpha, alpha, size=x.shape[0])
-    lam = torch.from_numpy(np.maximum(lam, 1 - lam)).to(x.device, x.dtype)
-    perm = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
+    lam = host_to(np.maximum(lam, 1 - lam), x.device).to(x.dtype)
+    perm = host_to(rng.permutation(x.shape[0]), x.device)
     lx = lam.view(-1, *([1] * (x.dim() - 1)))
     # lerp(partner, own, lam) = lam * own + (1 - lam) * partner, in one pass.
     return (torch.lerp(x[perm], x, lx), torch.lerp(y[perm], y, lam.view(-1, 1).to(y.dtype)),
@@ -151,7 +151,7 @@ def spec_augment(
             widths = rng.integers(0, width + 1, size=batch)
             starts = rng.integers(0, size - widths + 1)
             mask |= (index >= starts[:, None]) & (index < (starts + widths)[:, None])
-        masks.append(torch.from_numpy(mask).to(x.device))
+        masks.append(host_to(mask, x.device))
     bands, spans = masks  # one masked_fill for all masks: (B, 1, n_mels, 1) | (B, 1, 1, frames)
     return x.masked_fill(bands[:, None, :, None] | spans[:, None, None, :], 0.0)
 
@@ -162,9 +162,19 @@ def frequency_shift(x: torch.Tensor, rng: np.random.Generator, max_bins: int) ->
 
     x: (batch, channels, n_mels, n_frames)."""
     batch, channels, n_mels, n_frames = x.shape
-    shifts = torch.from_numpy(rng.integers(-max_bins, max_bins + 1, size=batch)).to(x.device)
+    shifts = host_to(rng.integers(-max_bins, max_bins + 1, size=batch), x.device)
     source = (torch.arange(n_mels, device=x.device)[None, :] - shifts[:, None]).clamp(0, n_mels - 1)
     return x.gather(2, source[:, None, :, None].expand(batch, channels, n_mels, n_frames))
+
+
+def host_to(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A small host array (random draws, indices) on device without waiting for the device's
+    queue: from pageable memory a copy to a GPU first waits for every queued kernel, so on a
+    GPU it goes pinned and non-blocking."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _applies(p: float, rng: np.random.Generator) -> bool:

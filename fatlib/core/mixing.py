@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fatlib.core.augment import host_to
+
 _LN10_10 = float(np.log(10.0) / 10.0)  # dB -> natural-log power: exp(x * ln10 / 10) = 10^(x/10)
 
 
@@ -37,10 +39,11 @@ def sound_mix(db: torch.Tensor, stats: torch.Tensor, y: torch.Tensor, w: torch.T
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Crops db (B, n_mels, frames) in dB, some mixed with a partner of the batch as sounds add.
 
-    Returns float32 crops, stats (B, 4) = (mean, std, min, max) - a mixed crop's own, since the
-    whole clip it came from no longer describes it -, targets (B, n_classes) with the union
-    (elementwise max) of both clips' targets on mixed rows, and loss weights (B,) with the lower
-    of the two on mixed rows (a mix is as trustworthy as its noisier part)."""
+    Returns float32 crops, stats (B, 4) = (mean, std, min, max) - a mixed row's are its clip's
+    whole-clip stats moved as the mixing moved its crop's (`_mixed_stats`) -, targets
+    (B, n_classes) with the union (elementwise max) of both clips' targets on mixed rows, and
+    loss weights (B,) with the lower of the two on mixed rows (a mix is as trustworthy as its
+    noisier part)."""
     batch, _, frames = db.shape
     mixed = rng.random(batch) < p
     # Another row of the batch, never the row itself.
@@ -50,20 +53,37 @@ def sound_mix(db: torch.Tensor, stats: torch.Tensor, y: torch.Tensor, w: torch.T
     x = db.float()
     if batch < 2 or not mixed.any():
         return x, stats.float(), y, w
-    rows = torch.from_numpy(np.flatnonzero(mixed)).to(db.device)
-    others = torch.from_numpy(partner[mixed]).to(db.device)
+    rows = host_to(np.flatnonzero(mixed), db.device)
+    others = host_to(partner[mixed], db.device)
     # Partner frame t comes from frame (t - offset) mod frames: a circular shift per row.
     time = (torch.arange(frames, device=db.device)[None, :]
-            - torch.from_numpy(offset[mixed]).to(db.device)[:, None]) % frames
+            - host_to(offset[mixed], db.device)[:, None]) % frames
     shifted = x[others].gather(2, time[:, None, :].expand(-1, x.shape[1], -1))
-    shifted = shifted + torch.from_numpy(gain[mixed]).to(db.device, torch.float32)[:, None, None]
+    shifted = shifted + host_to(gain[mixed].astype(np.float32), db.device)[:, None, None]
     # log-add-exp in the natural-log power domain is exact and never overflows in float32.
-    mix = torch.logaddexp(x[rows] * _LN10_10, shifted * _LN10_10) / _LN10_10
+    x_rows = x[rows]
+    mix = torch.logaddexp(x_rows * _LN10_10, shifted * _LN10_10) / _LN10_10
     x = x.index_copy(0, rows, mix)
-    stats = stats.float().index_copy(0, rows, crop_stats(mix))
+    stats = stats.float().index_copy(0, rows, _mixed_stats(stats.float()[rows], x_rows, mix))
     y = y.index_copy(0, rows, torch.maximum(y[rows], y[others]))
     w = w.index_copy(0, rows, torch.minimum(w[rows], w[others]))
     return x, stats, y, w
+
+
+def _mixed_stats(whole: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Whole-clip stats (R, 4) of mixed rows: the clip's own, moved by what mixing did to its
+    crop (mean, min and max shifted by the crop's change, std scaled by its ratio).
+
+    Not the mixed crop's own stats: every other crop, and every crop at inference, is
+    normalised with its whole clip's, and a mix normalised with its own would stand out (always
+    the full range, under per-clip standardisation exactly mean 0 and std 1)."""
+    old, new = crop_stats(before), crop_stats(after)
+    shift = new - old
+    # A crop with no spread (silence) gives no ratio: the mix's own spread stands in.
+    std = torch.where(old[:, 1] > 1e-3, whole[:, 1] * new[:, 1] / old[:, 1].clamp_min(1e-3),
+                      new[:, 1])
+    return torch.stack([whole[:, 0] + shift[:, 0], std,
+                        whole[:, 2] + shift[:, 2], whole[:, 3] + shift[:, 3]], 1)
 
 
 def crop_stats(db: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -21,34 +22,43 @@ class Prefetched(Iterator[T]):
     fails does not leave a thread reading data.
     """
 
-    def __init__(self, items: Iterable[T], depth: int = 2) -> None:
+    def __init__(self, items: Iterable[T], depth: int = 2, close_timeout: float = 10.0) -> None:
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
+        self._done = False
+        self._close_timeout = close_timeout
         self._thread = threading.Thread(target=self._produce, args=(iter(items),),
                                         name="fatlib-prefetch", daemon=True)
         self._thread.start()
 
     def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
         item, error = self._queue.get()
         if error is not None:
             self.close()
             raise error
         if item is _DONE:
+            self._done = True
             self._thread.join()
             raise StopIteration
         return item
 
     def close(self) -> None:
-        """Stop the producer and wait for it."""
+        """Stop the producer and wait for it, at most close_timeout seconds: a producer stuck
+        inside its source (a read that never returns) is left behind, a daemon, so the error
+        that ended the consumer still reaches its caller."""
+        self._done = True
         self._stop.set()
-        while self._thread.is_alive():
+        deadline = time.monotonic() + self._close_timeout
+        while self._thread.is_alive() and time.monotonic() < deadline:
             try:  # unblock a producer waiting for room
                 self._queue.get(timeout=0.05)
             except queue.Empty:
                 pass
-        self._thread.join()
+        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Prefetched[T]:
         return self

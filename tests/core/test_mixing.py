@@ -83,3 +83,15 @@ def test_the_training_batch_mixes_before_the_normalisation():
     np.testing.assert_allclose(x.mean(dim=(1, 2, 3)).numpy(), 0, atol=1e-4)
     np.testing.assert_allclose(x.std(dim=(1, 2, 3), correction=0).numpy(), 1, atol=1e-3)
     assert (y.sum(1) >= 1).all()
+
+
+def test_a_mixed_row_keeps_its_whole_clips_stats_moved_by_the_mixing():
+    clip = np.random.default_rng(0).uniform(-60, -20, (8, 16))
+    db = torch.tensor(np.stack([clip, np.full((8, 16), SILENCE_DB)]), dtype=torch.float32)
+    whole = torch.tensor([[-50.0, 9.0, -80.0, -5.0], [SILENCE_DB, 0.0, SILENCE_DB, SILENCE_DB]])
+    _, stats, _, _ = sound_mix(db, whole, torch.zeros(2, 1), torch.ones(2),
+                               np.random.default_rng(1), p=1.0, max_gain_db=6.0)
+    # Silence added changes nothing: the clip is still normalised with its whole clip's stats.
+    np.testing.assert_allclose(stats[0].numpy(), whole[0].numpy(), atol=1e-3)
+    # Silence with the clip added takes the mix's spread (its own was none).
+    assert float(stats[1, 1]) > 1.0

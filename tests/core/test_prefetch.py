@@ -56,3 +56,26 @@ def test_closing_stops_the_producer():
 def test_depth_must_be_positive():
     with pytest.raises(ValueError, match="depth"):
         Prefetched([], depth=0)
+
+
+def test_next_after_the_end_stops_again():
+    ahead = Prefetched([1])
+    assert list(ahead) == [1]
+    with pytest.raises(StopIteration):
+        next(ahead)
+
+
+def test_closing_does_not_wait_forever_for_a_producer_stuck_in_its_source():
+    release = threading.Event()
+
+    def stuck():
+        yield 1
+        release.wait(30)  # a read that does not return
+        yield 2
+
+    ahead = Prefetched(stuck(), close_timeout=0.2)
+    assert next(ahead) == 1
+    started = time.monotonic()
+    ahead.close()
+    assert time.monotonic() - started < 5
+    release.set()

@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fatlib.core.config import ConfigError
+from fatlib.core.config import ConfigError, MelConfig
+from fatlib.core.features import CLIP_STATS
 from fatlib.io.dataset import ManifestError, read_truth
+from fatlib.io.feature_store import SplitInfo, new_manifest, write_rows
+from fatlib.io.store_commits import commit_split
 from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.infer.pipeline import infer
 from fatlib.stages.preprocess.config import PreprocessConfig
@@ -62,6 +65,23 @@ def test_noisy_labels_drop_unlisted_clips_and_replace_labels():
     assert list(out["weight"]) == [0.5, 0.5] and out["noisy"].all()
     kept = _select(batch, [], False, 0.5, True)  # no --noisy-labels: the stored labels
     assert [list(v) for v in kept["labels"]] == [["Bark"], ["Meow"], ["Purr", "Bark"]]
+
+
+def test_noisy_labels_listing_no_noisy_clip_are_one_line(tmp_path):
+    root = tmp_path / "features"
+    manifest = new_manifest(MelConfig(), CLASSES, "synthetic")
+    staged = str(root / "_staging" / "train_noisy")
+    columns = {"fname": ["n1.wav"], "labels": [["Bark"]], "n_frames": [4], "seconds": [0.1],
+               "logmel": [b"\0" * 2 * MelConfig().n_mels * 4],
+               **{name: [0.0] for name in CLIP_STATS}}
+    write_rows(staged + "/part-0.parquet", columns, MelConfig(), "train_noisy")
+    commit_split(str(root), manifest, staged, SplitInfo("train_noisy", ["part-0.parquet"], 1,
+                                                        0, 0.0, 0, 0, 0.0))
+    write_labels_csv(str(tmp_path / "labels.csv"), {"other.wav": ["Bark"]})
+    cfg = TrainConfig(features=str(root), out="o", noisy="warmup",
+                      noisy_labels=str(tmp_path / "labels.csv"))
+    with pytest.raises(ManifestError, match="lists none of train_noisy's 1 clips"):
+        _noisy_labels(cfg)
 
 
 def test_noisy_labels_outside_the_vocabulary_are_one_line(tmp_path):
@@ -129,6 +149,8 @@ def test_teacher_relabels_the_noisy_split_and_the_student_is_an_ensemble(self_tr
     assert counts["kept"] + counts["relabelled"] == len(listed) > 0
     run = json.loads((st / "student" / "fold-0" / "run_config.json").read_text())
     assert (run["noisy"], run["noisy_labels"]) == ("mix", str(st / "noisy_labels.csv"))
+    teacher = json.loads((st / "teacher" / "fold-0" / "run_config.json").read_text())
+    assert teacher["noisy"] == "off"  # it judges noisy labels it never learned
     assert result.ensemble == str(st / "student" / "ensemble.json")
     assert "student - teacher out-of-fold lwlrap" in result.summary()
     scored = infer(InferConfig(models=(str(st / "student"),), data=str(root / "data"),

@@ -78,8 +78,11 @@ class SelfTrainResult:
             f"{r.dropped} dropped of {r.total} clips{done}; labels: "
             f"{storage.join(self.out, NOISY_LABELS)}",
             "student:", self.student.summary(),
+            # Student fold k's noisy labels come from teacher folds that trained on fold k's
+            # validation clips: its out-of-fold figure leans optimistic.
             f"student - teacher out-of-fold lwlrap: "
-            f"{self.student.oof_lwlrap - self.teacher.oof_lwlrap:+.4f}"])
+            f"{self.student.oof_lwlrap - self.teacher.oof_lwlrap:+.4f} (optimistic: the "
+            "noisy labels come from teachers that saw each student fold's validation clips)"])
 
 
 @holding("train --self-train")  # <out>; the teacher, scoring and student hold their own dirs
@@ -93,12 +96,14 @@ def self_train(cfg: TrainConfig, agree: float = 0.5) -> SelfTrainResult:
     if not has_split(cfg.features, "train_noisy"):
         raise ConfigError(f"{cfg.features}: self-training relabels train_noisy, and this "
                           "feature store has none")
-    # --noisy applies to the teacher; the student always trains on the relabelled clips.
+    # The student trains on the relabelled clips (warmed up on them with --noisy warmup).
     student_cfg = replace(cfg, out=storage.join(out, STUDENT),
                           noisy=cfg.noisy if cfg.noisy == "warmup" else "mix",
                           noisy_labels=storage.join(out, NOISY_LABELS))
     student_cfg.check()  # before the teacher trains: a refusal costs nothing yet
-    teacher = train_folds(replace(cfg, out=storage.join(out, TEACHER)))
+    # The teacher never sees the noisy split: it judges labels it has not learned.
+    teacher = train_folds(replace(cfg, out=storage.join(out, TEACHER), noisy="off",
+                                  noisy_labels=None))
     scores_run = storage.join(out, SCORES_ROOT, SCORES_RUN)
     # Scores of a teacher this run (re)trained a fold of are stale, whatever is on disk.
     scored = bool(teacher.trained) or not storage.is_file(

@@ -12,7 +12,12 @@ from fatlib.core.features import CLIP_STATS
 from fatlib.core.inputs import with_stats
 from fatlib.io import storage
 from fatlib.io.dataset import ManifestError, read_truth
-from fatlib.io.feature_store import has_clip_stats, read_manifest, split_paths
+from fatlib.io.feature_store import (
+    has_clip_stats,
+    read_manifest,
+    read_split_table,
+    split_paths,
+)
 from fatlib.stages.train.config import TrainConfig
 
 # Rows a training worker permutes at once: a window of this many batches, read ahead by Ray Data.
@@ -97,6 +102,11 @@ def _noisy_labels(cfg: TrainConfig) -> dict[str, list[str]] | None:
             raise ManifestError(f"{uri}: {fname} has " + (
                 f"label {unknown[0]!r}, not in the feature store's class vocabulary"
                 if unknown else "no label"))
+    stored = read_split_table(cfg.features, "train_noisy", cfg.mel, columns=["fname"])
+    if not set(stored.column("fname").to_pylist()) & labels.keys():
+        # Else --noisy warmup would warm up on nothing and --noisy mix add nothing, silently.
+        raise ManifestError(f"{uri}: lists none of train_noisy's {stored.num_rows} clips: no "
+                            "noisy clip to train on")
     return labels
 
 
