@@ -19,4 +19,10 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 kill -KILL -- "-$group" 2>/dev/null || true
+# A killed process lingers until the kernel schedules it (seconds on a loaded machine): return
+# only once the group is gone, so what follows never finds the old cluster running.
+for _ in $(seq 100); do
+  alive || break
+  sleep 0.1
+done
 rm -f "$record"
