@@ -85,6 +85,18 @@ def whole_clip_logits(
     return torch.cat(outputs)[back].unsqueeze(1)
 
 
+def clip_logits(model: torch.nn.Module, logmels: Sequence[bytes], n_frames: Sequence[int],
+                stats: np.ndarray, norm: Normalisation, n_mels: int, crop_frames: int,
+                n_crops: int | None, device: torch.device) -> torch.Tensor:
+    """Logits (n_clips, n_crops, n_classes) of n_crops TTA windows per clip, or with n_crops
+    None (n_clips, 1, n_classes) of each clip whole."""
+    if n_crops is None:
+        return whole_clip_logits(model, logmels, n_frames, stats, norm, n_mels, crop_frames,
+                                 device)
+    return tta_logits(model, logmels, n_frames, stats, norm, n_mels, crop_frames, n_crops,
+                      device)
+
+
 def combine(logits: torch.Tensor, how: str = TTA_COMBINATIONS[0]) -> np.ndarray:
     """Per-clip probabilities (n_clips, n_classes) from (n_clips, n_crops, n_classes) logits."""
     if how == "mean_sigmoid":

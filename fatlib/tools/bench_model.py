@@ -186,7 +186,7 @@ def bench_tta(
     class-standardised."""
     from fatlib.core.inputs import batch_stats
     from fatlib.core.labels import multi_hot
-    from fatlib.core.scoring import combine, ensemble, tta_logits, whole_clip_logits
+    from fatlib.core.scoring import clip_logits, combine, ensemble
     from fatlib.io.artifact import load_model, model_artifacts
     from fatlib.io.dataset import read_truth
     from fatlib.io.feature_store import feature_columns, read_split_table
@@ -206,12 +206,9 @@ def bench_tta(
     stats = batch_stats(rows, mel.n_mels)
     results, standardised = {}, {}
     for n in [*sorted(crops), *([WHOLE_CLIP] if whole_clip else [])]:
-        logits = []
-        for meta, model in models:
-            clips = (model, rows["logmel"], rows["n_frames"], stats, meta.normalisation,
-                     mel.n_mels, meta.crop_frames)
-            logits.append(whole_clip_logits(*clips, torch.device("cpu")) if n == WHOLE_CLIP
-                          else tta_logits(*clips, n, torch.device("cpu")))
+        logits = [clip_logits(model, rows["logmel"], rows["n_frames"], stats, meta.normalisation,
+                              mel.n_mels, meta.crop_frames, None if n == WHOLE_CLIP else n,
+                              torch.device("cpu")) for meta, model in models]
         for how in TTA_COMBINATIONS:
             each = np.stack([combine(x, how) for x in logits])
             results[(n, how)] = label_split_lwlrap(truth, ensemble(each))

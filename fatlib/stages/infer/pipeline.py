@@ -23,10 +23,9 @@ from fatlib.core.labels import LabelError, multi_hot
 from fatlib.core.metrics import lwlrap
 from fatlib.core.scoring import (
     MIN_STANDARDISED_CLIPS,
+    clip_logits,
     combine,
     ensemble,
-    tta_logits,
-    whole_clip_logits,
 )
 from fatlib.io import predictions, storage
 from fatlib.io.artifact import ModelMeta, check_artifact, model_artifacts, model_from_weights
@@ -130,10 +129,9 @@ class Scorer:
             try:
                 stats = batch_stats(rows, n_mels)
                 for m, (meta, model) in enumerate(self.models):
-                    clips = (model, rows["logmel"], rows["n_frames"], stats, meta.normalisation,
-                             n_mels, meta.crop_frames)
-                    logits = (whole_clip_logits(*clips, self.device) if self.whole_clip
-                              else tta_logits(*clips, self.tta, self.device))
+                    logits = clip_logits(model, rows["logmel"], rows["n_frames"], stats,
+                                         meta.normalisation, n_mels, meta.crop_frames,
+                                         None if self.whole_clip else self.tta, self.device)
                     each[ok, m] = combine(logits, self.how)
             except Exception as e:
                 # The job's one-line error names the clips (stages.console.root_cause reads
