@@ -47,23 +47,14 @@ def signals(sr: int = SR, seconds: float = 3.0) -> dict[str, np.ndarray]:
 
 
 def downgrade_store(store: Path, to: Path) -> Path:
-    """A copy of the store as fatlib wrote it before clip stats existed (format 1)."""
+    """A copy of the store whose manifest says format 1 (written before clip stats existed),
+    which fatlib refuses: only the manifest is read before the refusal."""
     import json
     import shutil
 
-    import pyarrow.parquet as pq
-
-    from fatlib.core.features import CLIP_STATS
-
     shutil.copytree(store, to)
     manifest = json.loads((to / "_MANIFEST.json").read_text())
-    manifest["format"] = 1
-    for split, info in manifest["splits"].items():
-        info.pop("clip_stats")
-        for name in info["files"]:
-            path = to / split / name
-            pq.write_table(pq.read_table(path).drop_columns(list(CLIP_STATS)), path)
-    (to / "_MANIFEST.json").write_text(json.dumps(manifest))
+    (to / "_MANIFEST.json").write_text(json.dumps({**manifest, "format": 1}))
     return to
 
 
@@ -132,3 +123,25 @@ def ray_local(s3_endpoint):
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
+
+
+# What small_store holds (its tests count on these numbers).
+SMALL_STORE = {"n_curated": 24, "n_noisy": 10, "n_test": 4, "max_seconds": 1.5,
+               "sample_rate": 16000}
+
+
+@pytest.fixture(scope="session")
+def small_store(ray_local, tmp_path_factory) -> Path:
+    """One synthetic dataset (<root>/data) and its feature store (<root>/features) for the
+    tests that train on Ray without needing a model that learns (K-fold, self-training, Tune,
+    node loss, resume): 24 curated, 10 noisy and 4 test clips of up to 1.5 s at 16 kHz, made
+    once per session. Read-only: a test that changes it works on a copy."""
+    from fatlib.stages.preprocess.config import PreprocessConfig
+    from fatlib.stages.preprocess.convert import preprocess
+    from fatlib.tools.synth import SynthConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("small-store")
+    generate_dataset(root / "data", SynthConfig(**SMALL_STORE))
+    preprocess(PreprocessConfig(data=str(root / "data"), out=str(root / "features")))
+    return root
+

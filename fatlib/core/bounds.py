@@ -1,8 +1,10 @@
-"""What values a config field accepts, declared once on its option(): bounds, finiteness and
-choices, checked as a flag parses (core.cli) and on configs built by code (check_bounds)."""
+"""What values a config field accepts, declared once on its option(): bounds, finiteness,
+emptiness and choices, checked as a flag parses (core.cli) and on configs built by code
+(check_bounds); and what the seed recipe requires of it (seed_recipe_offences)."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from collections.abc import Callable
@@ -13,19 +15,30 @@ from fatlib.core.config import ConfigError
 
 def check_bounds(cfg: Any) -> None:
     """ConfigError naming the first field of the config dataclass cfg whose value is outside
-    what its option() declares (bounds, finiteness, choices): the checks its flag makes as it
-    parses, for configs built by code (Tune trials, tests, K-fold runs)."""
-    for f in dataclasses.fields(cfg):
-        meta = f.metadata.get("fatlib")
-        if not meta:
-            continue
+    what its option() declares (bounds, finiteness, emptiness, choices): the checks its flag
+    makes as it parses, for configs built by code (Tune trials, tests, K-fold runs)."""
+    for f, meta in _declared(cfg):
         value = getattr(cfg, f.name)
-        for item in value if isinstance(value, tuple) else (value,):
-            problem = choice_problem(meta, item) or bound_problem(meta, item)
-            if problem:
-                name = ("--" + (meta["flag"] or f.name.replace("_", "-"))) if meta["cli"] else \
-                    f.name
-                raise ConfigError(f"{name} {problem}")
+        items = value if isinstance(value, tuple) else (value,)
+        problems = [empty_problem(meta, value),
+                    *(choice_problem(meta, v) or bound_problem(meta, v) for v in items)]
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise ConfigError(f"{_name(f, meta)} {problem}")
+
+
+def seed_recipe_offences(cfg: Any) -> list[str]:
+    """What the config dataclass cfg sets that the seed recipe forbids, as its flags say it
+    ('--mixup', '--pad wrap'): each field marked option(seed_recipe=v) holding neither v nor
+    None (the recipe's own default), in declaration order."""
+    offences = []
+    for f, meta in _declared(cfg):
+        required, value = meta.get("seed_recipe"), getattr(cfg, f.name)
+        if required is None or value is None or value == required:
+            continue
+        # A recipe that requires 0 / off has none of the thing: the flag alone says it.
+        offences.append(_name(f, meta) + (f" {scalar_text(value)}" if required else ""))
+    return offences
 
 
 # Each bound: how a value passes it, and how a message states it.
@@ -35,10 +48,17 @@ BOUND_TESTS: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
 
 
 def bounds(minimum: float | None, maximum: float | None, above: float | None,
-           below: float | None, finite: bool) -> dict:
+           below: float | None, finite: bool, empty: bool = True) -> dict:
     """A field's bounds as its metadata holds them."""
     return {"minimum": minimum, "maximum": maximum, "above": above, "below": below,
-            "finite": finite}
+            "finite": finite, "empty": empty}
+
+
+def empty_problem(meta: dict, value: Any) -> str | None:
+    """'must not be empty' for an empty text or tuple where the field declares empty=False."""
+    if meta.get("empty", True) or not isinstance(value, (str, tuple)) or len(value):
+        return None
+    return "must not be empty"
 
 
 def bound_problem(bounds: dict, value: Any) -> str | None:
@@ -65,6 +85,19 @@ def choice_problem(meta: dict, value: Any) -> str | None:
     return f"must be one of {', '.join(map(str, choices))}, got {value!r}"
 
 
+def scalar(kind: Any, text: str) -> Any:
+    """Text -> bool / int / float / str (argparse's error where it is none)."""
+    if kind is bool:
+        lowered = text.lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise argparse.ArgumentTypeError(f"not a yes/no value: {text!r}")
+        return lowered in ("true", "1", "yes")
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a valid {kind.__name__}: {text!r}") from None
+
+
 def scalar_text(value: Any) -> str:
     """bool / int / float / str -> text that parses back to it."""
     if isinstance(value, bool):
@@ -72,3 +105,14 @@ def scalar_text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def _declared(cfg: Any) -> list[tuple[dataclasses.Field, dict]]:
+    """(field, its option() metadata) of each declared field of the config dataclass cfg."""
+    return [(f, f.metadata["fatlib"]) for f in dataclasses.fields(cfg) if f.metadata.get("fatlib")]
+
+
+def _name(f: dataclasses.Field, meta: dict) -> str:
+    """How a message names a field: its flag, or its name where it has none (cli=False)."""
+    return "--" + (meta.get("flag") or f.name.replace("_", "-")) if meta.get("cli", True) \
+        else f.name

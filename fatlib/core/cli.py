@@ -3,8 +3,9 @@ defaults), the reverse `python jobs/x.py ...` command, and the wrapper that turn
 into one line and exit code 2.
 
 A config field becomes a flag `--field-name` typed by its annotation; `option()` adds its help
-text and, where needed, another flag name, choices, or a parser for values that span two
-fields (`--fold k/K`). Nothing here imports torch or Ray, so `--help` stays fast.
+text and, where needed, another flag name, choices, bounds, the seed recipe's value, or a parser
+for values that span two fields (`--fold k/K`); `field_flags` hands that form to whatever shows
+settings. Nothing here imports torch or Ray, so `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from fatlib.core.bounds import BOUND_TESTS, bound_problem, bounds, scalar_text
+from fatlib.core.bounds import (
+    BOUND_TESTS,
+    bound_problem,
+    bounds,
+    empty_problem,
+    scalar,
+    scalar_text,
+)
 from fatlib.core.errors import UserError, redact
 
 T = TypeVar("T")
@@ -30,21 +38,24 @@ def option(default: Any = _MISSING, help: str = "", *, flag: str | None = None,
            default_text: str | None = None, append: bool = False, metavar: str | None = None,
            minimum: float | None = None, maximum: float | None = None,
            above: float | None = None, below: float | None = None, finite: bool = True,
-           cli: bool = True, default_factory: Any = _MISSING) -> Any:
+           empty: bool = True, seed_recipe: Any = None, cli: bool = True,
+           default_factory: Any = _MISSING) -> Any:
     """A dataclass field that knows its command-line flag.
 
     flag: name without dashes (default: the field name with '-'); parse / render: text <-> value
     for types argparse cannot guess; sets: the fields one flag fills (parse returns a tuple);
     default_text: shown instead of a None default; append: the flag repeats into a tuple;
     minimum / maximum: the smallest / largest value accepted, above / below: the same, the bound
-    itself excluded; finite=False: a float may be inf (never nan); cli=False: no flag (set by
-    code, e.g. fault drills). The flag checks the bounds as it parses, `check_bounds` on a
-    config built by code.
+    itself excluded; finite=False: a float may be inf (never nan); empty=False: an empty text
+    or list is refused; seed_recipe: the value `--recipe seed` requires (None: any; a None
+    value is the recipe's own default, so it passes); cli=False: no flag (set by code, e.g.
+    fault drills). The flag checks the bounds as it parses, `check_bounds` on a config built by
+    code, `seed_recipe_offences` the seed recipe's marks.
     """
     meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
             "parse": parse, "render": render, "sets": sets, "default_text": default_text,
-            "append": append, "metavar": metavar, "cli": cli,
-            **bounds(minimum, maximum, above, below, finite)}
+            "append": append, "metavar": metavar, "cli": cli, "seed_recipe": seed_recipe,
+            **bounds(minimum, maximum, above, below, finite, empty)}
     return dataclasses.field(default=default, default_factory=default_factory,
                              metadata={"fatlib": meta})
 
@@ -57,7 +68,7 @@ def number(kind: type, *, minimum: float | None = None, maximum: float | None = 
     declared = bounds(minimum, maximum, above, below, finite)
 
     def parse(text: str) -> Any:
-        value = _scalar(kind, text)
+        value = scalar(kind, text)
         problem = bound_problem(declared, value)
         if problem:
             raise argparse.ArgumentTypeError(problem)
@@ -109,6 +120,12 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[s
         parser.add_argument(spec.flag, **kwargs)
 
 
+def field_flags(cls: type) -> dict[str, FieldFlag]:
+    """The command-line form of each flag-bearing field of the config dataclass cls, by field
+    name, in declaration order."""
+    return {spec.name: spec for spec in _specs(cls, ())}
+
+
 def from_args(cls: type[T], args: argparse.Namespace, *, exclude: Iterable[str] = (),
               **fixed: Any) -> T:
     """The config dataclass cls filled from parsed flags (and `fixed` values for the rest)."""
@@ -131,19 +148,9 @@ def command(script: str, cfg: Any, *, exclude: Iterable[str] = (),
     args = ["python", script]
     always = set(always)
     for spec in _specs(type(cfg), exclude):
-        names = spec.meta["sets"] or (spec.name,)
-        value = tuple(getattr(cfg, n) for n in names) if spec.meta["sets"] else getattr(cfg,
-                                                                                        spec.name)
-        changed = value != spec.default
-        if not (spec.required or spec.name in always or changed):
-            continue
-        if spec.kind is bool:
-            args.append(spec.flag if value else f"--no-{spec.flag[2:]}")
-        elif spec.meta["append"]:
-            for item in value:
-                args += [spec.flag, spec.text(item)]
-        elif value is not None:
-            args += [spec.flag, spec.text(value)]
+        value = spec.value(cfg)
+        if spec.required or spec.name in always or value != spec.default:
+            args += spec.words(value)
     return shlex.join(args)
 
 
@@ -178,8 +185,8 @@ def user_error_line(error: Exception) -> tuple[int, str] | None:
 
 
 @dataclasses.dataclass
-class _Spec:
-    """One field's command-line form."""
+class FieldFlag:
+    """One config field's command-line form."""
 
     name: str
     kind: Any  # the element type: bool, int, float, str (or of a tuple)
@@ -198,18 +205,42 @@ class _Spec:
         """Attribute name on the parsed namespace."""
         return (self.meta["flag"] or self.name).replace("-", "_")
 
+    def value(self, cfg: Any) -> Any:
+        """The field's value in the config cfg (a tuple of the fields the flag sets)."""
+        names = self.meta["sets"]
+        return tuple(getattr(cfg, n) for n in names) if names else getattr(cfg, self.name)
+
+    def words(self, value: Any) -> list[str]:
+        """The command-line words that give the field this value ([] for None)."""
+        if value is None:
+            return []
+        if self.kind is bool:
+            return [self.flag if value else f"--no-{self.flag[2:]}"]
+        if self.meta["append"]:
+            return [word for item in value for word in (self.flag, self.text(item))]
+        return [self.flag, self.text(value)]
+
+    def shown(self, value: Any) -> str:
+        """A value as --help and the run report show it (on / off, the text of a None)."""
+        if value is None or value == ():
+            return self.meta["default_text"] or ("none" if value is None else "all")
+        if self.kind is bool and not self.is_tuple:
+            return "on" if value else "off"
+        return self.text(value)
+
     def parse(self, text: str) -> Any:
         """A flag's text -> the field's value."""
         if self.meta["parse"]:
             return self.meta["parse"](text)
         if self.is_tuple and not self.meta["append"]:
-            return tuple(self._bounded(_scalar(self.kind, part.strip()))
-                         for part in text.split(",") if part.strip())
-        return self._bounded(_scalar(self.kind, text))
+            return self._bounded(tuple(self._bounded(scalar(self.kind, part.strip()))
+                                       for part in text.split(",") if part.strip()))
+        return self._bounded(scalar(self.kind, text))
 
     def _bounded(self, value: Any) -> Any:
-        """value, or an argparse error when it is outside the field's bounds."""
-        problem = bound_problem(self.meta, value)
+        """value, or an argparse error when it is outside the field's bounds (or empty where
+        the field refuses that)."""
+        problem = empty_problem(self.meta, value) or bound_problem(self.meta, value)
         if problem:
             raise argparse.ArgumentTypeError(problem)
         return value
@@ -223,7 +254,7 @@ class _Spec:
         return scalar_text(value)
 
 
-def _specs(cls: type, exclude: Iterable[str]) -> list[_Spec]:
+def _specs(cls: type, exclude: Iterable[str]) -> list[FieldFlag]:
     """Command-line specs of the fields of cls, in declaration order."""
     excluded = set(exclude)
     hints = typing.get_type_hints(cls)
@@ -235,9 +266,9 @@ def _specs(cls: type, exclude: Iterable[str]) -> list[_Spec]:
             continue
         meta.setdefault("help", "")
         for key in ("flag", "choices", "parse", "render", "sets", "default_text", "metavar",
-                    *BOUND_TESTS):
+                    "seed_recipe", *BOUND_TESTS):
             meta.setdefault(key, None)
-        meta.setdefault("finite", True)
+        meta.update({k: meta.get(k, True) for k in ("finite", "empty")})
         meta.setdefault("append", False)
         kind, is_tuple = _kind(hints[f.name], f.name, cls)
         default = f.default if f.default is not _MISSING else (
@@ -245,7 +276,7 @@ def _specs(cls: type, exclude: Iterable[str]) -> list[_Spec]:
         if meta["sets"]:  # one flag, several fields: its default is their defaults together
             default = tuple(fields[n].default for n in meta["sets"])
         required = f.default is _MISSING and f.default_factory is _MISSING
-        specs.append(_Spec(f.name, kind, is_tuple, default, required, meta))
+        specs.append(FieldFlag(f.name, kind, is_tuple, default, required, meta))
     return specs
 
 
@@ -262,27 +293,8 @@ def _kind(hint: Any, name: str, cls: type) -> tuple[Any, bool]:
                     "declare it with option(cli=False)")
 
 
-def _scalar(kind: Any, text: str) -> Any:
-    """Text -> bool / int / float / str."""
-    if kind is bool:
-        lowered = text.lower()
-        if lowered not in ("true", "false", "1", "0", "yes", "no"):
-            raise argparse.ArgumentTypeError(f"not a yes/no value: {text!r}")
-        return lowered in ("true", "1", "yes")
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a valid {kind.__name__}: {text!r}") from None
-
-
-def _help(spec: _Spec, default: Any) -> str:
+def _help(spec: FieldFlag, default: Any) -> str:
     """The field's help with its default shown."""
     if spec.required:
         return spec.meta["help"] + " (required)"
-    if default is None or default == ():
-        shown = spec.meta["default_text"] or ("none" if default is None else "all")
-    elif spec.kind is bool and not spec.is_tuple:
-        shown = "on" if default else "off"
-    else:
-        shown = spec.text(default)
-    return f"{spec.meta['help']} (default: {shown})".replace("%", "%%")
+    return f"{spec.meta['help']} (default: {spec.shown(default)})".replace("%", "%%")

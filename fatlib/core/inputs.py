@@ -1,11 +1,12 @@
-"""Network inputs from stored log-mels: normalisation, crops, TTA windows, batch assembly.
+"""Network inputs from stored log-mels: crops, TTA windows, batch assembly.
 
 Stored rows hold a clip's full log-mel as float16 bytes plus its dB statistics (mean, std, min,
 max). A batch is built in two halves: on the host, each row's crop is sliced straight from its
 bytes (a view, no whole-clip copy) into one (B, n_mels, crop) float16 array, pinned when bound
-for a GPU; on the device, the normalisation (an affine map per crop, from the whole clip's
-statistics), the input channels and the augmentations. Randomness comes only from the numpy
-generator passed in, so a seeded run is reproducible.
+for a GPU; on the device, sound mixing, the model's frontend (`core.frontend`: the
+normalisation, an affine map per crop from the whole clip's statistics, and the input channels)
+and, between its two steps, the augmentations. Randomness comes only from the numpy generator
+passed in, so a seeded run is reproducible.
 """
 
 from __future__ import annotations
@@ -17,84 +18,11 @@ import numpy as np
 import torch
 
 from fatlib.core.augment import Compose
-from fatlib.core.config import NORMALISATIONS, PADDINGS
-from fatlib.core.features import CLIP_STATS, clip_stats, decode_logmel, time_delta
+from fatlib.core.config import PADDINGS
+from fatlib.core.features import CLIP_STATS, clip_stats, decode_logmel
+from fatlib.core.frontend import Frontend, Normalisation
 from fatlib.core.labels import multi_hot
 from fatlib.core.mixing import SoundMix
-
-_EPS = 1e-6  # the seed kernel's epsilon, in std and in the min-max span
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """How dB values become network inputs.
-
-    "clip": each clip standardised by its own mean/std (1 channel); "global": by the training
-    set's (1 channel); "color": the seed's per-clip min-max uint8, 3 identical channels.
-    """
-
-    mode: str = "clip"
-    mean: float = 0.0
-    std: float = 1.0
-    deltas: bool = False  # 3 channels: the normalised log-mel, its delta and delta-delta
-    # Each window minus its own mean per mel bin over time (cepstral mean normalisation, per
-    # window): a speaker's or a microphone's fixed spectral colouring is removed, so the
-    # network sees how each band moves rather than how loud it sits.
-    centre_bands: bool = False
-
-    @property
-    def channels(self) -> int:
-        """Input channels the model needs for this normalisation."""
-        return 3 if self.mode == "color" or self.deltas else 1
-
-    def stack(self, x: torch.Tensor) -> torch.Tensor:
-        """Network input (B, channels, n_mels, frames) from normalised crops (B, 1, ...):
-        the deltas when asked for, else identical channels as a view (no copies)."""
-        if self.deltas:
-            return torch.cat([x, time_delta(x, 1), time_delta(x, 2)], dim=1)
-        return x.expand(-1, self.channels, -1, -1)
-
-    def clip(self, logmel: np.ndarray) -> np.ndarray:
-        """Normalise one whole clip (n_mels, n_frames) -> float32: the reference semantics
-        that `apply` reproduces per crop."""
-        if self.mode == "color":
-            return seed_color(logmel).astype(np.float32) / 255.0
-        if self.mode == "global":
-            return (logmel.astype(np.float32) - self.mean) / self.std
-        if self.mode == "clip":
-            x = logmel.astype(np.float32)
-            return (x - x.mean()) / (x.std() + _EPS)
-        raise ValueError(f"unknown normalisation {self.mode!r}; choose from {NORMALISATIONS}")
-
-    def apply(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-        """Normalised crops: x (B, n_mels, frames) dB of clips whose whole-clip stats are
-        stats (B, 4) = (mean, std, min, max); equal to cropping `clip`'s output (then, with
-        centre_bands, each mel bin minus its mean over the window), on any device."""
-        x = self._scale(x, stats)
-        return x.sub_(x.mean(dim=-1, keepdim=True)) if self.centre_bands else x
-
-    def _scale(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-        """The per-clip affine (or uint8) map of `apply`, before any band centring."""
-        # One float32 buffer worked in place (the same operations, in the same order, as the
-        # reference): 4x faster on a CPU than a fresh tensor per step.
-        x = x.to(torch.float32, copy=True)
-        mean, std, low, high = (s.view(-1, 1, 1) for s in stats.float().unbind(dim=1))
-        if self.mode == "global":
-            return x.sub_(self.mean).div_(self.std)
-        if self.mode == "clip":
-            return x.sub_(mean).div_(std + _EPS)
-        if self.mode != "color":
-            raise ValueError(f"unknown normalisation {self.mode!r}; choose from {NORMALISATIONS}")
-        scale = std + _EPS
-        lo, hi = (low - mean) / scale, (high - mean) / scale  # the standardised clip's range
-        span = (hi.double() - lo.double()).float()  # the seed takes it in float64
-        levels = x.sub_(mean).div_(scale).sub_(lo).mul_(255).div_(span).floor_()
-        return levels.masked_fill_(span <= _EPS, 0.0).div_(255.0)
-
-    def to_dict(self) -> dict:
-        """JSON form for the model artifact."""
-        return {"mode": self.mode, "mean": self.mean, "std": self.std, "deltas": self.deltas,
-                "centre_bands": self.centre_bands}
 
 
 @dataclass(frozen=True)
@@ -149,19 +77,19 @@ def host_batch(batch: dict, spec: InputSpec, classes: Sequence[str], rng: np.ran
 
 def to_device(host: HostBatch, spec: InputSpec, rng: np.random.Generator,
               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The device half: inputs (B, C, n_mels, crop) float32 normalised, with the channels the
-    model takes and the augmentations applied there; targets (B, n_classes); weights (B,)."""
+    """The device half: inputs (B, C, n_mels, crop) float32 through the model's frontend, with
+    the augmentations applied between its two steps; targets (B, n_classes); weights (B,)."""
     def move(t: torch.Tensor) -> torch.Tensor:
         return t.to(device, non_blocking=True)
 
     crops, stats, y, w = (move(t) for t in (host.crops, host.stats, host.targets, host.weights))
     if spec.mix is not None:
         crops, stats, y, w = spec.mix(crops, stats, y, w, rng)
-    x = spec.norm.apply(crops, stats).unsqueeze(1)
+    frontend = Frontend(spec.norm)
     # Augmentations act alike on every channel: applied to one, then the identical channels
     # are a view of it (no copies; the model's first convolution reads them).
-    x, y, w = spec.augment(x, y, w, rng)
-    return spec.norm.stack(x), y, w
+    x, y, w = spec.augment(frontend.normalise(crops, stats), y, w, rng)
+    return frontend.stack(x), y, w
 
 
 def training_batch(batch: dict, spec: InputSpec, classes: Sequence[str],
@@ -189,12 +117,6 @@ def batch_stats(batch: dict, n_mels: int) -> np.ndarray:
         return np.stack([np.asarray(batch[name], dtype=np.float32) for name in CLIP_STATS], 1)
     return np.stack([clip_stats(decode_logmel(b, n_mels, n))
                      for b, n in zip(batch["logmel"], batch["n_frames"], strict=True)])
-
-
-def with_stats(batch: dict, n_mels: int) -> dict:
-    """Rows with their whole-clip dB stats as columns (computed where the store lacks them)."""
-    stats = batch_stats(batch, n_mels)
-    return {**batch, **{name: stats[:, i] for i, name in enumerate(CLIP_STATS)}}
 
 
 def crop_rows(logmels: Sequence[bytes], n_frames: Sequence[int], starts: Sequence[int],
@@ -266,16 +188,6 @@ def _wrapped(pad: str, n: int, rng: np.random.Generator) -> np.ndarray | None:
     if pad == "random":
         return rng.random(n) < 0.5
     raise ValueError(f"unknown padding {pad!r}; choose from {PADDINGS}")
-
-
-def seed_color(logmel: np.ndarray, eps: float = _EPS) -> np.ndarray:
-    """The seed kernel's mono_to_color on one channel: per-clip standardise, min-max to uint8."""
-    x = logmel.astype(np.float32)
-    x = (x - x.mean()) / (x.std() + eps)
-    lo, hi = float(x.min()), float(x.max())
-    if hi - lo <= eps:
-        return np.zeros(x.shape, dtype=np.uint8)
-    return (255 * (x - lo) / (hi - lo)).astype(np.uint8)
 
 
 def random_starts(n_frames: np.ndarray, crop: int | np.ndarray,

@@ -1,9 +1,10 @@
 """Scoring clips with a trained network over several crops (validation and test-time augmentation).
 
 A clip of any length is cut into n_crops windows spread over it (`tta_starts`) straight from its
-stored float16 bytes; the windows of a whole batch of clips are normalised on the device and go
-through the network in as few forwards as fit; `combine` turns the per-window logits into one
-score per class. `whole_clip_logits` instead puts each clip through the network whole, once.
+stored float16 bytes; the windows of a whole batch of clips go through the model (a
+`core.frontend.Tagger`: its frontend normalises them on the device) in as few forwards as
+fit; `combine` turns the per-window logits into one score per class. `whole_clip_logits`
+instead puts each clip through the model whole, once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 
 from fatlib.core.config import TTA_COMBINATIONS
-from fatlib.core.inputs import Normalisation, crop_rows, tta_starts
+from fatlib.core.frontend import Tagger
+from fatlib.core.inputs import crop_rows, tta_starts
 
 # Windows per forward: a GPU takes large batches; on a CPU small ones stay in cache.
 _CHUNK = {"cuda": 1024, "cpu": 32}
@@ -25,11 +27,10 @@ _LOGIT_EPS = 1e-6  # keeps saturated probabilities finite as logits
 
 
 def tta_logits(
-    model: torch.nn.Module,
+    model: Tagger,
     logmels: Sequence[bytes],
     n_frames: Sequence[int],
     stats: np.ndarray,
-    norm: Normalisation,
     n_mels: int,
     crop_frames: int,
     n_crops: int,
@@ -45,17 +46,15 @@ def tta_logits(
     crop_rows([logmels[i] for i in rows], frames[rows], starts, n_mels, crop_frames,
               stats[rows, 2], out=crops.numpy())
     window_stats = torch.from_numpy(np.ascontiguousarray(stats[rows], dtype=np.float32))
-    logits = _forward(model, crops, window_stats, norm, device,
-                      _CHUNK.get(device.type, _CHUNK["cpu"]))
+    logits = _forward(model, crops, window_stats, device, _CHUNK.get(device.type, _CHUNK["cpu"]))
     return logits.view(len(frames), n_crops, -1)
 
 
 def whole_clip_logits(
-    model: torch.nn.Module,
+    model: Tagger,
     logmels: Sequence[bytes],
     n_frames: Sequence[int],
     stats: np.ndarray,
-    norm: Normalisation,
     n_mels: int,
     min_frames: int,
     device: torch.device,
@@ -79,22 +78,20 @@ def whole_clip_logits(
             crop_rows([logmels[i] for i in chunk], frames[chunk], starts[chunk], n_mels,
                       int(length), stats[chunk, 2], out=inputs.numpy())
             chunk_stats = torch.from_numpy(np.ascontiguousarray(stats[chunk], dtype=np.float32))
-            outputs.append(_forward(model, inputs, chunk_stats, norm, device, len(chunk)))
+            outputs.append(_forward(model, inputs, chunk_stats, device, len(chunk)))
             order.append(chunk)
     back = torch.from_numpy(np.argsort(np.concatenate(order)))  # grouped order -> input order
     return torch.cat(outputs)[back].unsqueeze(1)
 
 
-def clip_logits(model: torch.nn.Module, logmels: Sequence[bytes], n_frames: Sequence[int],
-                stats: np.ndarray, norm: Normalisation, n_mels: int, crop_frames: int,
-                n_crops: int | None, device: torch.device) -> torch.Tensor:
+def clip_logits(model: Tagger, logmels: Sequence[bytes], n_frames: Sequence[int],
+                stats: np.ndarray, n_mels: int, crop_frames: int, n_crops: int | None,
+                device: torch.device) -> torch.Tensor:
     """Logits (n_clips, n_crops, n_classes) of n_crops TTA windows per clip, or with n_crops
     None (n_clips, 1, n_classes) of each clip whole."""
     if n_crops is None:
-        return whole_clip_logits(model, logmels, n_frames, stats, norm, n_mels, crop_frames,
-                                 device)
-    return tta_logits(model, logmels, n_frames, stats, norm, n_mels, crop_frames, n_crops,
-                      device)
+        return whole_clip_logits(model, logmels, n_frames, stats, n_mels, crop_frames, device)
+    return tta_logits(model, logmels, n_frames, stats, n_mels, crop_frames, n_crops, device)
 
 
 def combine(logits: torch.Tensor, how: str = TTA_COMBINATIONS[0]) -> np.ndarray:
@@ -129,20 +126,17 @@ def standardise_classes(scores: np.ndarray) -> np.ndarray:
     return (1 / (1 + np.exp(-z.mean(axis=0)))).astype(np.float32)
 
 
-def _forward(model: torch.nn.Module, inputs: torch.Tensor, stats: torch.Tensor,
-             norm: Normalisation, device: torch.device, chunk: int) -> torch.Tensor:
+def _forward(model: Tagger, inputs: torch.Tensor, stats: torch.Tensor, device: torch.device,
+             chunk: int) -> torch.Tensor:
     """Logits (B, n_classes) on the CPU of inputs (B, n_mels, frames) float16 dB whose clips'
-    stats are stats (B, 4): normalised on the device, `chunk` inputs per forward."""
+    stats are stats (B, 4): through the model on the device, `chunk` inputs per forward."""
     cuda = device.type == "cuda"
     if cuda:
         stats = stats.pin_memory()
     outputs = []
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
         for part, part_stats in zip(inputs.split(chunk), stats.split(chunk), strict=True):
-            x = norm.apply(part.to(device, non_blocking=True),
+            logits = model(part.to(device, non_blocking=True),
                            part_stats.to(device, non_blocking=True))
-            x = norm.stack(x.unsqueeze(1))
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            outputs.append(model(x).float())
+            outputs.append(logits.float())
     return torch.cat(outputs).cpu()

@@ -4,7 +4,9 @@ Layout: <dir>/weights.pt (a torch state_dict) and <dir>/meta.json, written last 
 never sees meta.json without its weights. Works on local paths and s3:// alike. meta.json is
 sealed: it records the size and SHA-256 of weights.pt and a digest of its own fields (classes
 in order included), so a truncated or replaced weights.pt and an edited meta.json are refused
-instead of scoring with the wrong network or under the wrong column names.
+instead of scoring with the wrong network or under the wrong column names. A loaded model is a
+`core.frontend.Tagger`: the network behind the frontend meta.json's normalisation describes,
+so it takes dB crops as stored.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import logging
 import pickle
 from dataclasses import dataclass, field
 
@@ -22,19 +23,14 @@ import torch
 from fatlib import __version__
 from fatlib.core.config import MelConfig
 from fatlib.core.errors import UserError
-from fatlib.core.inputs import Normalisation
+from fatlib.core.frontend import Frontend, Normalisation, Tagger
 from fatlib.core.models import build_model
 from fatlib.io import storage
 
-ARTIFACT_FORMAT = 2
-# Format 1 (before meta.json was sealed) is still read: its weights must load into the network
-# it describes, but an edit of its class order cannot be detected, so readers are warned.
-UNSEALED_FORMAT = 1
+ARTIFACT_FORMAT = 2  # format 1 (meta.json unsealed) is refused: re-train to export this one
 WEIGHTS = "weights.pt"
 META = "meta.json"
 ENSEMBLE = "ensemble.json"  # in a K-fold run directory: its fold artifacts, relative paths
-
-_log = logging.getLogger(__name__)
 
 
 class ArtifactError(UserError):
@@ -53,7 +49,6 @@ class ModelMeta:
     recipe: str
     metrics: dict = field(default_factory=dict)
     fatlib_version: str = __version__
-    sealed: bool = True  # False: a format-1 artifact, whose class order nothing can verify
 
     @property
     def in_channels(self) -> int:
@@ -80,19 +75,16 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelMeta:
-        """Inverse of `to_dict`; refuses unknown formats, missing fields, inconsistent
+        """Inverse of `to_dict`; refuses other formats, missing fields, inconsistent
         fingerprints and class counts (the digest is `load_meta`'s to check)."""
-        if d.get("format") not in (ARTIFACT_FORMAT, UNSEALED_FORMAT):
-            raise ArtifactError(f"unsupported model artifact format {d.get('format')!r}")
+        _check_format(d.get("format"), META)
         try:
             mel = MelConfig.from_dict(d["mel_config"])
             meta = cls(arch=d["arch"], classes=list(d["classes"]), mel=mel,
                        crop_frames=int(d["crop_frames"]),
                        normalisation=Normalisation(**d["normalisation"]), recipe=d["recipe"],
-                       metrics=dict(d.get("metrics", {})),
-                       fatlib_version=d.get("fatlib_version", "unknown"),
-                       sealed=d["format"] == ARTIFACT_FORMAT)
-            head = int(d.get("head_classes", len(meta.classes)))
+                       metrics=dict(d["metrics"]), fatlib_version=d["fatlib_version"])
+            head = int(d["head_classes"])
             fingerprint = d["mel_fingerprint"]
         except (KeyError, TypeError, ValueError, UserError) as e:
             raise ArtifactError(f"{META}: missing or malformed field ({_brief(e)})") from None
@@ -143,18 +135,17 @@ def load_meta(uri: str) -> ModelMeta:
 
 def read_artifact(uri: str) -> tuple[ModelMeta, bytes]:
     """The artifact's meta and weights.pt's bytes; refused when meta.json is truncated or
-    edited or (sealed) weights.pt is not the file meta.json was sealed with."""
+    edited or weights.pt is not the file meta.json was sealed with."""
     doc = _read_meta(uri)
     meta = _meta(uri, doc)
     weights = storage.read_bytes(storage.join(uri, WEIGHTS))
-    if meta.sealed:
-        _check_weights(uri, doc, weights)
+    _check_weights(uri, doc, weights)
     return meta, weights
 
 
-def model_from_weights(uri: str, meta: ModelMeta, weights: bytes) -> torch.nn.Module:
-    """The network meta describes with weights.pt's bytes loaded, in eval mode, on the CPU;
-    refused when they do not fit it."""
+def model_from_weights(uri: str, meta: ModelMeta, weights: bytes) -> Tagger:
+    """The model meta describes (its frontend, then the network with weights.pt's bytes
+    loaded), in eval mode, on the CPU; refused when the weights do not fit the network."""
     try:
         model = build_model(meta.arch, len(meta.classes), in_channels=meta.in_channels)
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
@@ -163,31 +154,27 @@ def model_from_weights(uri: str, meta: ModelMeta, weights: bytes) -> torch.nn.Mo
         raise ArtifactError(f"{uri}: {WEIGHTS} is unreadable or does not fit the network {META} "
                             f"describes ({meta.arch}, {len(meta.classes)} classes, "
                             f"{meta.in_channels} input channels): {_brief(e)}") from None
-    return model.eval()
+    return Tagger(Frontend(meta.normalisation), model).eval()
 
 
-def load_model(uri: str) -> tuple[ModelMeta, torch.nn.Module]:
-    """The artifact's network with its weights, in eval mode, on the CPU; refused unless
-    weights.pt is the file meta.json was sealed with and fits the network it describes."""
+def load_model(uri: str) -> tuple[ModelMeta, Tagger]:
+    """The artifact's model (dB crops + clip stats -> logits), in eval mode, on the CPU;
+    refused unless weights.pt is the file meta.json was sealed with and fits the network it
+    describes."""
     meta, weights = read_artifact(uri)
     return meta, model_from_weights(uri, meta, weights)
 
 
 def check_artifact(uri: str) -> tuple[ModelMeta, bytes]:
     """The artifact's meta and weights after verifying all of it (digests, weights fit the
-    network), so a reader need not fetch them again; a format-1 artifact passes with a warning,
-    its class order unverifiable."""
+    network), so a reader need not fetch them again."""
     meta, weights = read_artifact(uri)
     model_from_weights(uri, meta, weights)
-    if not meta.sealed:
-        _log.warning("%s: %s predates sealed artifacts (format %d), so an edit of its class "
-                     "order cannot be detected; re-train to get a sealed artifact",
-                     uri, META, UNSEALED_FORMAT)
     return meta, weights
 
 
 def _read_meta(uri: str) -> dict:
-    """meta.json as a dict; a sealed one must match its digest."""
+    """meta.json as a dict, of this format and matching its digest."""
     where = storage.join(uri, META)
     if not storage.is_file(where):
         raise ArtifactError(f"{uri}: not a model artifact ({META} missing)")
@@ -198,10 +185,8 @@ def _read_meta(uri: str) -> dict:
                             "restore the file") from None
     if not isinstance(doc, dict):
         raise ArtifactError(f"{where}: not a model artifact's {META}")
-    if doc.get("format") not in (ARTIFACT_FORMAT, UNSEALED_FORMAT):
-        raise ArtifactError(f"{where}: unsupported model artifact format {doc.get('format')!r}")
-    sealed = doc["format"] == ARTIFACT_FORMAT or "digest" in doc  # "format": 1 is an edit too
-    if sealed and doc.get("digest") != _digest(doc):
+    _check_format(doc.get("format"), where)
+    if doc.get("digest") != _digest(doc):
         raise ArtifactError(f"{where}: edited after export (its digest no longer matches its "
                             "fields, e.g. the class order); re-export the model or restore the "
                             "file")
@@ -214,6 +199,18 @@ def _meta(uri: str, doc: dict) -> ModelMeta:
         return ModelMeta.from_dict(doc)
     except ArtifactError as e:
         raise ArtifactError(f"{uri}: {e}") from None
+
+
+def _check_format(found: object, where: str) -> None:
+    """Refuse the meta.json at where unless it is of the format this fatlib writes."""
+    if found == ARTIFACT_FORMAT:
+        return
+    if isinstance(found, int) and 0 < found < ARTIFACT_FORMAT:
+        raise ArtifactError(f"{where}: a format-{found} model artifact from an older fatlib, "
+                            f"no longer read; re-train the model with this fatlib to export a "
+                            f"format-{ARTIFACT_FORMAT} one")
+    raise ArtifactError(f"{where}: unsupported model artifact format {found!r} (this fatlib "
+                        f"reads format {ARTIFACT_FORMAT})")
 
 
 def _check_weights(uri: str, doc: dict, weights: bytes) -> None:

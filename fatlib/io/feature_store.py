@@ -1,57 +1,34 @@
-"""The Parquet feature store: row format, per-file metadata, the manifest and split commits.
+"""The Parquet feature store as its manifest lists it: the committed splits, their files, rows
+and errors, the class vocabulary and the MelConfig the features were computed with.
 
 Layout: <root>/<split>/part-*.parquet, <root>/<split>/_errors.parquet, <root>/_MANIFEST.json.
 A split exists for readers only once the manifest lists it, with its exact files: a job killed
 while writing or committing leaves nothing half-visible (docs/ARCHITECTURE.md, "Contracts").
-The store deletes only files it wrote: those its manifest lists (or recorded before a commit
-that did not finish), never anything else found in its folders.
+The files themselves: io.feature_rows; publishing a split: io.store_commits.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import copy
 import posixpath
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from fatlib import __version__
 from fatlib.core.config import MelConfig
 from fatlib.core.errors import UserError
-from fatlib.core.features import CLIP_STATS
 from fatlib.io import storage
+from fatlib.io.feature_rows import ROW_SCHEMA
 
 MANIFEST = "_MANIFEST.json"
 ERRORS_FILE = "_errors.parquet"
-# 2: rows carry the clip's dB statistics (CLIP_STATS). Format-1 stores still load: readers
-# compute the statistics from the log-mel when the columns are missing.
+# 2: rows carry the clip's dB statistics (core.features.CLIP_STATS). Stores of format 1 are
+# refused, with the command that rebuilds them.
 STORE_FORMAT = 2
-
-# One row per converted clip. The log-mel is float16 dB, C-order (n_mels, n_frames), as raw
-# little-endian bytes (fatlib.core.features.encode_logmel): readable by any Parquet tool, no
-# ragged-tensor extension type needed.
-ROW_SCHEMA = pa.schema(
-    [
-        ("fname", pa.string()),
-        ("labels", pa.list_(pa.string())),
-        ("n_frames", pa.int32()),
-        ("seconds", pa.float32()),  # decoded clip length before trimming and padding
-        ("logmel", pa.binary()),
-        *[(name, pa.float32()) for name in CLIP_STATS],  # of the stored float16 log-mel
-        # The audio file's version when it was listed for conversion ("size:mtime_ns",
-        # io.files.file_versions; "" unknown): a re-run converts the clip again once it changes.
-        ("version", pa.string()),
-    ]
-)
-# A clip that failed, and the version of its file that failed: retried once that changes.
-ERROR_SCHEMA = pa.schema([("fname", pa.string()), ("reason", pa.string()),
-                          ("version", pa.string())])
 
 
 class FeatureStoreError(UserError):
@@ -74,45 +51,142 @@ class SplitInfo:
     versions_digest: str | None = None  # io.dataset.versions_digest of its clips' files
 
 
-def file_metadata(cfg: MelConfig, split: str) -> dict[bytes, bytes]:
-    """Parquet schema metadata carried by every feature file."""
-    return {
-        b"fatlib.fingerprint": cfg.fingerprint.encode(),
-        b"fatlib.mel_config": json.dumps(cfg.to_dict(), sort_keys=True).encode(),
-        b"fatlib.split": split.encode(),
-        b"fatlib.version": __version__.encode(),
-    }
+# The manifest keys of a split entry that SplitInfo holds.
+_RECORDED = [f.name for f in fields(SplitInfo) if f.name != "name"]
 
 
-def write_rows(uri: str, columns: dict[str, list], cfg: MelConfig, split: str) -> int:
-    """Write feature rows (column lists named as ROW_SCHEMA's) as one Parquet file; its size."""
-    # Rows not converted from an audio file (a synthetic store) have no file version.
-    columns = {"version": [""] * len(columns["fname"]), **columns}
-    table = pa.table(columns, schema=ROW_SCHEMA.with_metadata(file_metadata(cfg, split)))
-    # Dictionary encoding only helps the label column; the log-mel bytes do not compress well.
-    return storage.write_parquet(uri, table, compression="zstd", use_dictionary=["labels"])
+class FeatureStore:
+    """A feature store's committed splits as its manifest lists them, read once."""
 
+    __slots__ = ("root", "_manifest")
 
-def part_name(fnames: list[str]) -> str:
-    """File name of a Parquet part holding these clips, in this order."""
-    # Named by content, so a retried task overwrites its own part instead of adding one.
-    digest = hashlib.sha1("\n".join(fnames).encode()).hexdigest()[:16]
-    return f"part-{digest}.parquet"
+    def __init__(self, root: str, manifest: Mapping) -> None:
+        """The store at root that manifest (its _MANIFEST.json) describes; refuses old formats."""
+        if (manifest.get("format") or 1) < STORE_FORMAT:
+            raise FeatureStoreError(_outdated(root, manifest))
+        self.root = root
+        # A snapshot: preprocessing goes on changing its own copy as it commits splits.
+        self._manifest = copy.deepcopy(dict(manifest))
 
+    @classmethod
+    def open(cls, root: str, mel: MelConfig | None = None) -> FeatureStore:
+        """The store at root; FeatureStoreError when there is none, it is of an older format,
+        or (given mel) its features were computed with another MelConfig."""
+        store = cls.find(root, mel)
+        if store is None:
+            raise FeatureStoreError(f"{root}: no feature store here ({MANIFEST} missing)")
+        return store
 
-def write_errors(uri: str, errors: list[tuple[str, str]],
-                 versions: Mapping[str, str] | None = None) -> None:
-    """Write the errors table of a split: (fname, reason) and the failed file's version from
-    versions ("" when unknown)."""
-    fnames, reasons = zip(*errors, strict=True) if errors else ((), ())
-    table = pa.table({"fname": list(fnames), "reason": list(reasons),
-                      "version": [(versions or {}).get(f, "") for f in fnames]},
-                     schema=ERROR_SCHEMA)
-    storage.write_parquet(uri, table)
+    @classmethod
+    def find(cls, root: str, mel: MelConfig | None = None) -> FeatureStore | None:
+        """The store at root, or None when root holds no manifest; refusals as open's."""
+        manifest = read_manifest(root)
+        if manifest is None:
+            return None
+        store = cls(root, manifest)
+        if mel is not None:
+            store.require_mel(mel)
+        return store
+
+    @property
+    def classes(self) -> list[str]:
+        """The class vocabulary of the dataset the store was built from, in its order."""
+        return list(self._manifest["classes"])
+
+    @property
+    def fingerprint(self) -> str:
+        """The mel fingerprint of the stored features (core.config.MelConfig.fingerprint)."""
+        return self._manifest["fingerprint"]
+
+    @property
+    def splits(self) -> list[str]:
+        """Names of the committed splits."""
+        return list(self._manifest["splits"])
+
+    def has(self, split: str) -> bool:
+        """Whether the split is committed with at least one clip."""
+        return self._manifest["splits"].get(split, {}).get("rows", 0) > 0
+
+    def split(self, name: str) -> SplitInfo:
+        """What the manifest records of a committed split; FeatureStoreError naming the
+        committed splits when it is not one of them."""
+        entry = self._manifest["splits"].get(name)
+        if entry is None:
+            have = ", ".join(self._manifest["splits"]) or "none"
+            raise FeatureStoreError(
+                f"{self.root}: split {name!r} not preprocessed (committed: {have})")
+        return SplitInfo(name, **{key: entry[key] for key in _RECORDED if key in entry})
+
+    def files(self, split: str) -> list[str]:
+        """URIs of a committed split's Parquet files."""
+        return [storage.join(self.root, split, f) for f in self.split(split).files]
+
+    def paths(self, split: str) -> tuple[pafs.FileSystem, list[str]]:
+        """(filesystem, paths inside it) of a committed split's files, for readers such as Ray
+        Data's read_parquet that take a filesystem and plain paths."""
+        files = self.files(split)
+        fs, _ = storage.resolve(files[0])
+        return fs, [storage.resolve(f)[1] for f in files]
+
+    def table(self, split: str, columns: list[str] | None = None) -> pa.Table:
+        """A committed split (or some of its columns) as one Arrow table, read on the caller."""
+        # Fine for label columns or small splits; stages stream log-mels through Ray Data.
+        tables = [storage.read_parquet(uri, columns) for uri in self.files(split)]
+        schema = ROW_SCHEMA if columns is None else pa.schema([ROW_SCHEMA.field(c)
+                                                               for c in columns])
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+    def clips(self, split: str) -> pa.Table:
+        """fname, labels, n_frames, seconds, version ("" in files written before versions) and
+        `file` (its part's name) of every row of a committed split; the log-mels are not read."""
+        columns = ["fname", "labels", "n_frames", "seconds", "version"]
+        tables = []
+        for uri in self.files(split):
+            fs, path = storage.resolve(uri)
+            present = set(pq.read_schema(path, filesystem=fs).names)
+            table = pq.read_table(path, filesystem=fs,  # only these columns' bytes
+                                  columns=[c for c in columns if c in present])
+            if "version" not in present:
+                table = table.append_column("version", pa.array([""] * len(table), pa.string()))
+            name = posixpath.basename(path)
+            tables.append(table.append_column("file", pa.array([name] * len(table),
+                                                               pa.string())))
+        schema = pa.schema([ROW_SCHEMA.field(c) for c in columns] + [("file", pa.string())])
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+    def errors(self, split: str) -> dict[str, tuple[str, str]]:
+        """fname -> (reason, file version) of a committed split's errors table ("" for a
+        version not recorded)."""
+        uri = storage.join(self.root, split, ERRORS_FILE)
+        if not storage.is_file(uri):
+            return {}
+        rows = storage.read_parquet(uri).to_pylist()
+        return {row["fname"]: (row["reason"], row.get("version") or "") for row in rows}
+
+    def require_mel(self, mel: MelConfig) -> None:
+        """FeatureStoreError naming both fingerprints and the MelConfig fields that differ when
+        the store was built with another config."""
+        if self.fingerprint != mel.fingerprint:
+            raise FeatureStoreError(
+                f"{self.root}: features have mel fingerprint {self.fingerprint}, "
+                f"the configuration expects {mel.fingerprint} ({self.mel_differences(mel)}); "
+                "rebuild the store with jobs/preprocess.py and this configuration, or use the "
+                "MelConfig the store was built with"
+            )
+
+    def mel_differences(self, mel: MelConfig) -> str:
+        """Which MelConfig fields the store and mel disagree on, with both values."""
+        stored = self._manifest.get("mel_config") or {}
+        changed = [f"{name} {stored.get(name)!r} in the store, {value!r} expected"
+                   for name, value in mel.to_dict().items() if stored.get(name) != value]
+        if changed:
+            return "differs in " + "; ".join(changed)
+        # Equal parameters and another fingerprint: the feature algorithm itself changed.
+        return "same mel parameters, computed by another version of the feature algorithm"
 
 
 def read_manifest(root: str) -> dict | None:
-    """The store's manifest, or None when root holds no feature store."""
+    """The store's manifest as written (for its writers), or None when root holds no store."""
     path = storage.join(root, MANIFEST)
     return storage.read_json(path) if storage.is_file(path) else None
 
@@ -130,133 +204,9 @@ def new_manifest(cfg: MelConfig, classes: list[str], source: str) -> dict:
     }
 
 
-def stored_clips(root: str, split: str) -> pa.Table:
-    """fname, labels, n_frames, seconds, version ("" in files written before versions) and
-    `file` (its part's name) of every row of a committed split; the log-mels are not read."""
-    columns = ["fname", "labels", "n_frames", "seconds", "version"]
-    tables = []
-    for uri in split_files(root, split):
-        fs, path = storage.resolve(uri)
-        present = set(pq.read_schema(path, filesystem=fs).names)
-        table = pq.read_table(path, filesystem=fs,  # only these columns' bytes
-                              columns=[c for c in columns if c in present])
-        if "version" not in present:
-            table = table.append_column("version", pa.array([""] * len(table), pa.string()))
-        name = posixpath.basename(path)
-        tables.append(table.append_column("file", pa.array([name] * len(table), pa.string())))
-    schema = pa.schema([ROW_SCHEMA.field(c) for c in columns] + [("file", pa.string())])
-    return pa.concat_tables(tables) if tables else schema.empty_table()
-
-
-def stored_errors(root: str, split: str) -> dict[str, tuple[str, str]]:
-    """fname -> (reason, file version) of a committed split's errors table ("" for a version
-    not recorded)."""
-    uri = storage.join(root, split, ERRORS_FILE)
-    if not storage.is_file(uri):
-        return {}
-    rows = storage.read_parquet(uri).to_pylist()
-    return {row["fname"]: (row["reason"], row.get("version") or "") for row in rows}
-
-
-def rewrite_part(uri: str, staged: str, drop: Collection[str]) -> tuple[str, pa.Table] | None:
-    """Copy a part without the rows of `drop` into the folder staged, under its content name;
-    (that name, the copied rows' fname, n_frames and seconds), or None when no row is left."""
-    table = storage.read_parquet(uri)
-    kept = table.filter(pc.invert(pc.is_in(table.column("fname"), pa.array(list(drop),
-                                                                            pa.string()))))
-    if len(kept) == 0:
-        return None
-    name = part_name(kept.column("fname").to_pylist())
-    # The file's schema metadata (fingerprint, MelConfig, split) travels with the table.
-    storage.write_parquet(storage.join(staged, name), kept, compression="zstd",
-                          use_dictionary=["labels"])
-    return name, kept.select(["fname", "n_frames", "seconds"])
-
-
-def split_files(root: str, split: str, cfg: MelConfig | None = None) -> list[str]:
-    """URIs of a committed split's Parquet files; refuses another MelConfig's features."""
-    manifest = read_manifest(root)
-    if manifest is None:
-        raise FeatureStoreError(f"{root}: no feature store here ({MANIFEST} missing)")
-    if cfg is not None:
-        require_fingerprint(manifest, cfg, root)
-    if split not in manifest["splits"]:
-        have = ", ".join(manifest["splits"]) or "none"
-        raise FeatureStoreError(f"{root}: split {split!r} not preprocessed (committed: {have})")
-    return [storage.join(root, split, f) for f in manifest["splits"][split]["files"]]
-
-
-def split_paths(root: str, split: str, cfg: MelConfig | None = None
-                ) -> tuple[pafs.FileSystem, list[str]]:
-    """(filesystem, paths inside it) of a committed split's files, for readers such as Ray
-    Data's read_parquet that take a filesystem and plain paths."""
-    files = split_files(root, split, cfg)
-    fs, _ = storage.resolve(files[0])
-    return fs, [storage.resolve(f)[1] for f in files]
-
-
-def feature_columns(table: pa.Table, weight: float = 1.0) -> dict[str, np.ndarray]:
-    """Feature rows as the numpy column batch training and scoring take (as Ray Data hands
-    them over): object arrays for names, label lists and log-mel bytes, plus a loss weight."""
-    columns = {}
-    for name in table.column_names:
-        values = table.column(name).to_pylist()
-        if pa.types.is_floating(table.schema.field(name).type):
-            columns[name] = np.asarray(values, dtype=np.float32)
-        elif pa.types.is_integer(table.schema.field(name).type):
-            columns[name] = np.asarray(values, dtype=np.int64)
-        else:  # element by element, so equal-length label lists stay lists
-            columns[name] = np.empty(len(values), dtype=object)
-            for i, value in enumerate(values):
-                columns[name][i] = value
-    columns["weight"] = np.full(table.num_rows, weight, dtype=np.float32)
-    return columns
-
-
-def has_split(root: str, split: str) -> bool:
-    """Whether the store holds this split, committed, with at least one clip."""
-    manifest = read_manifest(root) or {"splits": {}}
-    return manifest["splits"].get(split, {}).get("rows", 0) > 0
-
-
-def has_clip_stats(root: str, split: str) -> bool:
-    """Whether a committed split's rows carry the CLIP_STATS columns (written since format 2)."""
-    manifest = read_manifest(root) or {"splits": {}}
-    return bool(manifest["splits"].get(split, {}).get("clip_stats", False))
-
-
-def require_fingerprint(manifest: dict, cfg: MelConfig, root: str) -> None:
-    """FeatureStoreError naming both fingerprints and the MelConfig fields that differ when the
-    store was built with another config."""
-    if manifest["fingerprint"] != cfg.fingerprint:
-        raise FeatureStoreError(
-            f"{root}: features have mel fingerprint {manifest['fingerprint']}, "
-            f"the configuration expects {cfg.fingerprint} ({mel_differences(manifest, cfg)}); "
-            "rebuild the store with jobs/preprocess.py and this configuration, or use the "
-            "MelConfig the store was built with"
-        )
-
-
-def mel_differences(manifest: dict, cfg: MelConfig) -> str:
-    """Which MelConfig fields a store's manifest and cfg disagree on, with both values."""
-    stored = manifest.get("mel_config") or {}
-    expected = cfg.to_dict()
-    changed = [f"{name} {stored.get(name)!r} in the store, {value!r} expected"
-               for name, value in expected.items() if stored.get(name) != value]
-    if changed:
-        return "differs in " + "; ".join(changed)
-    # Equal parameters and another fingerprint: the feature algorithm itself changed.
-    return "same mel parameters, computed by another version of the feature algorithm"
-
-
-def read_split_table(
-    root: str, split: str, cfg: MelConfig | None = None, columns: list[str] | None = None
-) -> pa.Table:
-    """A committed split (or some of its columns) as one Arrow table, read on the caller.
-
-    Fine for label columns or small splits; stages stream log-mels through Ray Data instead.
-    """
-    files = split_files(root, split, cfg)
-    tables = [storage.read_parquet(uri, columns) for uri in files]
-    schema = ROW_SCHEMA if columns is None else pa.schema([ROW_SCHEMA.field(c) for c in columns])
-    return pa.concat_tables(tables) if tables else schema.empty_table()
+def _outdated(root: str, manifest: Mapping) -> str:
+    """The one line refusing a store of an older format, with the command that rebuilds it."""
+    source = manifest.get("source") or "DATASET"
+    return (f"{root}: feature store of format {manifest.get('format') or 1}, from before "
+            "per-clip dB statistics, which this fatlib no longer reads; rebuild it with "
+            f"python jobs/preprocess.py --data {source} --out {root} --overwrite")

@@ -3,7 +3,8 @@ and the ledger of what successful runs under one root did: clips scored, and cli
 on a given version of their file.
 
 Layout: <out>/<run_id>/{submission.csv, scores.parquet, errors.parquet, _SUCCESS} and
-<out>/_ledger.parquet. A run counts only once its _SUCCESS (JSON) is written, last.
+<out>/_ledger.parquet. A run counts only once its _SUCCESS (JSON) is written, last. A ledger or
+a run's errors.parquet from before failures were recorded with their file's version is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from fatlib.core.errors import UserError
 from fatlib.io import storage
 
 SUCCESS = "_SUCCESS"
@@ -24,6 +26,11 @@ SCORES = "scores.parquet"
 ERRORS = "errors.parquet"
 # version: the failed clip's file version (io.files.file_versions); "" if scored or unknown.
 _LEDGER_COLUMNS = ["fname", "run_id", "failed", "version"]
+_ERRORS_COLUMNS = ["fname", "version"]
+
+
+class PredictionsError(UserError):
+    """A ledger or a run's outputs that this fatlib does not read."""
 
 
 @dataclass(frozen=True)
@@ -73,17 +80,15 @@ def update_ledger(out: str, exclude: str | None = None) -> Ledger:
     finished runs into <out>/_ledger.parquet (written only when that changes it).
 
     The file is a cache derived from the runs' own scores.parquet and errors.parquet, so a
-    crash between a run's _SUCCESS and the ledger update only delays the fold-in; a ledger
-    written before failures were recorded is rebuilt from the runs.
+    crash between a run's _SUCCESS and the ledger update only delays the fold-in.
     """
     runs = {d for d in storage.list_dirs(out)
             if d != exclude and storage.is_file(storage.join(out, d, SUCCESS))}
     ledger_uri = storage.join(out, LEDGER)
     ledger = _entries([], "", failed=False)
     if storage.is_file(ledger_uri):
-        cached = storage.read_parquet(ledger_uri).to_pandas()
-        if set(_LEDGER_COLUMNS) <= set(cached.columns):
-            ledger = cached[_LEDGER_COLUMNS]
+        ledger = _read_table(ledger_uri, _LEDGER_COLUMNS,
+                             "delete it: the next --incremental run rebuilds it from the runs")
     kept = ledger[ledger.run_id.isin(runs)]
     added = [_run_entries(out, run) for run in sorted(runs - set(kept.run_id))]
     current = pd.concat([kept, *added], ignore_index=True)
@@ -101,10 +106,21 @@ def _run_entries(out: str, run: str) -> pd.DataFrame:
     frames = [_entries(scored.column("fname").to_pylist(), run, failed=False)]
     errors_uri = storage.join(out, run, ERRORS)
     if storage.is_file(errors_uri):
-        errors = storage.read_parquet(errors_uri).to_pandas()
-        versions = errors.version if "version" in errors else None  # runs before versions: ""
-        frames.append(_entries(list(errors.fname), run, failed=True, versions=versions))
+        errors = _read_table(errors_uri, _ERRORS_COLUMNS,
+                             f"score its clips again with --run-id {run}, or remove the run")
+        frames.append(_entries(list(errors.fname), run, failed=True, versions=errors.version))
     return pd.concat(frames, ignore_index=True)
+
+
+def _read_table(uri: str, columns: list[str], fix: str) -> pd.DataFrame:
+    """The Parquet table at uri, its given columns; refused in one line saying what to do
+    (fix) when it lacks any: written by an older fatlib."""
+    table = storage.read_parquet(uri).to_pandas()
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise PredictionsError(f"{uri}: written by an older fatlib (no {' or '.join(missing)} "
+                               f"column), no longer read; {fix}")
+    return table[columns]
 
 
 def _entries(fnames: list[str], run: str, failed: bool, versions=None) -> pd.DataFrame:

@@ -47,7 +47,6 @@ def commit_split(root: str, manifest: dict, staged: str, info: SplitInfo,
         "frames": info.frames,
         "bytes": info.bytes,
         "wall_seconds": round(info.wall_seconds, 3),
-        "clip_stats": True,  # its rows carry CLIP_STATS (splits of format-1 stores do not)
         "clips_digest": info.clips_digest,
         "versions_digest": info.versions_digest,
         "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -7,15 +7,15 @@ import numpy as np
 from fatlib.core.config import MelConfig
 from fatlib.core.features import decode_logmel
 from fatlib.io import storage
-from fatlib.io.feature_store import read_split_table
+from fatlib.io.feature_store import FeatureStore
 from fatlib.report.figures import save_png, spectrogram_figure
 
 
 def write_previews(out: str, splits: list[str], count: int, mel: MelConfig) -> list[str]:
     """Spectrogram PNGs of the first `count` clips of each split, under <out>/preview/."""
-    written = []
+    store, written = FeatureStore.open(out, mel), []
     for split in splits:
-        table = read_split_table(out, split, mel).slice(0, count)
+        table = store.table(split).slice(0, count)
         for row in table.to_pylist():
             logmel = decode_logmel(row["logmel"], mel.n_mels, row["n_frames"]).astype(np.float32)
             title = f"{split}/{row['fname']}" + (f": {', '.join(row['labels'])}"

@@ -1,7 +1,8 @@
 """The run report: every picture of a training run in PNGs and one report.html in the run dir.
 
-Rebuilds the run's validation fold from its recorded settings, scores it with the exported
-model, and draws the batch grid, spectrograms, curves, per-class lwlrap, filters and Grad-CAMs.
+Rebuilds the run's validation fold from its recorded settings, reads the run's own validation
+scores (oof.parquet), and draws the batch grid, spectrograms, curves, per-class lwlrap, filters
+and Grad-CAMs (the exported model on a few clips); the page lists every recorded setting.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from fatlib.core.cli import field_flags
 from fatlib.core.features import decode_logmel
 from fatlib.core.inputs import batch_stats, crop_rows, training_batch
 from fatlib.core.labels import multi_hot
 from fatlib.core.metrics import per_class_lwlrap
-from fatlib.core.scoring import combine, tta_logits
 from fatlib.io import storage
 from fatlib.io.artifact import load_model
-from fatlib.io.feature_store import feature_columns, read_split_table
+from fatlib.io.feature_rows import feature_columns
 from fatlib.report.figures import (
     batch_grid_figure,
     curves_figure,
@@ -33,8 +34,10 @@ from fatlib.report.figures import (
     save_png,
     spectrogram_figure,
 )
+from fatlib.stages.train.checkpoints import OOF, read_oof
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.inputs import input_spec, training_inputs
+from fatlib.stages.train.run_dir import RESUMABLE
 
 REPORT = "report.html"
 
@@ -58,7 +61,7 @@ def write_report(run: str, features: str | None = None, n_clips: int = 4) -> Rep
     cfg = replace(TrainConfig(**settings), features=features or settings["features"],
                   mel=meta.mel, out=run)
     inputs = training_inputs(cfg)
-    rows = read_split_table(cfg.features, "train_curated", meta.mel).to_pylist()
+    rows = inputs.store.table("train_curated").to_pylist()
     valid = [r for r in rows if r["fname"] in inputs.valid_names]
     train_rows = [r for r in rows if r["fname"] not in inputs.valid_names]
     pictures: list[tuple[str, str]] = []  # (file name, caption)
@@ -75,20 +78,24 @@ def write_report(run: str, features: str | None = None, n_clips: int = 4) -> Rep
             f"spectrogram_{i}.png", f"Log-mel of validation clip {row['fname']}")
     put(curves_figure(history.to_dict("records"), _lr_schedule(cfg, metrics)), "curves.png",
         "Loss, validation lwlrap and the one-cycle learning rate")
-    columns = _columns(valid)
-    stats = batch_stats(columns, meta.mel.n_mels)
-    scores = combine(tta_logits(model, columns["logmel"], columns["n_frames"], stats,
-                                meta.normalisation, meta.mel.n_mels, meta.crop_frames,
-                                cfg.valid_crops, torch.device("cpu")))
-    truth = multi_hot([r["labels"] for r in valid], meta.classes)
-    per_class, weights = per_class_lwlrap(truth, scores)
-    put(per_class_figure(per_class, weights, meta.classes), "per_class.png",
-        "Per-class lwlrap on the validation fold, worst first (w = class weight)")
-    put(filters_figure(model), "filters.png", "First convolution layer's filters")
-    for i, row in enumerate(valid[:n_clips]):
-        fig = _grad_cam_figure(model, meta, row, stats[i], scores[i])
+    scores = _validation_scores(run, meta.classes)  # fname -> the run's own scores
+    if scores:
+        labels = {r["fname"]: r["labels"] for r in rows}
+        names = [n for n in scores if n in labels]  # all, unless --features is another store
+        truth = multi_hot([labels[n] for n in names], meta.classes, names=names)
+        per_class, weights = per_class_lwlrap(truth, np.stack([scores[n] for n in names]))
+        put(per_class_figure(per_class, weights, meta.classes), "per_class.png",
+            "Per-class lwlrap of the run's validation scores at its best epoch, worst first "
+            "(w = class weight)")
+    put(filters_figure(model.network), "filters.png", "First convolution layer's filters")
+    shown = [r for r in valid if r["fname"] in scores][:n_clips]
+    stats = batch_stats(_columns(shown), meta.mel.n_mels) if shown else None
+    for i, row in enumerate(shown):
+        fig = _grad_cam_figure(model, meta, row, stats[i], scores[row["fname"]])
         put(fig, f"gradcam_{i}.png", f"Grad-CAM for each true label of {row['fname']}")
-    page = _html(run, metrics, pictures, float(per_class @ weights))
+    unscored = (("per-class lwlrap, Grad-CAM", f"not drawn: the run has no {OOF} (its "
+                 "checkpoints predate validation scores)"),)
+    page = _html(run, metrics, pictures, notes=() if scores else unscored)
     storage.write_bytes(storage.join(run, REPORT), page.encode())
     return Report(html=storage.join(run, REPORT), pictures=[p for p, _ in pictures])
 
@@ -107,15 +114,16 @@ def _batch_figure(rows: list[dict], cfg: TrainConfig, inputs):
 
 
 def _grad_cam_figure(model, meta, row, stats, scores):
-    """Grad-CAM of each true label on the clip's centred crop."""
+    """Grad-CAM of each true label on the clip's centred crop (model: the artifact's Tagger,
+    its frontend's normalised crop shown, its network's layer weighed)."""
     start = (row["n_frames"] - meta.crop_frames) // 2
     db = crop_rows([row["logmel"]], [row["n_frames"]], [start], meta.mel.n_mels,
                    meta.crop_frames, [stats[2]])
-    crop = meta.normalisation.apply(torch.from_numpy(db), torch.from_numpy(stats[None]))
-    x = meta.normalisation.stack(crop[:, None]).contiguous()
-    crop = crop[0].numpy()
+    crop = model.frontend.normalise(torch.from_numpy(db), torch.from_numpy(stats[None]))
+    x = model.frontend.stack(crop).contiguous()
+    crop = crop[0, 0].numpy()
     labels = list(row["labels"])
-    cams = [grad_cam(model, x, meta.classes.index(label)) for label in labels]
+    cams = [grad_cam(model.network, x, meta.classes.index(label)) for label in labels]
     label_scores = [float(scores[meta.classes.index(label)]) for label in labels]
     return grad_cam_figure(crop, cams, labels, label_scores, row["fname"])
 
@@ -136,19 +144,38 @@ def _lr_schedule(cfg: TrainConfig, metrics: dict) -> np.ndarray:
     return np.array(lrs)
 
 
-def _html(run: str, metrics: dict, pictures: list[tuple[str, str]], score: float) -> str:
-    """A single page, no external resources: the run's headline numbers and every picture."""
-    config = metrics.get("config", {})
-    facts = [("run", run), ("best epoch", metrics.get("best_epoch")),
-             ("validation lwlrap (best epoch)", f"{metrics.get('lwlrap', float('nan')):.4f}"),
-             ("validation lwlrap (exported model, recomputed)", f"{score:.4f}"),
-             ("fold", metrics.get("fold")), ("recipe", config.get("recipe")),
-             ("architecture", config.get("arch")), ("epochs", config.get("epochs")),
-             ("max LR", config.get("lr")), ("crop frames", config.get("crop_frames")),
-             ("mixup", config.get("mixup")), ("SpecAugment", config.get("specaugment")),
-             ("sound mixing", config.get("sound_mix"))]
-    rows = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                     for k, v in facts)
+def _validation_scores(run: str, classes: list[str]) -> dict[str, np.ndarray]:
+    """The run's best epoch's validation scores (oof.parquet: the exported model's), per clip
+    (n_classes,) in vocabulary order; {} for a run whose checkpoints predate them."""
+    if not storage.exists(storage.join(run, OOF)):
+        return {}
+    oof = read_oof(run)
+    return dict(zip(oof["fname"], oof[classes].to_numpy(np.float64), strict=True))
+
+
+def _facts(run: str, metrics: dict, notes: tuple[tuple[str, str], ...] = ()
+           ) -> list[tuple[str, str, str]]:
+    """(label, value, explanation) rows of a run's report: its headline numbers and notes,
+    then every setting it recorded, labelled with its flag (explained by the flag's help),
+    leaving out where and how it executed (run_dir.RESUMABLE)."""
+    recorded = {k: v for k, v in metrics.get("config", {}).items()
+                if k in TrainConfig.__dataclass_fields__}
+    cfg = TrainConfig(**{"features": "", "out": "", **recorded})
+    rows = [("run", run, ""), ("best epoch", str(metrics.get("best_epoch")), ""),
+            ("validation lwlrap (best epoch)", f"{metrics.get('lwlrap', float('nan')):.4f}", "")]
+    rows += [(label, value, "") for label, value in notes]
+    rows += [(flag.flag, flag.shown(flag.value(cfg)), flag.meta["help"])
+             for flag in field_flags(TrainConfig).values() if flag.name not in RESUMABLE]
+    return rows
+
+
+def _html(run: str, metrics: dict, pictures: list[tuple[str, str]],
+          notes: tuple[tuple[str, str], ...] = ()) -> str:
+    """A single page, no external resources: the run's headline numbers and settings, and
+    every picture."""
+    rows = "\n".join(f'<tr><th title="{html.escape(note)}">{html.escape(label)}</th>'
+                     f"<td>{html.escape(value)}</td></tr>"
+                     for label, value, note in _facts(run, metrics, notes))
     figures = "\n".join(
         f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"

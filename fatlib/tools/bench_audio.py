@@ -129,7 +129,7 @@ def bench_preprocess(
     import ray
 
     from fatlib.io.dataset import read_split
-    from fatlib.io.feature_store import read_manifest
+    from fatlib.io.feature_store import FeatureStore
     from fatlib.stages.preprocess.config import PreprocessConfig
     from fatlib.stages.preprocess.convert import preprocess
     from fatlib.tools.synth import generate_dataset
@@ -157,15 +157,15 @@ def bench_preprocess(
 
             cold_s = run(max(workers))
             stage_s = {w: min(run(w) for _ in range(rounds)) for w in workers}
-            split = read_manifest(out)["splits"]["train_curated"]
+            split = FeatureStore.open(out).split("train_curated")
         finally:
             ray.shutdown()
-    audio = split["audio_seconds"]
+    audio = split.audio_seconds
     return PreprocessBench(
         n_clips=n_clips,
         audio_seconds=audio,
         seed_audio_s_per_s=audio / seed_s,
         stage_audio_s_per_s={w: audio / s for w, s in stage_s.items()},
         cold_audio_s_per_s=audio / cold_s,
-        bytes_per_audio_second=split["bytes"] / audio,
+        bytes_per_audio_second=split.bytes / audio,
     )

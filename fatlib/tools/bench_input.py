@@ -13,9 +13,9 @@ import torch
 
 from fatlib.core.augment import compose
 from fatlib.core.features import CLIP_STATS, clip_stats, encode_logmel
+from fatlib.core.frontend import Normalisation
 from fatlib.core.inputs import (
     InputSpec,
-    Normalisation,
     host_batch,
     random_starts,
     to_device,

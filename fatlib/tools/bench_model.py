@@ -189,11 +189,12 @@ def bench_tta(
     from fatlib.core.scoring import clip_logits, combine, ensemble
     from fatlib.io.artifact import load_model, model_artifacts
     from fatlib.io.dataset import read_truth
-    from fatlib.io.feature_store import feature_columns, read_split_table
+    from fatlib.io.feature_rows import feature_columns
+    from fatlib.io.feature_store import FeatureStore
 
     models = [load_model(uri) for uri in model_artifacts(model_uri)]
     mel = models[0][0].mel
-    columns = feature_columns(read_split_table(features, split, mel))
+    columns = feature_columns(FeatureStore.open(features, mel).table(split))
     if truth_csv:
         labels = read_truth(truth_csv)
         if labels is None:
@@ -206,8 +207,8 @@ def bench_tta(
     stats = batch_stats(rows, mel.n_mels)
     results, standardised = {}, {}
     for n in [*sorted(crops), *([WHOLE_CLIP] if whole_clip else [])]:
-        logits = [clip_logits(model, rows["logmel"], rows["n_frames"], stats, meta.normalisation,
-                              mel.n_mels, meta.crop_frames, None if n == WHOLE_CLIP else n,
+        logits = [clip_logits(model, rows["logmel"], rows["n_frames"], stats, mel.n_mels,
+                              meta.crop_frames, None if n == WHOLE_CLIP else n,
                               torch.device("cpu")) for meta, model in models]
         for how in TTA_COMBINATIONS:
             each = np.stack([combine(x, how) for x in logits])
@@ -239,7 +240,7 @@ def bench_infer(n_clips: int = 400, ttas: tuple[int, ...] = (1, 8), threads: int
     """Clips/s from audio to scores: jobs/infer's stage vs a per-clip librosa + model loop."""
     import ray
 
-    from fatlib.core.inputs import Normalisation
+    from fatlib.core.frontend import Normalisation
     from fatlib.core.models import build_model
     from fatlib.io.artifact import ModelMeta, load_model, save_artifact
     from fatlib.io.dataset import read_split
@@ -257,7 +258,7 @@ def bench_infer(n_clips: int = 400, ttas: tuple[int, ...] = (1, 8), threads: int
         save_artifact(model_uri, meta, build_model("resnet18", len(classes)).state_dict())
         clips = read_split(str(data), "test", classes)
         torch.set_num_threads(threads)
-        _, model = load_model(model_uri)
+        model = load_model(model_uri)[1].network  # the notebook normalises clips itself
         # Warm, as the stage is: librosa compiles its kernels on the first clip.
         _notebook_scores(model, seed_log_mel(clips[0].uri), meta.normalisation, 128, 1)
         naive = {}

@@ -84,7 +84,7 @@ def bench_infer_stage(device: str = "cuda", clips: int = 8192, tta: int = 4,
     """jobs/infer.py's stage from a feature store: crops/s of a warm run for each number of
     scoring actors (sharing the GPU on a GPU) against the network alone (bf16 + channels_last
     on a GPU, batches of 1024); the figure is the best count's."""
-    from fatlib.core.inputs import Normalisation
+    from fatlib.core.frontend import Normalisation
     from fatlib.core.models import build_model
     from fatlib.io.artifact import ModelMeta, save_artifact
     from fatlib.stages.infer.config import InferConfig
@@ -121,7 +121,8 @@ def bench_infer_stage(device: str = "cuda", clips: int = 8192, tta: int = 4,
 def _fake_store(root: Path, splits: dict[str, int]) -> str:
     """A feature store of random 320-640-frame log-mels with one random label a clip."""
     from fatlib.io import storage
-    from fatlib.io.feature_store import SplitInfo, new_manifest, write_rows
+    from fatlib.io.feature_rows import write_rows
+    from fatlib.io.feature_store import SplitInfo, new_manifest
     from fatlib.io.store_commits import commit_split
 
     mel = MelConfig()

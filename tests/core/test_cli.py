@@ -7,15 +7,17 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from fatlib.core.bounds import check_bounds
+from fatlib.core.bounds import check_bounds, seed_recipe_offences
 from fatlib.core.cli import (
     add_flags,
     command,
+    field_flags,
     from_args,
     job_parser,
     option,
     run_job,
 )
+from fatlib.core.config import ConfigError
 from fatlib.core.errors import UserError
 from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.train.config import TrainConfig
@@ -191,6 +193,75 @@ def test_train_check_refuses_what_the_flags_refuse():
     other = InferConfig(models=("m",), data="d", out="o", cpus_per_worker=0.0)
     with pytest.raises(ConfigError, match="^--cpus-per-worker must be >= 0.0001, got 0$"):
         check_bounds(other)
+
+
+@dataclass(frozen=True)
+class _Listed:
+    sizes: tuple[int, ...] = option((8,), "sizes", empty=False)
+    where: str = option("x", "where", empty=False)
+    models: tuple[str, ...] = option(("m",), "models", flag="model", append=True, empty=False)
+    names: tuple[str, ...] = option((), "names: none is all")
+
+
+@pytest.mark.bad_input
+def test_a_field_that_must_not_be_empty_is_refused_as_it_parses_and_when_built(capsys):
+    parser = job_parser("toy")
+    parser.prog = "toy.py"
+    add_flags(parser, _Listed)
+    for argv, message in [(["--sizes", ","], "--sizes: must not be empty"),
+                          (["--where", ""], "--where: must not be empty")]:
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert capsys.readouterr().err == f"toy: argument {message} (see --help)\n"
+    assert parser.parse_args(["--names", ","]).names == ()
+    for kwargs, message in [({"sizes": ()}, "--sizes must not be empty"),
+                            ({"models": ()}, "--model must not be empty")]:
+        with pytest.raises(ConfigError) as refused:
+            check_bounds(_Listed(**kwargs))
+        assert str(refused.value) == message
+    with pytest.raises(ConfigError, match="^--model must not be empty$"):
+        check_bounds(InferConfig(models=(), data="d", out="o"))
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    mixup: float = option(0.0, "mixup alpha", seed_recipe=0.0)
+    pad: str = option("silence", "padding", seed_recipe="silence")
+    smoothing: float | None = option(None, "soft targets (None: the recipe's)", seed_recipe=0.0)
+    shift: int = option(0, cli=False, seed_recipe=0)
+    lr: float = option(1.0, "a rate")
+
+
+def test_the_seed_recipe_offences_are_the_marked_fields_set_otherwise():
+    assert seed_recipe_offences(_Recipe()) == []
+    assert seed_recipe_offences(_Recipe(smoothing=0.0, lr=5.0)) == []  # unmarked: free
+    offending = _Recipe(mixup=0.4, pad="wrap", smoothing=0.2, shift=2)
+    assert seed_recipe_offences(offending) == ["--mixup", "--pad wrap", "--smoothing", "shift"]
+
+
+@pytest.mark.bad_input
+def test_the_seed_recipe_names_every_train_flag_it_has_not():
+    TrainConfig(features="f", out="o", recipe="seed").check()  # its defaults are the recipe's
+    cfg = TrainConfig(features="f", out="o", recipe="seed", mixup=0.2, specaugment=True,
+                      pad="wrap", ema=1.0, noisy_smoothing=0.1, sound_mix_gain=3.0)
+    with pytest.raises(ConfigError) as refused:
+        cfg.check()
+    assert str(refused.value) == ("--recipe seed has no --noisy-smoothing, --mixup, "
+                                  "--specaugment, --ema, --pad wrap (it is the seed kernel's "
+                                  "recipe)")
+    replace(cfg, recipe="default").check()
+
+
+def test_field_flags_show_a_config_as_its_flags_and_help_do():
+    flags = field_flags(TrainConfig)
+    cfg = TrainConfig(features="f", out="o", fold=2, n_folds=7, specaugment=True, mixup=0.25)
+    assert flags["fold"].words(flags["fold"].value(cfg)) == ["--fold", "2/7"]
+    assert flags["specaugment"].words(False) == ["--no-specaugment"]
+    assert flags["mixup"].words(0.25) == ["--mixup", "0.25"] and flags["noisy"].words(None) == []
+    shown = [flags[n].shown(flags[n].value(cfg))
+             for n in ("specaugment", "mixup", "cpus_per_worker", "fold")]
+    assert shown == ["on", "0.25", "the cluster's CPUs shared among workers", "2/7"]
+    assert "n_folds" not in flags and "mel" not in flags  # no flag of their own
 
 
 @pytest.mark.bad_input

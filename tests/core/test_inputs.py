@@ -1,5 +1,5 @@
-"""Network inputs: the seed's colour mapping, normalisations, crops and padding, TTA windows,
-and the training batch assembled from stored rows."""
+"""Network inputs: crops and padding, TTA windows, and the training batch assembled from
+stored rows."""
 
 import numpy as np
 import pytest
@@ -7,9 +7,9 @@ import torch
 
 from fatlib.core.augment import Compose, compose
 from fatlib.core.features import CLIP_STATS, clip_stats, encode_logmel, time_delta
+from fatlib.core.frontend import Normalisation
 from fatlib.core.inputs import (
     InputSpec,
-    Normalisation,
     audible,
     batch_stats,
     crop_rows,
@@ -17,46 +17,11 @@ from fatlib.core.inputs import (
     random_starts,
     resize_time,
     resized_spans,
-    seed_color,
     soft_targets,
     to_device,
     training_batch,
     tta_starts,
 )
-
-
-def _seed_mono_to_color(x, eps=1e-6):
-    """The seed kernel's mono_to_color, verbatim in logic (3 stacked channels, uint8)."""
-    x = np.stack([x, x, x], axis=-1)
-    mean, std = x.mean(), x.std()
-    xstd = (x - mean) / (std + eps)
-    _min, _max = xstd.min(), xstd.max()
-    if (_max - _min) > eps:
-        v = np.clip(xstd, _min, _max)
-        v = 255 * (v - _min) / (_max - _min)
-        return v.astype(np.uint8)
-    return np.zeros_like(xstd, dtype=np.uint8)
-
-
-def test_seed_color_equals_the_seed_kernel():
-    logmel = np.random.default_rng(0).normal(-40, 15, size=(128, 300)).astype(np.float32)
-    expected = _seed_mono_to_color(logmel)[..., 0]
-    ours = seed_color(logmel)
-    assert ours.dtype == np.uint8
-    assert np.abs(ours.astype(int) - expected.astype(int)).max() <= 1  # float rounding at .5
-    assert (ours == expected).mean() > 0.999
-    assert not seed_color(np.full((4, 4), -80.0)).any()
-
-
-def test_normalisations():
-    x = np.array([[-80.0, -40.0], [0.0, 40.0]], dtype=np.float32)
-    g = Normalisation("global", mean=-20.0, std=40.0)
-    np.testing.assert_allclose(g.clip(x), [[-1.5, -0.5], [0.5, 1.5]])
-    assert g.channels == 1 and Normalisation("color").channels == 3
-    c = Normalisation("clip").clip(x)
-    assert c.mean() == pytest.approx(0, abs=1e-6) and c.std() == pytest.approx(1, abs=1e-5)
-    np.testing.assert_allclose(Normalisation("clip").clip(x + 30), c, atol=1e-5)  # level-free
-    assert Normalisation("color").clip(x).max() == 1.0
 
 
 def test_random_starts_stay_inside_long_clips_and_place_short_ones():
@@ -80,37 +45,6 @@ def test_crop_rows_cuts_from_the_bytes_and_pads_with_the_silence_floor():
     np.testing.assert_array_equal(out[1, 0], [-80, -80, 5, -80, 5, -80])
 
 
-def _reference_crop(clip, start, crop):
-    """The crop the stage cut before issue 13: of the whole normalised clip, padded with its
-    minimum."""
-    if start >= 0:
-        return clip[:, start : start + crop]
-    out = np.full((clip.shape[0], crop), clip.min(), dtype=np.float32)
-    out[:, -start : -start + clip.shape[1]] = clip
-    return out
-
-
-@pytest.mark.parametrize("mode", ["color", "clip", "global"])
-def test_per_crop_normalisation_equals_normalising_the_whole_clip(mode):
-    rng = np.random.default_rng(7)
-    norm = Normalisation(mode, mean=-45.0, std=15.0)
-    frames = [300, 128, 40, 200]
-    logmels = [rng.normal(-45, 15, size=(32, n)).clip(-100, 0).astype(np.float16)
-               for n in frames]
-    logmels[3][:] = -80.0  # a silent clip: the colour mapping gives zeros
-    stats = np.stack([clip_stats(m) for m in logmels])
-    starts = random_starts(np.array(frames), 64, np.random.default_rng(1))
-    crops = crop_rows([encode_logmel(m) for m in logmels], frames, starts, 32, 64, stats[:, 2])
-    ours = norm.apply(torch.from_numpy(crops), torch.from_numpy(stats)).numpy()
-    expected = np.stack([_reference_crop(norm.clip(m), s, 64)
-                         for m, s in zip(logmels, starts, strict=True)])
-    if mode == "color":  # equal uint8 levels, but for float ties at a level's edge
-        assert np.abs(ours - expected).max() <= 1 / 255 + 1e-6
-        assert (ours == expected).mean() > 0.999
-    else:
-        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
-
-
 def test_stats_columns_are_used_and_computed_for_old_stores():
     classes = ["a", "b", "c"]
     rows = _rows([40, 16, 5], classes)
@@ -128,12 +62,6 @@ def test_tta_windows_cover_the_clip():
     assert starts[0] == 0 and starts[-1] == 872 and np.all(np.diff(starts) > 0)
     shifted = tta_starts(60, 128, 3)
     assert list(shifted) == [0, -34, -68]
-
-
-@pytest.mark.parametrize("mode", ["nope"])
-def test_unknown_normalisation(mode):
-    with pytest.raises(ValueError, match="unknown normalisation"):
-        Normalisation(mode).clip(np.zeros((2, 2)))
 
 
 def _rows(frames, classes):
@@ -263,21 +191,6 @@ def test_delta_channels_are_the_crop_and_its_derivatives():
     assert x.shape == (3, 3, 8, 16) and spec.norm.channels == 3
     torch.testing.assert_close(x[:, 1], time_delta(x[:, 0], 1))
     torch.testing.assert_close(x[:, 2], time_delta(x[:, 0], 2))
-
-
-def test_band_centring_removes_a_fixed_spectral_colouring():
-    rng = np.random.default_rng(0)
-    db = rng.normal(-40, 10, size=(2, 8, 30)).astype(np.float32)
-    colour = rng.normal(0, 6, size=(1, 8, 1)).astype(np.float32)  # a speaker's / mic's tilt
-    norm = Normalisation("global", mean=-40.0, std=10.0, centre_bands=True)
-    stats = torch.from_numpy(np.stack([clip_stats(x) for x in db]))
-    plain = norm.apply(torch.from_numpy(db), stats)
-    coloured = norm.apply(torch.from_numpy(db + colour), stats)
-    torch.testing.assert_close(plain, coloured, atol=1e-4, rtol=0)  # the colouring is gone
-    assert plain.mean(dim=-1).abs().max() < 1e-5  # every band of every window sits at 0
-    uncentred = Normalisation("global", mean=-40.0, std=10.0).apply(torch.from_numpy(db), stats)
-    torch.testing.assert_close(plain, uncentred - uncentred.mean(dim=-1, keepdim=True))
-    assert norm.to_dict()["centre_bands"] is True and norm.channels == 1
 
 
 def test_soft_targets_touch_only_noisy_rows_and_stay_in_0_1():

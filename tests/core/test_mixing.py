@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from fatlib.core.inputs import HostBatch, InputSpec, Normalisation, to_device
+from fatlib.core.frontend import Normalisation
+from fatlib.core.inputs import HostBatch, InputSpec, to_device
 from fatlib.core.mixing import SoundMix, crop_stats, sound_mix
 
 SILENCE_DB = -200.0

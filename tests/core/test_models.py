@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fatlib.core.config import ConfigError, MelConfig
-from fatlib.core.inputs import Normalisation
+from fatlib.core.frontend import Normalisation
 from fatlib.core.models import available_models, build_model
 from fatlib.core.models.cnn import FrameAttention
 from fatlib.io.artifact import ModelMeta, load_model, save_artifact
@@ -36,11 +36,12 @@ def test_every_model_survives_the_artifact_round_trip(arch, tmp_path):
     meta = ModelMeta(arch=arch, classes=list("abcde"), mel=MelConfig(), crop_frames=64,
                      normalisation=Normalisation("color"), recipe="default")
     save_artifact(str(tmp_path / "model"), meta, model.state_dict())
-    loaded_meta, loaded = load_model(str(tmp_path / "model"))
+    loaded_meta, loaded = load_model(str(tmp_path / "model"))  # the tagger: frontend + network
     x = torch.randn(2, 3, 128, 64)
     with torch.no_grad():
-        assert torch.equal(model(x), loaded(x))
+        assert torch.equal(model(x), loaded.network(x))
     assert loaded_meta.arch == arch and loaded_meta.in_channels == 3
+    assert loaded.frontend.norm == Normalisation("color") and not loaded.training
 
 
 @pytest.mark.parametrize("arch", REGISTERED)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fatlib.core.features import clip_stats, encode_logmel
-from fatlib.core.inputs import Normalisation
+from fatlib.core.frontend import Frontend, Normalisation, Tagger
 from fatlib.core.models import build_model
 from fatlib.core.scoring import combine, standardise_classes, tta_logits, whole_clip_logits
 
@@ -14,6 +14,11 @@ from fatlib.core.scoring import combine, standardise_classes, tta_logits, whole_
 def model():
     torch.manual_seed(0)
     return build_model("resnet18", 5).eval()
+
+
+def _tagger(network, norm):
+    """The network behind the frontend of norm, as an artifact loads it."""
+    return Tagger(Frontend(norm), network).eval()
 
 
 def _stored(clips):
@@ -25,11 +30,10 @@ def _stored(clips):
 def test_tta_logits_shape_and_single_centred_crop(model):
     rng = np.random.default_rng(0)
     clips = [rng.normal(size=(128, n)).astype(np.float16) for n in (300, 128, 90)]
-    norm = Normalisation("global")
-    cpu = torch.device("cpu")
-    logits = tta_logits(model, *_stored(clips), norm, 128, 64, 3, cpu)
+    tagger, cpu = _tagger(model, Normalisation("global")), torch.device("cpu")
+    logits = tta_logits(tagger, *_stored(clips), 128, 64, 3, cpu)
     assert logits.shape == (3, 3, 5)
-    one = tta_logits(model, *_stored(clips[:1]), norm, 128, 64, 1, cpu)
+    one = tta_logits(tagger, *_stored(clips[:1]), 128, 64, 1, cpu)
     with torch.no_grad():
         centred = model(torch.from_numpy(clips[0][None, None, :, 118:182].astype(np.float32)))
     torch.testing.assert_close(one[0, 0], centred[0], rtol=1e-4, atol=1e-4)
@@ -39,7 +43,7 @@ def test_colour_models_get_three_identical_channels_of_the_seed_mapping(model):
     net = build_model("resnet18", 5, in_channels=3).eval()
     clip = np.random.default_rng(1).normal(-40, 10, size=(128, 200)).astype(np.float16)
     norm = Normalisation("color")
-    logits = tta_logits(net, *_stored([clip]), norm, 128, 128, 1, torch.device("cpu"))
+    logits = tta_logits(_tagger(net, norm), *_stored([clip]), 128, 128, 1, torch.device("cpu"))
     assert logits.shape == (1, 1, 5)
     window = norm.clip(clip)[:, 36:164]  # the centred crop of the whole-clip mapping
     with torch.no_grad():
@@ -53,7 +57,8 @@ def test_whole_clip_logits_are_each_whole_normalised_clip_through_the_model(mode
     lengths = (150, 70, 100, 150, 64, 100, 70)
     clips = [rng.normal(-40, 10, size=(32, n)).astype(np.float16) for n in lengths]
     norm = Normalisation("clip")
-    logits = whole_clip_logits(model, *_stored(clips), norm, 32, 64, torch.device("cpu"))
+    logits = whole_clip_logits(_tagger(model, norm), *_stored(clips), 32, 64,
+                               torch.device("cpu"))
     assert logits.shape == (len(clips), 1, 5)
     for i, clip in enumerate(clips):  # one at a time, never cropped
         with torch.no_grad():
@@ -66,7 +71,7 @@ def test_whole_clip_pads_a_short_clip_to_the_crop_centred_with_its_floor(model):
     rng = np.random.default_rng(3)
     clips = [rng.normal(-40, 10, size=(32, n)).astype(np.float16) for n in (40, 100, 41)]
     norm, cpu = Normalisation("clip"), torch.device("cpu")
-    logits = whole_clip_logits(model, *_stored(clips), norm, 32, 64, cpu)
+    logits = whole_clip_logits(_tagger(model, norm), *_stored(clips), 32, 64, cpu)
     assert logits.shape == (3, 1, 5) and torch.isfinite(logits).all()
     x = norm.clip(clips[0])
     padded = np.pad(x, ((0, 0), (12, 12)), constant_values=x.min())  # 40 frames in 64
@@ -76,7 +81,7 @@ def test_whole_clip_pads_a_short_clip_to_the_crop_centred_with_its_floor(model):
     # A short clip is exactly what one centred TTA crop of it is.
     short = [clips[0], clips[2]]
     torch.testing.assert_close(logits[[0, 2]],
-                               tta_logits(model, *_stored(short), norm, 32, 64, 1, cpu),
+                               tta_logits(_tagger(model, norm), *_stored(short), 32, 64, 1, cpu),
                                rtol=1e-4, atol=1e-4)
 
 def test_combinations():

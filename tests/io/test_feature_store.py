@@ -1,5 +1,8 @@
 """The feature store: row files with their fingerprint, splits visible only once committed,
-stores of another MelConfig refused naming both fingerprints."""
+stores of another MelConfig refused naming both fingerprints, stores of format 1 refused with
+the command that rebuilds them."""
+
+import json
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -8,18 +11,14 @@ import pytest
 from fatlib.core.config import MelConfig
 from fatlib.core.features import CLIP_STATS, clip_stats, decode_logmel, encode_logmel
 from fatlib.io import storage
+from fatlib.io.feature_rows import write_errors, write_rows
 from fatlib.io.feature_store import (
     ERRORS_FILE,
+    FeatureStore,
     FeatureStoreError,
     SplitInfo,
-    has_clip_stats,
     new_manifest,
     read_manifest,
-    read_split_table,
-    split_files,
-    split_paths,
-    write_errors,
-    write_rows,
 )
 from fatlib.io.store_commits import commit_split, discard_store
 
@@ -47,18 +46,38 @@ def test_rows_round_trip_with_the_fingerprint_in_every_file(tmp_path):
     manifest = new_manifest(CFG, ["Bark"], "data")
     info = SplitInfo("train_curated", ["part-a.parquet"], 2, 1, 2.0, 7, size, 0.1)
     commit_split(root, manifest, staged, info)
-    table = read_split_table(root, "train_curated", CFG)
+    store = FeatureStore.open(root, CFG)
+    table = store.table("train_curated")
     assert table.column("fname").to_pylist() == ["0.wav", "1.wav"]
     row = table.to_pylist()[1]
     np.testing.assert_array_equal(decode_logmel(row["logmel"], CFG.n_mels, row["n_frames"]),
                                   logmels[1])
     errors = storage.read_parquet(storage.join(root, "train_curated", ERRORS_FILE))
     assert errors.to_pylist() == [{"fname": "bad.wav", "reason": "cannot decode", "version": ""}]
-    fs, paths = split_paths(root, "train_curated", CFG)
+    fs, paths = store.paths("train_curated")
     assert paths == [str(tmp_path / "train_curated" / "part-a.parquet")]
-    assert read_manifest(root)["splits"]["train_curated"]["errors"] == 1
-    assert has_clip_stats(root, "train_curated")
+    assert store.split("train_curated") == info and store.has("train_curated")
+    assert store.errors("train_curated") == {"bad.wav": ("cannot decode", "")}
     assert row["db_max"] == pytest.approx(-39.0) and row["db_min"] == pytest.approx(-39.0)
+    clips = store.clips("train_curated")  # what preprocessing compares with the CSV
+    assert clips.column_names == ["fname", "labels", "n_frames", "seconds", "version", "file"]
+    assert clips.column("file").to_pylist() == ["part-a.parquet"] * 2
+    assert store.classes == ["Bark"] and store.splits == ["train_curated"]
+
+
+def test_the_store_reads_its_manifest_once(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    staged, size, _ = _stage_split(root)
+    commit_split(root, new_manifest(CFG, ["Bark"], "data"), staged,
+                 SplitInfo("train_curated", ["part-a.parquet"], 2, 1, 2.0, 7, size, 0.1))
+    reads = []
+    read_json = storage.read_json
+    monkeypatch.setattr(storage, "read_json", lambda uri: reads.append(uri) or read_json(uri))
+    store = FeatureStore.open(root, CFG)
+    store.table("train_curated", ["fname", "labels"])
+    store.paths("train_curated")
+    store.split("train_curated")
+    assert reads == [storage.join(root, "_MANIFEST.json")]
 
 
 def test_a_split_is_invisible_until_committed(tmp_path):
@@ -66,8 +85,10 @@ def test_a_split_is_invisible_until_committed(tmp_path):
     manifest = new_manifest(CFG, ["Bark"], "data")
     storage.write_json(storage.join(root, "_MANIFEST.json"), manifest)
     _stage_split(root)
+    store = FeatureStore.open(root)
     with pytest.raises(FeatureStoreError, match="split 'train_curated' not preprocessed"):
-        split_files(root, "train_curated")
+        store.files("train_curated")
+    assert not store.has("train_curated") and store.splits == []
 
 
 def test_another_mel_config_is_refused_naming_both_fingerprints(tmp_path):
@@ -75,9 +96,10 @@ def test_another_mel_config_is_refused_naming_both_fingerprints(tmp_path):
     storage.write_json(storage.join(root, "_MANIFEST.json"), new_manifest(CFG, ["Bark"], "d"))
     other = MelConfig(n_mels=64)
     with pytest.raises(FeatureStoreError, match=f"{CFG.fingerprint}.*expects {other.fingerprint}"):
-        split_files(root, "train_curated", other)
+        FeatureStore.open(root, other)
     with pytest.raises(FeatureStoreError, match="no feature store here"):
-        split_files(str(tmp_path / "empty"), "train_curated")
+        FeatureStore.open(str(tmp_path / "empty"))
+    assert FeatureStore.find(str(tmp_path / "empty")) is None
 
 
 @pytest.mark.bad_input
@@ -85,11 +107,30 @@ def test_a_fingerprint_mismatch_names_the_fields_and_says_rebuild(tmp_path):
     root = str(tmp_path)
     storage.write_json(storage.join(root, "_MANIFEST.json"), new_manifest(CFG, ["Bark"], "d"))
     with pytest.raises(FeatureStoreError) as info:
-        split_files(root, "train_curated", MelConfig(n_mels=64, fmin=0.0))
+        FeatureStore.open(root, MelConfig(n_mels=64, fmin=0.0))
     message = str(info.value)
     assert "differs in n_mels 128 in the store, 64 expected; fmin 20.0 in the store, 0.0 " \
            "expected" in message
     assert "rebuild the store with jobs/preprocess.py" in message and "\n" not in message
+
+
+@pytest.mark.bad_input
+def test_a_store_from_before_clip_stats_is_refused_with_the_command_that_rebuilds_it(tmp_path):
+    root = tmp_path / "features"
+    root.mkdir()
+    old = {**new_manifest(CFG, ["Bark"], "/data/fat2019"), "format": 1}
+    old["splits"]["train_curated"] = {"files": ["part-a.parquet"], "rows": 2, "errors": 0,
+                                      "audio_seconds": 2.0, "frames": 7, "bytes": 1,
+                                      "wall_seconds": 0.1}
+    (root / "_MANIFEST.json").write_text(json.dumps(old))
+    expected = (f"{root}: feature store of format 1, from before per-clip dB statistics, which "
+                "this fatlib no longer reads; rebuild it with python jobs/preprocess.py --data "
+                f"/data/fat2019 --out {root} --overwrite")
+    for read in (lambda: FeatureStore.open(str(root)), lambda: FeatureStore.find(str(root), CFG),
+                 lambda: FeatureStore(str(root), old)):
+        with pytest.raises(FeatureStoreError) as info:
+            read()
+        assert str(info.value) == expected
 
 
 def _staged_part(root, name, text="x"):

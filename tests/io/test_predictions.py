@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fatlib.io import predictions
 
@@ -51,10 +52,21 @@ def test_ledger_knows_failures_until_their_file_changes(tmp_path):
     assert predictions.update_ledger(str(tmp_path)).is_done("x.wav", "10:2")
 
 
-def test_ledgers_and_runs_from_before_failures_were_recorded_are_read(tmp_path):
+@pytest.mark.bad_input
+def test_ledgers_and_runs_from_before_failures_were_recorded_are_refused(tmp_path):
     run_dir = _run(tmp_path, "r1", ["a.wav"])
+    ledger = tmp_path / predictions.LEDGER
+    pd.DataFrame({"fname": ["a.wav"], "run_id": ["r1"]}).to_parquet(ledger)
+    with pytest.raises(predictions.PredictionsError) as refused:
+        predictions.update_ledger(str(tmp_path))
+    assert str(refused.value) == (
+        f"{ledger}: written by an older fatlib (no failed or version column), no longer read; "
+        "delete it: the next --incremental run rebuilds it from the runs")
+    ledger.unlink()
     pd.DataFrame({"fname": ["x.wav"], "reason": ["bad"]}).to_parquet(f"{run_dir}/errors.parquet")
-    pd.DataFrame({"fname": ["a.wav"], "run_id": ["r1"]}).to_parquet(tmp_path / predictions.LEDGER)
-    ledger = predictions.update_ledger(str(tmp_path))  # rebuilt from the runs
-    assert ledger.scored == {"a.wav"} and ledger.failed == {("x.wav", "")}
-    assert not ledger.is_done("x.wav", "10:1")  # version unknown: retried once
+    with pytest.raises(predictions.PredictionsError) as refused:
+        predictions.update_ledger(str(tmp_path))
+    assert str(refused.value) == (
+        f"{run_dir}/errors.parquet: written by an older fatlib (no version column), no longer "
+        "read; score its clips again with --run-id r1, or remove the run")
+    assert predictions.update_ledger(str(tmp_path), exclude="r1").scored == set()  # re-run

@@ -176,3 +176,29 @@ def test_infer_console_holds_no_ray_warnings_and_its_log_keeps_them(tmp_path):
     driver_log = (logs / "fatlib-driver.log").read_text()
     assert "has constructor arguments in the object store" in driver_log
     assert "UserWarning: The minimum number of concurrent actors" in driver_log
+
+
+@pytest.mark.bad_input
+def test_infer_refuses_an_artifact_from_before_the_seal_in_one_line(tmp_path):
+    import json
+
+    from fatlib.core.config import MelConfig
+    from fatlib.core.frontend import Normalisation
+    from fatlib.core.models import build_model
+    from fatlib.io.artifact import ModelMeta, save_artifact
+
+    model = tmp_path / "model"
+    save_artifact(str(model), ModelMeta(arch="resnet18", classes=["a", "b"], mel=MelConfig(),
+                                        crop_frames=64, normalisation=Normalisation("global"),
+                                        recipe="default"),
+                  build_model("resnet18", 2).state_dict())
+    doc = json.loads((model / "meta.json").read_text())
+    for key in ("digest", "weights_bytes", "weights_sha256", "head_classes"):
+        del doc[key]
+    (model / "meta.json").write_text(json.dumps({**doc, "format": 1}))  # as fatlib wrote it
+    done = _run("jobs/infer.py", "--model", str(model), "--data", str(tmp_path), "--out",
+                str(tmp_path / "pred"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"infer: {model}/meta.json: a format-1 model artifact from an older fatlib, no longer "
+        "read; re-train the model with this fatlib to export a format-2 one"]

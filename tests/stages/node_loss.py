@@ -1,7 +1,8 @@
 """Node-loss drills on a simulated multi-node cluster (ray.cluster_utils.Cluster).
 
 Run in its own process by tests/stages/test_node_loss.py (a process joins one Ray cluster only):
-`python tests/stages/node_loss.py <scenario> <tmp dir>` prints one JSON line of observations.
+`python tests/stages/node_loss.py <scenario> <tmp dir> [<feature store>]` prints one JSON line
+of observations (the train scenario trains on the feature store).
 """
 
 import json
@@ -14,7 +15,7 @@ import pandas as pd
 import ray
 from ray.cluster_utils import Cluster
 
-from fatlib.io.feature_store import read_split_table
+from fatlib.io.feature_store import FeatureStore
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
 from fatlib.stages.runtime import free_port
@@ -67,20 +68,17 @@ def preprocess_loses_a_node(tmp: Path) -> dict:
                     lambda: cluster.remove_node(workers[0]))
     result = preprocess(PreprocessConfig(data=str(tmp / "data"), out=str(out), batch_size=2,
                                          workers=2))
-    names = read_split_table(str(out), "train_curated").column("fname").to_pylist()
+    names = FeatureStore.open(str(out)).table("train_curated").column("fname").to_pylist()
     expected = pd.read_csv(tmp / "data" / "train_curated.csv").fname.tolist()
     return {"removed": "at" in removal, "converted": result.splits[0].converted,
             "failed": result.splits[0].failed, "rows": len(names),
             "unique": len(set(names)), "expected": sorted(expected) == sorted(names)}
 
 
-def train_loses_a_node(tmp: Path) -> dict:
+def train_loses_a_node(tmp: Path, features: str) -> dict:
     """A node running a training worker dies after the first checkpoint; the group restarts
     on the remaining nodes (a spare stands by: Ray cannot add nodes from a watcher thread)."""
     cluster, workers = _cluster(n_workers=3)
-    generate_dataset(tmp / "data", SynthConfig(n_curated=40, n_noisy=0, n_test=0,
-                                               max_seconds=2.0, sample_rate=16000))
-    preprocess(PreprocessConfig(data=str(tmp / "data"), out=str(tmp / "features")))
     run = tmp / "run"
 
     def kill_a_training_node() -> None:
@@ -92,7 +90,7 @@ def train_loses_a_node(tmp: Path) -> dict:
         cluster.remove_node(victim)
 
     removal = _when(lambda: run.exists() and any(run.glob("checkpoint_*")), kill_a_training_node)
-    result = train(TrainConfig(features=str(tmp / "features"), out=str(run), workers=2, epochs=3,
+    result = train(TrainConfig(features=features, out=str(run), workers=2, epochs=3,
                                batch_size=8, crop_frames=32, valid_crops=1))
     from ray.util.state import list_actors
 
@@ -105,9 +103,9 @@ def train_loses_a_node(tmp: Path) -> dict:
 if __name__ == "__main__":
     import os
 
-    scenario, folder = sys.argv[1], Path(sys.argv[2])
+    scenario, folder, *store = sys.argv[1], Path(sys.argv[2]), *sys.argv[3:]
     print(json.dumps({"preprocess": preprocess_loses_a_node,
-                      "train": train_loses_a_node}[scenario](folder)), flush=True)
+                      "train": train_loses_a_node}[scenario](folder, *store)), flush=True)
     ray.shutdown()
     # Ray's exit hooks trip over the nodes the drill removed (AttributeError at exit): stop
     # the remaining nodes here and leave without running them.

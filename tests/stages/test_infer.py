@@ -13,7 +13,7 @@ import torch
 
 from fatlib.core.cli import run_job
 from fatlib.core.config import MelConfig
-from fatlib.core.inputs import Normalisation
+from fatlib.core.frontend import Normalisation
 from fatlib.core.models import build_model
 from fatlib.core.scoring import standardise_classes
 from fatlib.io import storage
@@ -87,9 +87,8 @@ def test_whole_clip_scores_every_clip_in_one_forward_over_all_its_frames(setup, 
     meta, net = load_model(model)  # the same clips on the driver, whole, one forward each
     rows = [clip_row(str(p), p.name, meta.mel) for p in sorted((root / "data" / "test").iterdir())]
     stats = np.array([[r[name] for name in CLIP_STATS] for r in rows])
-    logits = whole_clip_logits(net, [r["logmel"] for r in rows],
-                               [r["n_frames"] for r in rows], stats, meta.normalisation,
-                               meta.mel.n_mels, meta.crop_frames, torch.device("cpu"))
+    logits = whole_clip_logits(net, [r["logmel"] for r in rows], [r["n_frames"] for r in rows],
+                               stats, meta.mel.n_mels, meta.crop_frames, torch.device("cpu"))
     assert sub.index.tolist() == [r["fname"] for r in rows]
     np.testing.assert_allclose(sub[CLASSES].to_numpy(), torch.sigmoid(logits[:, 0]).numpy(),
                                atol=1e-5)
@@ -178,10 +177,11 @@ def test_feature_store_input_must_match_the_model(setup, ray_local, tmp_path):
     stored = pd.read_csv(tmp_path / "pred" / "f" / "submission.csv")
     decoded = pd.read_csv(tmp_path / "pred" / "a" / "submission.csv")
     assert from_audio.scored == 8 and stored.equals(decoded)
-    # A store written before clip stats existed scores the same too.
+    # A store written before clip stats existed is refused, naming the command that rebuilds it.
     old = downgrade_store(tmp_path / "features", tmp_path / "old")
-    infer(InferConfig(models=(a,), data=str(old), out=str(tmp_path / "pred"), run_id="o"))
-    assert pd.read_csv(tmp_path / "pred" / "o" / "submission.csv").equals(stored)
+    with pytest.raises(FeatureStoreError, match=f"--out {old} --overwrite$"):
+        infer(InferConfig(models=(a,), data=str(old), out=str(tmp_path / "pred"), run_id="o"))
+    assert not (tmp_path / "pred" / "o").exists()
     mel64 = _artifact(tmp_path / "mel64", mel=MelConfig(n_mels=64))
     with pytest.raises(FeatureStoreError, match=MelConfig(n_mels=64).fingerprint):
         infer(InferConfig(models=(mel64,), data=str(tmp_path / "features"),

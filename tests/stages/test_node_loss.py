@@ -14,15 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def _drill(scenario: str, tmp_path: Path) -> dict:
+def _drill(scenario: str, tmp_path: Path, *args: str) -> dict:
     # A Ray temp root of its own: the simulated cluster records its address there, not in the
     # machine's /tmp/ray/ray_current_cluster (a dead drill cluster must not be found later).
     # Short, since Ray's socket paths under it must stay within 107 characters.
     ray_tmp = tempfile.mkdtemp(prefix="fr-", dir="/tmp")
     try:
         script = ROOT / "tests" / "stages" / "node_loss.py"
-        done = subprocess.run([sys.executable, str(script), scenario, str(tmp_path)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=600,
+        done = subprocess.run([sys.executable, str(script), scenario, str(tmp_path), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "RAY_TMPDIR": ray_tmp})
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -37,8 +37,9 @@ def test_preprocess_converts_every_clip_exactly_once_after_losing_a_node(tmp_pat
     assert seen["rows"] == seen["unique"] == 80 and seen["expected"]
 
 
-def test_training_continues_from_its_checkpoint_after_losing_a_node(tmp_path):
-    seen = _drill("train", tmp_path)
+def test_training_continues_from_its_checkpoint_after_losing_a_node(small_store, tmp_path):
+    # The session's store (made on the test Ray): the drill's cluster only trains.
+    seen = _drill("train", tmp_path, str(small_store / "features"))
     assert seen["removed"], "the node was removed mid-training"
     assert seen["train_workers_started"] > 2  # the worker group was started again
     assert seen["epochs"] == [1, 2, 3]  # resumed, not restarted from zero

@@ -14,12 +14,7 @@ from fatlib.core.config import MelConfig
 from fatlib.core.features import decode_logmel, log_mel
 from fatlib.io import storage
 from fatlib.io.dataset import ManifestError
-from fatlib.io.feature_store import (
-    FeatureStoreError,
-    read_manifest,
-    read_split_table,
-    split_files,
-)
+from fatlib.io.feature_store import FeatureStore, FeatureStoreError, read_manifest
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
 from fatlib.tools.synth import SynthConfig, generate_dataset
@@ -94,9 +89,9 @@ def test_manifest_records_counts_fingerprint_and_classes(store):
     assert manifest["classes"] == sorted(manifest["classes"]) and len(manifest["classes"]) == 10
     curated = manifest["splits"]["train_curated"]
     assert (curated["rows"], curated["errors"]) == (14, 7)
-    table = read_split_table(str(out), "train_curated")
+    table = FeatureStore.open(str(out)).table("train_curated")
     assert curated["frames"] == sum(table.column("n_frames").to_pylist())
-    files = split_files(str(out), "train_curated")
+    files = FeatureStore.open(str(out)).files("train_curated")
     assert curated["bytes"] == sum(storage.file_size(uri) for uri in files)
     assert curated["audio_seconds"] == pytest.approx(sum(table.column("seconds").to_pylist()), 1e-3)
     assert not (out / "_staging").exists()
@@ -106,8 +101,8 @@ def test_rows_decode_to_the_core_log_mel(dataset, store):
     root, _ = dataset
     out, _ = store
     cfg = MelConfig()
-    table = read_split_table(str(out), "train_noisy", cfg)
-    files = split_files(str(out), "train_noisy")
+    store = FeatureStore.open(str(out), cfg)
+    table, files = store.table("train_noisy"), store.files("train_noisy")
     meta = pq.read_schema(files[0]).metadata
     assert meta[b"fatlib.fingerprint"].decode() == cfg.fingerprint
     truth = pd.read_csv(root / "train_noisy.csv")
@@ -118,7 +113,7 @@ def test_rows_decode_to_the_core_log_mel(dataset, store):
         np.testing.assert_array_equal(stored, expected.astype(np.float16))
         labels = truth.set_index("fname").loc[row["fname"], "labels"].split(",")
         assert row["labels"] == labels
-    test_rows = read_split_table(str(out), "test").to_pylist()
+    test_rows = store.table("test").to_pylist()
     assert all(r["labels"] == [] for r in test_rows)
 
 
@@ -140,7 +135,7 @@ def test_other_fingerprint_is_refused_naming_both(dataset, store):
         preprocess(PreprocessConfig(data=str(root), out=str(out), mel=other))
     assert MelConfig().fingerprint in str(info.value) and other.fingerprint in str(info.value)
     with pytest.raises(FeatureStoreError, match=other.fingerprint):
-        split_files(str(out), "train_curated", other)
+        FeatureStore.open(str(out), other)
 
 
 def test_uncommitted_split_is_invisible_and_redone(dataset, ray_local, tmp_path):
@@ -150,9 +145,9 @@ def test_uncommitted_split_is_invisible_and_redone(dataset, ray_local, tmp_path)
     # What a job killed mid-commit leaves: files in place, no manifest entry.
     shutil.copytree(out / "test", out / "train_noisy")
     with pytest.raises(FeatureStoreError, match="not preprocessed"):
-        split_files(str(out), "train_noisy")
+        FeatureStore.open(str(out)).files("train_noisy")
     preprocess(PreprocessConfig(data=str(root), out=str(out), splits=("train_noisy",)))
-    assert len(read_split_table(str(out), "train_noisy")) == TINY.n_noisy
+    assert len(FeatureStore.open(str(out)).table("train_noisy")) == TINY.n_noisy
     assert set(read_manifest(str(out))["splits"]) == {"test", "train_noisy"}
 
 
@@ -195,7 +190,7 @@ def test_test_split_without_csv_takes_every_audio_file(ray_local, tmp_path):
     (root / "test" / "notes.txt").write_text("not a clip")
     out = tmp_path / "out"
     preprocess(PreprocessConfig(data=str(root), out=str(out), splits=("test",)))
-    names = read_split_table(str(out), "test").column("fname").to_pylist()
+    names = FeatureStore.open(str(out)).table("test").column("fname").to_pylist()
     assert sorted(names) == sorted(p.name for p in (root / "test").glob("*.wav"))
 
 
@@ -217,7 +212,7 @@ def test_input_and_output_on_s3(ray_local, s3_bucket, tmp_path):
     result = preprocess(PreprocessConfig(data=f"{s3_bucket}/data", out=f"{s3_bucket}/features"))
     by_split = {r.split: r for r in result.splits}
     assert (by_split["train_curated"].converted, by_split["train_curated"].failed) == (5, 1)
-    assert len(read_split_table(f"{s3_bucket}/features", "test")) == 2
+    assert len(FeatureStore.open(f"{s3_bucket}/features").table("test")) == 2
     manifest = read_manifest(f"{s3_bucket}/features")
     assert manifest["splits"]["train_curated"]["errors"] == 1
     text = storage.read_bytes(f"{s3_bucket}/features/_MANIFEST.json").decode()

@@ -15,10 +15,11 @@ import soundfile as sf
 from fatlib.core.config import MelConfig
 from fatlib.io import files, storage
 from fatlib.io.dataset import ManifestError, class_vocabulary, clips_digest, read_split
-from fatlib.io.feature_store import FeatureStoreError, read_manifest, read_split_table
+from fatlib.io.feature_store import FeatureStore, FeatureStoreError, read_manifest
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
 from fatlib.tools.synth import SynthConfig, generate_dataset
+from tests.conftest import downgrade_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.bad_input]
 JOB = Path(__file__).resolve().parents[2] / "jobs" / "preprocess.py"
@@ -46,7 +47,7 @@ def _job(monkeypatch, capsys, *args):
 
 
 def _stored(out):
-    table = read_split_table(str(out), "train_curated", columns=["fname", "labels"])
+    table = FeatureStore.open(str(out)).table("train_curated", columns=["fname", "labels"])
     return dict(zip(table.column("fname").to_pylist(), table.column("labels").to_pylist(),
                     strict=True))
 
@@ -104,7 +105,7 @@ def test_added_and_removed_clips_update_the_split_in_place(ray_local, tmp_path):
     first.to_csv(root / "train_curated.csv", index=False)
     _curated(root, out, batch_size=2)  # 8 clips: 4 parts of 2 clips
     before = {p.name: p.stat().st_mtime_ns for p in (out / "train_curated").glob("part-*")}
-    old_rows = read_split_table(str(out), "train_curated").to_pandas().set_index("fname")
+    old_rows = FeatureStore.open(str(out)).table("train_curated").to_pandas().set_index("fname")
 
     grown.to_csv(root / "train_curated.csv", index=False)
     (result,) = _curated(root, out, batch_size=2).splits
@@ -113,7 +114,7 @@ def test_added_and_removed_clips_update_the_split_in_place(ray_local, tmp_path):
     after = {p.name: p.stat().st_mtime_ns for p in (out / "train_curated").glob("part-*")}
     untouched = {name for name in before if after.get(name) == before[name]}
     assert len(untouched) == 3 and len(after) == 5  # the removed clip's part was rewritten
-    new_rows = read_split_table(str(out), "train_curated").to_pandas().set_index("fname")
+    new_rows = FeatureStore.open(str(out)).table("train_curated").to_pandas().set_index("fname")
     for fname in grown.fname.iloc[:-1]:  # kept rows are the very bytes stored before
         assert new_rows.loc[fname, "logmel"] == old_rows.loc[fname, "logmel"]
     entry = read_manifest(str(out))["splits"]["train_curated"]
@@ -272,13 +273,13 @@ def test_replaced_and_fixed_files_are_converted_again_and_nothing_else(ray_local
     assert "1 failed before and unchanged since" in grown.summary()
     errors = pd.read_parquet(out / "train_curated" / "_errors.parquet")
     assert errors.fname.tolist() == ["bad.wav"] and errors.version.iloc[0] != ""
-    old = read_split_table(str(out), "train_curated").to_pandas().set_index("fname")
+    old = FeatureStore.open(str(out)).table("train_curated").to_pandas().set_index("fname")
     replaced = table.fname[0]
     _replace_audio(folder / replaced, seed=1)
     (folder / "bad.wav").write_bytes((folder / table.fname[1]).read_bytes())  # fixed
     (update,) = _curated(root, out).splits
     assert (update.converted, update.failed, update.removed, update.kept) == (2, 0, 0, 4)
-    new = read_split_table(str(out), "train_curated").to_pandas().set_index("fname")
+    new = FeatureStore.open(str(out)).table("train_curated").to_pandas().set_index("fname")
     assert new.loc[replaced, "logmel"] != old.loc[replaced, "logmel"]
     for fname in table.fname[1:]:  # the others are the very bytes stored before
         assert new.loc[fname, "logmel"] == old.loc[fname, "logmel"]
@@ -299,6 +300,25 @@ def test_a_store_without_file_versions_is_rebuilt_not_trusted(ray_local, tmp_pat
     (result,) = _curated(root, out).splits
     assert (result.converted, result.kept) == (4, None)
     assert read_manifest(str(out))["splits"]["train_curated"]["versions_digest"]
+
+
+def test_a_store_from_before_clip_stats_is_refused_then_rebuilt_with_overwrite(ray_local,
+                                                                               tmp_path):
+    root, out = tmp_path / "data", tmp_path / "out"
+    _dataset(root)
+    _curated(root, out)
+    old = downgrade_store(out, tmp_path / "old")
+    manifest = (old / "_MANIFEST.json").read_text()
+    with pytest.raises(FeatureStoreError) as info:
+        _curated(root, old)
+    assert str(info.value) == (
+        f"{old}: feature store of format 1, from before per-clip dB statistics, which this "
+        f"fatlib no longer reads; rebuild it with python jobs/preprocess.py --data {root} "
+        f"--out {old} --overwrite")
+    assert (old / "_MANIFEST.json").read_text() == manifest  # refused before any write
+    (result,) = _curated(root, old, overwrite=True).splits
+    assert result.converted == 4 and read_manifest(str(old))["format"] == 2
+    assert len(FeatureStore.open(str(old)).table("train_curated")) == 4
 
 
 def test_a_csv_without_rows_is_refused_naming_it_and_the_other_splits_commit(
@@ -351,3 +371,12 @@ def test_a_conversion_that_fails_midway_leaves_no_staged_parts(ray_local, tmp_pa
     assert not staging.exists() or list(staging.iterdir()) == []
     assert read_manifest(str(tmp_path / "out")) is None or \
         "train_curated" not in read_manifest(str(tmp_path / "out"))["splits"]
+
+
+def test_a_config_built_in_code_is_checked_like_the_flags(tmp_path):
+    from fatlib.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--batch-size must be >= 1, got 0"):
+        preprocess(PreprocessConfig(data=str(tmp_path / "d"), out=str(tmp_path / "f"),
+                                    batch_size=0))
+    assert not (tmp_path / "f").exists()

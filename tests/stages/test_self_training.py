@@ -4,6 +4,7 @@ rule and --noisy-labels on their own, without Ray."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,19 +13,18 @@ import pytest
 from fatlib.core.config import ConfigError, MelConfig
 from fatlib.core.features import CLIP_STATS
 from fatlib.io.dataset import ManifestError, read_truth
-from fatlib.io.feature_store import SplitInfo, new_manifest, write_rows
+from fatlib.io.feature_rows import write_rows
+from fatlib.io.feature_store import FeatureStore, SplitInfo, new_manifest
 from fatlib.io.store_commits import commit_split
 from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.infer.pipeline import infer
-from fatlib.stages.preprocess.config import PreprocessConfig
-from fatlib.stages.preprocess.convert import preprocess
 from fatlib.stages.self_train.self_training import relabel, self_train, write_labels_csv
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.datasets import _noisy_labels, _select
-from fatlib.tools.synth import SynthConfig, generate_dataset
+from tests.conftest import SMALL_STORE
 
 CLASSES = ["Bark", "Meow", "Purr"]
-N_NOISY = 10
+N_NOISY = SMALL_STORE["n_noisy"]
 AGREE = 0.45
 
 
@@ -81,18 +81,19 @@ def test_noisy_labels_listing_no_noisy_clip_are_one_line(tmp_path):
     cfg = TrainConfig(features=str(root), out="o", noisy="warmup",
                       noisy_labels=str(tmp_path / "labels.csv"))
     with pytest.raises(ManifestError, match="lists none of train_noisy's 1 clips"):
-        _noisy_labels(cfg)
+        _noisy_labels(cfg, FeatureStore.open(str(root)))
 
 
 def test_noisy_labels_outside_the_vocabulary_are_one_line(tmp_path):
-    (tmp_path / "_MANIFEST.json").write_text(json.dumps({"classes": CLASSES}))
+    store = FeatureStore(str(tmp_path), new_manifest(MelConfig(), CLASSES, "synthetic"))
     write_labels_csv(str(tmp_path / "labels.csv"), {"a.wav": ["Bark", "Moo"]})
     cfg = TrainConfig(features=str(tmp_path), out="o", noisy="mix",
                       noisy_labels=str(tmp_path / "labels.csv"))
     with pytest.raises(ManifestError, match="a.wav has label 'Moo', not in the feature store"):
-        _noisy_labels(cfg)
+        _noisy_labels(cfg, store)
     with pytest.raises(ManifestError, match="--noisy-labels file not found"):
-        _noisy_labels(TrainConfig(features=str(tmp_path), out="o", noisy_labels="missing.csv"))
+        _noisy_labels(TrainConfig(features=str(tmp_path), out="o", noisy_labels="missing.csv"),
+                      store)
 
 
 def test_noisy_labels_need_the_noisy_split_in_training():
@@ -108,7 +109,8 @@ def test_noisy_labels_need_the_noisy_split_in_training():
 
 def test_self_training_refuses_a_store_without_noisy_clips_before_any_work(tmp_path):
     (tmp_path / "features").mkdir()
-    (tmp_path / "features" / "_MANIFEST.json").write_text(json.dumps({"splits": {}}))
+    (tmp_path / "features" / "_MANIFEST.json").write_text(
+        json.dumps(new_manifest(MelConfig(), CLASSES, "synthetic")))
     cfg = TrainConfig(features=str(tmp_path / "features"), out=str(tmp_path / "st"))
     with pytest.raises(ConfigError, match="self-training relabels train_noisy, and this"):
         self_train(cfg)
@@ -118,13 +120,13 @@ def test_self_training_refuses_a_store_without_noisy_clips_before_any_work(tmp_p
 
 
 @pytest.fixture(scope="module")
-def self_trained(ray_local, tmp_path_factory):
-    root = tmp_path_factory.mktemp("self-train")
-    generate_dataset(root / "data", SynthConfig(n_curated=12, n_noisy=N_NOISY, n_test=4,
-                                                max_seconds=1.5, sample_rate=16000))
-    preprocess(PreprocessConfig(data=str(root / "data"), out=str(root / "features")))
-    cfg = TrainConfig(features=str(root / "features"), out=str(root / "st"), workers=1,
-                      epochs=1, batch_size=8, crop_frames=32, valid_crops=1, fold=0, n_folds=2)
+def self_trained(small_store, tmp_path_factory):
+    root = small_store  # read here, written under out
+    out = tmp_path_factory.mktemp("self-train") / "st"
+    # A fold's worker takes 0.98 CPU: the teacher's two folds (the student's too) train at once.
+    cfg = TrainConfig(features=str(root / "features"), out=str(out), workers=1,
+                      cpus_per_worker=0.98, epochs=1, batch_size=8, crop_frames=32,
+                      valid_crops=1, fold=0, n_folds=2)
     # One epoch's teacher scores every class 0.3-0.6: at 0.45 it confirms some labels,
     # replaces others, and the student trains on noisy clips.
     return root, cfg, self_train(cfg, agree=AGREE)
@@ -132,8 +134,8 @@ def self_trained(ray_local, tmp_path_factory):
 
 @pytest.mark.slow
 def test_teacher_relabels_the_noisy_split_and_the_student_is_an_ensemble(self_trained, tmp_path):
-    root, _, result = self_trained
-    st = root / "st"
+    root, cfg, result = self_trained
+    st = Path(cfg.out)
     for run in ("teacher", "student"):
         doc = json.loads((st / run / "ensemble.json").read_text())
         assert [m["artifact"] for m in doc["models"]] == ["fold-0/model", "fold-1/model"]
@@ -155,13 +157,13 @@ def test_teacher_relabels_the_noisy_split_and_the_student_is_an_ensemble(self_tr
     assert "student - teacher out-of-fold lwlrap" in result.summary()
     scored = infer(InferConfig(models=(str(st / "student"),), data=str(root / "data"),
                                out=str(tmp_path), run_id="student", tta=1))
-    assert scored.models == 2 and scored.scored == 4
+    assert scored.models == 2 and scored.scored == SMALL_STORE["n_test"]
 
 
 @pytest.mark.slow
 def test_a_rerun_trains_only_the_unfinished_student_fold(self_trained):
-    root, cfg, _ = self_trained
-    st = root / "st"
+    _, cfg, _ = self_trained
+    st = Path(cfg.out)
     done = [*(st / "teacher").rglob("*"), *(st / "noisy-scores").rglob("*"),
             st / "noisy_labels.csv", st / "relabel.json", *(st / "student" / "fold-0").rglob("*")]
     # ensemble.json is rewritten by every K-fold call, _LOCK by every job: neither is work.

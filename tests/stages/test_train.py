@@ -16,7 +16,7 @@ from fatlib.core.features import CLIP_STATS
 from fatlib.core.labels import multi_hot
 from fatlib.io import storage
 from fatlib.io.artifact import load_model
-from fatlib.io.feature_store import FeatureStoreError
+from fatlib.io.feature_store import FeatureStore, FeatureStoreError
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
 from fatlib.stages.runtime import ResourceError
@@ -25,7 +25,7 @@ from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.driver import train
 from fatlib.stages.train.run_dir import RUN_CONFIG
 from fatlib.tools.synth import SynthConfig, generate_dataset
-from tests.conftest import downgrade_store
+from tests.conftest import SMALL_STORE, downgrade_store
 
 pytestmark = pytest.mark.slow
 # Small but learnable: 100 curated clips (80 train / 20 valid), 64-frame crops.
@@ -46,6 +46,18 @@ def _cfg(features, out, **kw):
     base = dict(features=features, out=str(out), workers=2, epochs=4, lr=3e-3, batch_size=16,
                 crop_frames=64, valid_crops=2, seed=0)
     return TrainConfig(**{**base, **kw})
+
+
+def _one_cycle_lr(max_lr: float, total_steps: int, steps: int) -> float:
+    """torch's one-cycle LR (the training loop's schedule) after `steps` optimizer steps of a
+    schedule laid out over total_steps."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=max_lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr,
+                                                   total_steps=total_steps)
+    for _ in range(steps):
+        optimizer.step()
+        schedule.step()
+    return schedule.get_last_lr()[0]
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +101,9 @@ def test_artifact_holds_everything_inference_needs(drilled_run, features):
     config = meta_doc["metrics"]["config"]
     assert (config["noisy"], config["noisy_smoothing"], config["pad"]) == ("mix", 0.2, "silence")
     assert result.history[0]["samples"] > len(read_oof(str(out))) * 4  # > the 80 curated
-    meta, model = load_model(str(out / "model"))
+    meta, model = load_model(str(out / "model"))  # dB crops and their clips' stats in
     with torch.no_grad():
-        logits = model(torch.zeros(2, 1, 128, 64))
+        logits = model(torch.full((2, 128, 64), -40.0), torch.ones(2, 4))
     assert logits.shape == (2, len(meta.classes))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["lwlrap"] == pytest.approx(max(h["lwlrap"] for h in result.history))
@@ -101,19 +113,17 @@ def test_artifact_holds_everything_inference_needs(drilled_run, features):
 def test_the_reported_lwlrap_is_the_exported_models(drilled_run, features):
     from fatlib.core.metrics import lwlrap
     from fatlib.core.scoring import combine, tta_logits
-    from fatlib.io.feature_store import read_split_table
 
     out, result = drilled_run  # 2 workers: each rank used to validate with its own BN stats
     meta, model = load_model(str(out / "model"))
     valid = set(read_oof(str(out))["fname"])
-    rows = read_split_table(features, "train_curated").to_pydict()
+    rows = FeatureStore.open(features).table("train_curated").to_pydict()
     keep = [i for i, f in enumerate(rows["fname"]) if f in valid]
     rows = {k: [v[i] for i in keep] for k, v in rows.items()}
     stats = np.stack([rows[name] for name in CLIP_STATS], 1).astype(np.float32)
     with torch.no_grad():
-        logits = tta_logits(model.eval(), rows["logmel"], rows["n_frames"], stats,
-                            meta.normalisation, meta.mel.n_mels, meta.crop_frames, 2,
-                            torch.device("cpu"))
+        logits = tta_logits(model, rows["logmel"], rows["n_frames"], stats, meta.mel.n_mels,
+                            meta.crop_frames, 2, torch.device("cpu"))
     truth = multi_hot(rows["labels"], meta.classes)
     assert len(keep) == len(valid) > 0
     assert lwlrap(truth, combine(logits)) == pytest.approx(result.best_lwlrap, abs=1e-4)
@@ -121,26 +131,22 @@ def test_the_reported_lwlrap_is_the_exported_models(drilled_run, features):
 
 def test_global_normalisation_is_the_training_clips_db_mean_and_std(features, tmp_path):
     from fatlib.core.features import decode_logmel
-    from fatlib.io.feature_store import read_split_table
     from fatlib.stages.train.inputs import training_inputs
 
     cfg = _cfg(features, tmp_path / "run", normalisation="global")
     inputs = training_inputs(cfg)  # from the stored per-clip stats, no log-mel read
-    rows = read_split_table(features, "train_curated").to_pylist()
+    rows = FeatureStore.open(features).table("train_curated").to_pylist()
     values = np.concatenate([decode_logmel(r["logmel"], 128, r["n_frames"]).ravel()
                              for r in rows if r["fname"] not in inputs.valid_names])
     assert inputs.norm.mean == pytest.approx(values.astype(np.float64).mean(), rel=1e-5)
     assert inputs.norm.std == pytest.approx(values.astype(np.float64).std(), rel=1e-4)
-    old = downgrade_store(Path(features), tmp_path / "old")  # no stats: log-mels sampled
-    legacy = training_inputs(replace(cfg, features=str(old))).norm
-    assert (legacy.mean, legacy.std) == pytest.approx((inputs.norm.mean, inputs.norm.std),
-                                                      rel=1e-4)
 
 
-def test_stopped_run_continues_with_resume(features, tmp_path):
+def test_stopped_run_continues_with_resume(small_store, tmp_path):
     out = tmp_path / "stopped"
     # With a weight average: the resumed run continues both the network and its average.
-    cfg = _cfg(features, out, workers=1, epochs=2, max_failures=0, fail_after_epoch=1, ema=1.0)
+    cfg = _cfg(str(small_store / "features"), out, workers=1, epochs=2, max_failures=0,
+               fail_after_epoch=1, ema=1.0)
     with pytest.raises(Exception):  # noqa: B017 - the crash surfaces as Ray's own error type
         train(cfg)
     [crashed] = [torch.load(p, weights_only=False) for p in out.glob("checkpoint_*/state.pt")]
@@ -169,7 +175,7 @@ def test_stopped_run_continues_with_resume(features, tmp_path):
     steps = json.loads((out / "metrics.json").read_text())["steps_per_epoch"]
     assert best["updates"] == best["epoch"] * steps  # one update per optimizer step
     _, model = load_model(str(out / "model"))
-    exported = model.state_dict()
+    exported = model.network.state_dict()
     assert all(torch.equal(exported[k], v) for k, v in best["model"].items())
     assert not torch.equal(exported["fc.weight"], best["trained"]["fc.weight"])
 
@@ -216,16 +222,22 @@ def test_the_default_recipe_mixes_in_the_noisy_split_with_soft_targets():
             TrainConfig(features="f", out="o", noisy=noisy).with_noisy(store_has_noisy=False)
 
 
-def test_noisy_warmup_then_curated_epochs_with_sound_mixing(features, tmp_path):
-    result = train(_cfg(features, tmp_path / "run", workers=1, epochs=3, noisy="warmup",
-                        noisy_warmup=1, sound_mix=0.5))
-    # Epoch 1 is one pass over train_noisy (20 clips), then the curated training fold (~80).
+def test_noisy_warmup_then_curated_epochs_with_sound_mixing(small_store, tmp_path):
+    from fatlib.stages.train.inputs import training_inputs
+
+    cfg = _cfg(str(small_store / "features"), tmp_path / "run", workers=1, epochs=3,
+               noisy="warmup", noisy_warmup=1, sound_mix=0.5)
+    result = train(cfg)
+    # Epoch 1 is one pass over train_noisy, then the curated training fold.
     samples = [h["samples"] for h in result.history]
-    assert samples[0] == 20 and 70 <= samples[1] == samples[2] <= 90
+    curated = SMALL_STORE["n_curated"] - len(training_inputs(cfg).valid_names)
+    assert samples == [SMALL_STORE["n_noisy"], curated, curated]
     assert all(np.isfinite(h["train_loss"]) for h in result.history)
-    # One one-cycle schedule over the noisy and the curated steps: at its end (1e-4 after 12
-    # steps), where a schedule counting curated steps only would still be at 6e-4.
-    assert result.history[-1]["lr"] < 0.1 * 3e-3
+    # One one-cycle schedule over the noisy and the curated steps (1 + 2 x 2 of 16 clips), not
+    # one counting curated steps only (3 x 2): each epoch ends at that schedule's LR.
+    steps = np.cumsum([-(-n // cfg.batch_size) for n in samples])
+    assert [h["lr"] for h in result.history] == pytest.approx(
+        [_one_cycle_lr(cfg.lr, int(steps[-1]), int(k)) for k in steps])
     meta = json.loads((tmp_path / "run" / "model" / "meta.json").read_text())
     assert meta["arch"] == "resnet18"
 
@@ -233,18 +245,18 @@ def test_noisy_warmup_then_curated_epochs_with_sound_mixing(features, tmp_path):
 @pytest.mark.bad_input
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"recipe": "seed", "mixup": 0.4}, "seed recipe has no mixup"),
+    [({"recipe": "seed", "mixup": 0.4}, "^--recipe seed has no --mixup \\(it is the seed"),
      ({"fold": 5, "n_folds": 5}, "fold"),
      ({"arch": "resnet50"}, "arch must be one of"),
      ({"resized_crop": 1.0}, "^--resized-crop must be < 1, got 1$"),
      ({"lr": float("inf")}, "^--lr must be a finite number, got inf$"),
      ({"batch_size": 1}, "batch size must be >= the number of workers"),
-     ({"recipe": "seed", "resized_crop": 0.2}, "seed recipe has no.*resized crops"),
-     ({"recipe": "seed", "freq_shift": 4}, "seed recipe has no.*frequency shifts"),
-     ({"recipe": "seed", "ema": 2.0}, "seed recipe has no.*weight averaging"),
-     ({"recipe": "seed", "pad": "wrap"}, "seed recipe has no.*wrap padding"),
-     ({"recipe": "seed", "centre_bands": True}, "seed recipe has no.*band centring"),
-     ({"recipe": "seed", "sound_mix": 0.5}, "seed recipe has no.*sound mixing"),
+     ({"recipe": "seed", "resized_crop": 0.2}, "seed has no --resized-crop "),
+     ({"recipe": "seed", "freq_shift": 4}, "seed has no --freq-shift "),
+     ({"recipe": "seed", "ema": 2.0}, "seed has no --ema "),
+     ({"recipe": "seed", "pad": "wrap"}, "seed has no --pad wrap "),
+     ({"recipe": "seed", "centre_bands": True}, "seed has no --centre-bands "),
+     ({"recipe": "seed", "sound_mix": 0.5}, "seed has no --sound-mix "),
      ({"noisy": "warmup", "noisy_warmup": 4}, "--noisy-warmup must leave at least one"),
      ({"arch": "cnn10", "crop_frames": 8}, "cnn10 models need crops of >= 16 frames")],
 )
@@ -275,10 +287,16 @@ def test_run_report_shows_only_files_that_exist(drilled_run, features):
     assert "http" not in page  # self-contained: nothing fetched from elsewhere
 
 
-def test_a_store_written_before_clip_stats_still_trains(features, tmp_path):
+@pytest.mark.bad_input
+def test_a_store_written_before_clip_stats_is_refused_with_the_rebuild_command(features,
+                                                                               tmp_path):
     old = downgrade_store(Path(features), tmp_path / "old")
-    result = train(_cfg(str(old), tmp_path / "run", workers=1, epochs=1, noisy="mix"))
-    assert result.history[0]["samples"] > 0 and 0 < result.best_lwlrap <= 1
+    with pytest.raises(FeatureStoreError) as info:
+        train(_cfg(str(old), tmp_path / "run", workers=1, epochs=1))
+    data = Path(features).parent / "data"  # the store's source, named in the command
+    assert str(info.value).endswith(f"python jobs/preprocess.py --data {data} --out {old} "
+                                    "--overwrite")
+    assert "\n" not in str(info.value) and not (tmp_path / "run" / RUN_CONFIG).exists()
 
 
 def test_shuffled_batches_cover_every_row_once_in_a_new_seeded_order(ray_local):
@@ -322,7 +340,7 @@ def test_every_recipe_option_trains_and_lands_in_the_artifact(features, tmp_path
     assert meta["metrics"]["config"]["freq_shift"] == 2
     _, model = load_model(str(out / "model"))
     with torch.no_grad():
-        assert model(torch.zeros(1, 3, 128, 50)).shape[1] == len(meta["classes"])
+        assert model(torch.zeros(1, 128, 50), torch.ones(1, 4)).shape[1] == len(meta["classes"])
 
 
 @pytest.mark.bad_input

@@ -16,10 +16,7 @@ import pytest
 from fatlib.core.config import ConfigError
 from fatlib.stages.lr_find.config import SweepSettings
 from fatlib.stages.lr_find.sweep import find_lr
-from fatlib.stages.preprocess.config import PreprocessConfig
-from fatlib.stages.preprocess.convert import preprocess
 from fatlib.stages.train.config import TrainConfig
-from fatlib.tools.synth import SynthConfig, generate_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = ROOT / "jobs" / "tune.py"
@@ -27,12 +24,8 @@ parse = runpy.run_path(str(JOB))["parse"]  # jobs/tune.py's flags -> TuneSetting
 
 
 @pytest.fixture(scope="module")
-def features(ray_local, tmp_path_factory):
-    root = tmp_path_factory.mktemp("tune-data")
-    generate_dataset(root / "data", SynthConfig(n_curated=60, n_noisy=0, n_test=0,
-                                                max_seconds=2.0, sample_rate=16000))
-    preprocess(PreprocessConfig(data=str(root / "data"), out=str(root / "features")))
-    return str(root / "features")
+def features(small_store):
+    return str(small_store / "features")
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +33,10 @@ def experiment(features, tmp_path_factory):
     """jobs/tune.py killed (SIGKILL, whole process group) once a trial has finished, then the
     same command again: it resumes. Returns (out, trial files before the resume, its stdout)."""
     out = tmp_path_factory.mktemp("tune") / "exp"
+    # One worker a trial (DDP is the training tests' concern): two trials hold 2 processes.
     command = [sys.executable, "jobs/tune.py", "--features", features, "--out", str(out),
                "--samples", "3", "--max-concurrent", "2", "--epochs", "2", "--batch-size", "16",
-               "--crops", "32,64", "--mixups", "0,0.2", "--specaugments"]
+               "--crops", "32,64", "--mixups", "0,0.2", "--specaugments", "--workers", "1"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
     with open(out.parent / "first-run.log", "w") as log:
         first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log,
@@ -144,11 +138,43 @@ def test_specaugment_flags_choose_what_trials_sample(tmp_path, flags, searched):
     assert _search_space(settings)["specaugment"].categories == searched
 
 
+def test_the_search_table_is_what_trials_sample_and_results_show(tmp_path):
+    import numpy as np
+
+    from fatlib.stages.tune.config import (
+        SEARCH,
+        SEARCHED,
+        TuneSettings,
+        train_command,
+        trial_config,
+    )
+    from fatlib.stages.tune.search import _search_space, _trials_table
+
+    settings = _settings(tmp_path, "--lr-min", "0.001", "--lr-max", "0.01", "--crops", "32,64",
+                         "--mixups", "0,0.4")
+    for searched in SEARCH:  # each row names a training field and the search flags it reads
+        assert searched.field in TrainConfig.__dataclass_fields__
+        assert set(searched.sources) <= set(TuneSettings.__dataclass_fields__)
+    space = _search_space(settings)
+    assert list(space) == list(SEARCHED) == ["lr", "crop_frames", "mixup", "specaugment"]
+    assert (space["lr"].lower, space["lr"].upper) == (0.001, 0.01)
+    assert space["crop_frames"].categories == [32, 64] and space["mixup"].categories == [0, 0.4]
+    assert list(_trials_table([]).columns) == ["trial_id", *SEARCHED, "lwlrap", "epoch",
+                                               "epochs_run", "valid_loss"]
+    # Tune hands numpy values: a trial's config holds the fields' own types.
+    trial = trial_config(settings.base, {"lr": np.float64(0.002), "crop_frames": np.int64(32),
+                                         "mixup": np.float64(0.4), "specaugment": np.bool_(1)})
+    assert [type(getattr(trial, f)) for f in SEARCHED] == [float, int, float, bool]
+    # The printed command names every searched flag, even at its default.
+    default = trial_config(settings.base, {"lr": 3e-3, "crop_frames": 128, "mixup": 0.0,
+                                           "specaugment": False})
+    args = shlex.split(train_command(default))
+    assert {"--lr", "--crop-frames", "--mixup", "--no-specaugment"} <= set(args)
+
+
 @pytest.mark.bad_input
 @pytest.mark.parametrize("flags, words", [
     (("--lr-min", "0.1", "--lr-max", "0.001"), "--lr-min 0.1 is above --lr-max 0.001"),
-    (("--crops", ","), "--crops names no crop length"),
-    (("--mixups", ","), "--mixups names no mixup alpha"),
     (("--grace-epochs", "3", "--epochs", "2"), "--grace-epochs 3 is above --epochs 2"),
     (("--crops", "8,64", "--deltas"), "--crop-frames 8"),
     (("--recipe", "seed", "--mixups", "0"), "--specaugment (from --crops, --mixups"),
@@ -161,10 +187,9 @@ def test_a_search_no_trial_could_run_is_one_line_before_ray(tmp_path, flags, wor
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("out", ["", "features", "features/exp"])
-def test_an_empty_out_or_one_inside_the_store_is_refused(tmp_path, out):
-    settings, _ = parse(["--features", str(tmp_path / "features"), "--out",
-                         str(tmp_path / out) if out else ""])
+@pytest.mark.parametrize("out", ["features", "features/exp"])
+def test_an_out_inside_the_store_is_refused(tmp_path, out):
+    settings, _ = parse(["--features", str(tmp_path / "features"), "--out", str(tmp_path / out)])
     with pytest.raises(ConfigError, match="--out"):
         settings.check()
 
@@ -175,6 +200,8 @@ def test_an_empty_out_or_one_inside_the_store_is_refused(tmp_path, out):
     (("--lr-min", "inf"), "--lr-min: must be a finite"), (("--samples", "0"), "--samples"),
     (("--max-concurrent", "0"), "--max-concurrent"), (("--crops", "7"), "--crops: must be >= 8"),
     (("--mixups", "0,-0.1"), "--mixups: must be >= 0"), (("--grace-epochs", "0"), "--grace"),
+    (("--crops", ","), "--crops: must not be empty"), (("--mixups", ","), "--mixups: must not"),
+    (("--out", ""), "--out: must not be empty"),
 ])
 def test_a_bad_search_flag_is_one_line_as_it_parses(tmp_path, capsys, flags, words):
     with pytest.raises(SystemExit) as caught:

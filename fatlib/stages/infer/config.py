@@ -21,7 +21,7 @@ class InferConfig:
 
     models: tuple[str, ...] = option(help="model artifact, training run or K-fold run directory "
                                      "(its ensemble), or s3://...; repeat for an ensemble",
-                                     flag="model", append=True)
+                                     flag="model", append=True, empty=False)
     data: str = option(help="dataset root (test/), a folder of audio files, or a feature store")
     out: str = option(help="predictions root: a directory or s3://...")
     split: str = option("test", "split to score when --data is a feature store")

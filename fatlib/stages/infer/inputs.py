@@ -11,7 +11,6 @@ import ray.data
 import torch
 
 from fatlib.core.features import CLIP_STATS
-from fatlib.core.inputs import with_stats
 from fatlib.io import files, predictions, storage
 from fatlib.io.clips import clip_row
 from fatlib.io.dataset import (
@@ -22,7 +21,7 @@ from fatlib.io.dataset import (
     read_truth,
     require_unique_columns,
 )
-from fatlib.io.feature_store import MANIFEST, has_clip_stats, read_split_table, split_paths
+from fatlib.io.feature_store import FeatureStore
 from fatlib.stages.infer.config import InferConfig, InferenceError
 from fatlib.stages.runtime import cluster_cpus
 
@@ -47,20 +46,19 @@ class Inputs:
 def input_rows(cfg: InferConfig, mel, classes, ledger: predictions.Ledger) -> Inputs:
     """The rows to score: a feature store split's, or the audio clips', less what the
     ledger says is done."""
-    if storage.is_file(storage.join(cfg.data, MANIFEST)):
-        table = read_split_table(cfg.data, cfg.split, mel, columns=["fname", "labels"])
+    store = FeatureStore.find(cfg.data, mel)
+    if store is not None:
+        table = store.table(cfg.split, columns=["fname", "labels"])
         labels = dict(zip(table.column("fname").to_pylist(), table.column("labels").to_pylist(),
                           strict=True))
         truth = {f: v for f, v in labels.items() if v} or None
         skipped = len(set(labels) & ledger.scored)
         if skipped == len(labels):
             return Inputs(None, truth, skipped, 0, 0)
-        fs, paths = split_paths(cfg.data, cfg.split, mel)
+        fs, paths = store.paths(cfg.split)
         ds = ray.data.read_parquet(paths, filesystem=fs)
-        stats = list(CLIP_STATS) if has_clip_stats(cfg.data, cfg.split) else []
-        ds = ds.select_columns(["fname", "logmel", "n_frames", *stats]).map_batches(
-            _not_done, fn_kwargs={"done": sorted(ledger.scored), "n_mels": mel.n_mels},
-            batch_format="numpy")
+        ds = ds.select_columns(["fname", "logmel", "n_frames", *CLIP_STATS]).map_batches(
+            _not_done, fn_kwargs={"done": sorted(ledger.scored)}, batch_format="numpy")
         return Inputs(ds, truth, skipped, 0, len(labels) - skipped)
     folder, clips, truth = _audio_clips(cfg.data, classes)
     versions = files.file_versions(folder)  # "" for a listed clip with no file
@@ -110,9 +108,9 @@ def _log_mels(batch: pa.Table, mel) -> dict[str, np.ndarray]:
             **{name: np.array([r[name] for r in rows], dtype=np.float32) for name in CLIP_STATS}}
 
 
-def _not_done(batch: dict, done: list[str], n_mels: int) -> dict:
-    """Feature rows not yet scored, with their clip stats and an empty error column."""
+def _not_done(batch: dict, done: list[str]) -> dict:
+    """Feature rows not yet scored, with an empty error column."""
     keep = ~np.isin(batch["fname"], done)
-    out = with_stats({key: value[keep] for key, value in batch.items()}, n_mels)
+    out = {key: value[keep] for key, value in batch.items()}
     out["error"] = np.full(int(keep.sum()), "", dtype=object)
     return out

@@ -17,7 +17,7 @@ import numpy as np
 import ray.data
 import torch
 
-from fatlib.core.config import TTA_COMBINATIONS
+from fatlib.core.bounds import check_bounds
 from fatlib.core.inputs import batch_stats
 from fatlib.core.labels import LabelError, multi_hot
 from fatlib.core.metrics import lwlrap
@@ -129,9 +129,9 @@ class Scorer:
             try:
                 stats = batch_stats(rows, n_mels)
                 for m, (meta, model) in enumerate(self.models):
-                    logits = clip_logits(model, rows["logmel"], rows["n_frames"], stats,
-                                         meta.normalisation, n_mels, meta.crop_frames,
-                                         None if self.whole_clip else self.tta, self.device)
+                    logits = clip_logits(model, rows["logmel"], rows["n_frames"], stats, n_mels,
+                                         meta.crop_frames, None if self.whole_clip else self.tta,
+                                         self.device)
                     each[ok, m] = combine(logits, self.how)
             except Exception as e:
                 # The job's one-line error names the clips (stages.console.root_cause reads
@@ -150,12 +150,7 @@ def _scoring_note(fnames: np.ndarray) -> str:
 def _check_models(cfg: InferConfig) -> list[tuple[ModelMeta, bytes]]:
     """Every artifact's meta and verified weights; refuse mixed vocabularies or fingerprints,
     bad settings."""
-    if not cfg.models:
-        raise InferenceError("no --model given")
-    if cfg.tta < 1:
-        raise InferenceError("--tta must be >= 1")
-    if cfg.combine not in TTA_COMBINATIONS:
-        raise InferenceError(f"--tta-combine must be one of {TTA_COMBINATIONS}")
+    check_bounds(cfg)  # each field as its option() declares it (--model, --tta, ...)
     checked = [check_artifact(uri) for uri in cfg.models]  # digests, weights fit the network
     first = checked[0][0]
     for uri, (meta, _) in zip(cfg.models[1:], checked[1:], strict=True):

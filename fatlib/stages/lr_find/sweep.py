@@ -13,12 +13,14 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from fatlib.core.bounds import check_bounds
 from fatlib.core.config import ConfigError
 from fatlib.core.inputs import training_batch
 from fatlib.core.losses import weighted_bce
 from fatlib.core.models import build_model
 from fatlib.io import storage
-from fatlib.io.feature_store import feature_columns, read_split_table
+from fatlib.io.feature_rows import feature_columns
+from fatlib.io.feature_store import FeatureStore
 from fatlib.stages.lr_find.config import LRFinderResult, SweepSettings
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.inputs import input_spec, training_inputs
@@ -84,13 +86,14 @@ def suggestions(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
 
 def find_lr(cfg: TrainConfig, sweep: SweepSettings = SweepSettings()) -> LRFinderResult:
     """LR range test of a fresh model on the store's training fold, with the stage's batches."""
+    check_bounds(sweep)  # a sweep built in code gets the checks its flags get
     if sweep.start >= sweep.end:
         raise ConfigError(f"--start {sweep.start:g} must be below --end {sweep.end:g}")
     cfg = replace(cfg, features=storage.absolute(cfg.features))
     storage.check_uri(sweep.plot)
     inputs = training_inputs(cfg)
     model = build_model(cfg.arch, len(inputs.classes), in_channels=inputs.norm.channels)
-    rows = _training_rows(cfg, inputs.valid_names)
+    rows = _training_rows(inputs.store, inputs.valid_names)
     rng = np.random.default_rng(cfg.seed)
     spec = input_spec(cfg, inputs.norm)
     batches = (training_batch(b, spec, inputs.classes, rng)
@@ -98,9 +101,9 @@ def find_lr(cfg: TrainConfig, sweep: SweepSettings = SweepSettings()) -> LRFinde
     return lr_range_test(model, batches, start=sweep.start, end=sweep.end, steps=sweep.steps)
 
 
-def _training_rows(cfg: TrainConfig, valid_names: set[str]) -> dict[str, np.ndarray]:
+def _training_rows(store: FeatureStore, valid_names: set[str]) -> dict[str, np.ndarray]:
     """The training fold's rows as columns (fname, labels, n_frames, logmel, stats, weight)."""
-    columns = feature_columns(read_split_table(cfg.features, "train_curated", cfg.mel))
+    columns = feature_columns(store.table("train_curated"))
     keep = ~np.isin(columns["fname"], sorted(valid_names))
     return {name: values[keep] for name, values in columns.items()}
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import ray.data
 import torch
 
+from fatlib.core.bounds import check_bounds
 from fatlib.core.config import MelConfig
 from fatlib.io import storage
 from fatlib.io.clips import clip_row
@@ -33,16 +34,8 @@ from fatlib.io.dataset import (
     split_source,
     versions_digest,
 )
-from fatlib.io.feature_store import (
-    ERRORS_FILE,
-    ROW_SCHEMA,
-    FeatureStoreError,
-    SplitInfo,
-    part_name,
-    rewrite_part,
-    write_errors,
-    write_rows,
-)
+from fatlib.io.feature_rows import ROW_SCHEMA, part_name, rewrite_part, write_errors, write_rows
+from fatlib.io.feature_store import ERRORS_FILE, FeatureStore, FeatureStoreError, SplitInfo
 from fatlib.io.locks import holding
 from fatlib.io.store_commits import commit_split
 from fatlib.stages.preprocess.config import PreprocessConfig, PreprocessResult, SplitResult
@@ -71,6 +64,7 @@ class NothingConvertedError(FeatureStoreError):
 def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
     """Convert the requested splits: new ones whole, changed ones by their new and removed clips,
     unchanged ones not at all; NothingConvertedError for splits where every clip failed."""
+    check_bounds(cfg)  # a config built in code gets the checks its flags get
     cfg = replace(cfg, data=storage.absolute(cfg.data), out=storage.absolute(cfg.out))
     require_dataset(cfg.data)
     splits = list(cfg.splits) or available_splits(cfg.data)
@@ -80,7 +74,8 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
     # Every manifest is validated, and every refusal made, before anything is written.
     clips = {split: read_split(cfg.data, split, classes) for split in splits}
     manifest = open_manifest(cfg, classes)
-    plans = {split: plan_split(cfg, manifest, split, clips[split]) for split in splits}
+    store = FeatureStore(cfg.out, manifest)  # as found: the commits below change manifest
+    plans = {split: plan_split(cfg, store, split, clips[split]) for split in splits}
     workers = 0
     if any(plan.convert for plan in plans.values()):
         ensure_ray()

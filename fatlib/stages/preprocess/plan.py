@@ -12,12 +12,10 @@ from fatlib.io import files, storage
 from fatlib.io.dataset import Clip, clips_digest, versions_digest
 from fatlib.io.feature_store import (
     MANIFEST,
+    FeatureStore,
     FeatureStoreError,
-    mel_differences,
     new_manifest,
     read_manifest,
-    stored_clips,
-    stored_errors,
 )
 from fatlib.io.store_commits import discard_store
 from fatlib.stages.preprocess.config import PreprocessConfig
@@ -31,8 +29,8 @@ class Plan:
     digest: str  # io.dataset.clips_digest(clips)
     versions: dict[str, str]  # fname -> its file's version now, "" when no regular file
     convert: list[Clip]  # the clips decoded in this run
-    stored: pa.Table | None = None  # the committed rows (io.feature_store.stored_clips), when
-    # the split is updated in place rather than rebuilt
+    stored: pa.Table | None = None  # the committed rows (io.feature_store.FeatureStore.clips),
+    # when the split is updated in place rather than rebuilt
     removed: list[str] = field(default_factory=list)  # stored fnames the split no longer lists
     drop: set[str] = field(default_factory=set)  # stored rows that go: removed or reconverted
     failed: list[tuple[str, str]] = field(default_factory=list)  # (fname, reason) of stored
@@ -46,20 +44,32 @@ def open_manifest(cfg: PreprocessConfig, classes: list[str]) -> dict:
     manifest = read_manifest(cfg.out)
     if manifest is None:
         return new_manifest(cfg.mel, classes, cfg.data)
-    conflict = None
-    if manifest["fingerprint"] != cfg.mel.fingerprint:
-        conflict = (f"holds features with mel fingerprint {manifest['fingerprint']}, "
-                    f"this configuration has {cfg.mel.fingerprint} "
-                    f"({mel_differences(manifest, cfg.mel)})")
-    elif manifest["classes"] != classes:
-        conflict = "holds features of a dataset with another class vocabulary"
+    conflict = _conflict(cfg, manifest, classes)
     if conflict is None:
         return manifest
     if not cfg.overwrite:
-        raise FeatureStoreError(f"{cfg.out} {conflict}; refusing to mix (use overwrite)")
+        raise conflict
     fresh = new_manifest(cfg.mel, classes, cfg.data)
     discard_store(cfg.out, manifest, fresh)  # the old store's own files, nothing else
     return fresh
+
+
+def _conflict(cfg: PreprocessConfig, manifest: dict, classes: list[str]
+              ) -> FeatureStoreError | None:
+    """Why the store cannot take this run's features unless overwritten; None when it can."""
+    try:
+        store = FeatureStore(cfg.out, manifest)
+    except FeatureStoreError as e:  # a format this fatlib no longer reads
+        return e
+    if store.fingerprint != cfg.mel.fingerprint:
+        conflict = (f"holds features with mel fingerprint {store.fingerprint}, "
+                    f"this configuration has {cfg.mel.fingerprint} "
+                    f"({store.mel_differences(cfg.mel)})")
+    elif store.classes != classes:
+        conflict = "holds features of a dataset with another class vocabulary"
+    else:
+        return None
+    return FeatureStoreError(f"{cfg.out} {conflict}; refusing to mix (use overwrite)")
 
 
 def store_root(cfg: PreprocessConfig) -> str:
@@ -75,7 +85,8 @@ def store_root(cfg: PreprocessConfig) -> str:
     return cfg.out
 
 
-def plan_split(cfg: PreprocessConfig, manifest: dict, split: str, clips: list[Clip]) -> Plan:
+def plan_split(cfg: PreprocessConfig, store: FeatureStore, split: str, clips: list[Clip]
+               ) -> Plan:
     """Whole conversion, nothing, or the update that brings a committed split up to date with
     its CSV and its audio files (one listing of the split's folder, no audio read).
 
@@ -85,25 +96,24 @@ def plan_split(cfg: PreprocessConfig, manifest: dict, split: str, clips: list[Cl
     digest = clips_digest(clips)
     on_disk = files.file_versions(storage.join(cfg.data, split))
     versions = {c.fname: on_disk.get(c.fname, "") for c in clips}
-    entry = manifest["splits"].get(split)
-    if entry is None or cfg.overwrite or not clips:  # no clips: refused by convert._convert_split
+    # No clips: refused by convert._convert_split.
+    if split not in store.splits or cfg.overwrite or not clips:
         return Plan(clips, digest, versions, convert=clips)
-    if (entry.get("clips_digest") == digest
-            and entry.get("versions_digest") == versions_digest(versions)):
+    info = store.split(split)
+    if info.clips_digest == digest and info.versions_digest == versions_digest(versions):
         return Plan(clips, digest, versions, convert=[], up_to_date=True)
-    stored = stored_clips(cfg.out, split)
+    stored = store.clips(split)
     have = dict(zip(stored.column("fname").to_pylist(), stored.column("labels").to_pylist(),
                     strict=True))
     listed = {c.fname: c for c in clips}
     _refuse_relabelled(cfg.out, split, have, listed)
-    # Format 1 is rebuilt whole, so all its rows share one format; a split without versions
-    # too, since any of its clips may have been replaced since.
-    if not entry.get("clip_stats") or not entry.get("versions_digest"):
+    # A split without versions is rebuilt whole: any of its clips may have been replaced since.
+    if not info.versions_digest:
         return Plan(clips, digest, versions, convert=clips)
     stored_versions = zip(stored.column("fname").to_pylist(),
                           stored.column("version").to_pylist(), strict=True)
     changed = {f for f, v in stored_versions if f in listed and v != versions[f]}
-    errors = stored_errors(cfg.out, split)
+    errors = store.errors(split)
     failed = sorted((f, reason) for f, (reason, v) in errors.items()
                     if f in listed and v == versions[f])
     unchanged = {f for f, _ in failed}

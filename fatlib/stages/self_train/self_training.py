@@ -19,7 +19,7 @@ import pandas as pd
 from fatlib.core.config import ConfigError
 from fatlib.core.labels import join_labels
 from fatlib.io import predictions, storage
-from fatlib.io.feature_store import has_split, read_split_table
+from fatlib.io.feature_store import FeatureStore
 from fatlib.io.locks import holding
 from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.infer.pipeline import infer
@@ -93,7 +93,7 @@ def self_train(cfg: TrainConfig, agree: float = 0.5) -> SelfTrainResult:
         raise ConfigError(f"--agree must be in (0, 1] (got {agree})")
     out = storage.absolute(cfg.out)
     cfg = replace(cfg, features=storage.absolute(cfg.features), out=out, folds="all")
-    if not has_split(cfg.features, "train_noisy"):
+    if not FeatureStore.open(cfg.features, cfg.mel).has("train_noisy"):
         raise ConfigError(f"{cfg.features}: self-training relabels train_noisy, and this "
                           "feature store has none")
     # The student trains on the relabelled clips (warmed up on them with --noisy warmup).
@@ -170,7 +170,8 @@ def _relabel_noisy(cfg: TrainConfig, scores_run: str, agree: float) -> Relabelli
     """Relabel the store's noisy clips with the teacher's scores: <out>/noisy_labels.csv, then
     <out>/relabel.json."""
     scores = storage.read_parquet(storage.join(scores_run, predictions.SCORES)).to_pandas()
-    noisy = read_split_table(cfg.features, "train_noisy", cfg.mel, columns=["fname", "labels"])
+    noisy = FeatureStore.open(cfg.features, cfg.mel).table("train_noisy",
+                                                          columns=["fname", "labels"])
     labels = dict(zip(noisy.column("fname").to_pylist(), noisy.column("labels").to_pylist(),
                       strict=True))
     classes = [c for c in scores.columns if c != "fname"]

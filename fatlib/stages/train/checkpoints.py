@@ -26,7 +26,7 @@ from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAM
 
 from fatlib.core.averaging import WeightAverage
 from fatlib.core.errors import first_line, redact
-from fatlib.core.inputs import Normalisation
+from fatlib.core.frontend import Normalisation
 from fatlib.io import storage
 from fatlib.io.artifact import ModelMeta, save_artifact
 from fatlib.stages.train.config import RunDirError, TrainConfig, TrainResult
@@ -169,8 +169,7 @@ def export(cfg: TrainConfig, result, classes: list[str], norm: Normalisation,
     save_artifact(artifact, meta, state["model"])
     storage.write_json(storage.join(cfg.out, "metrics.json"), metrics)
     storage.write_bytes(storage.join(cfg.out, "history.csv"), _history_csv(history))
-    if state.get("valid") is not None:  # checkpoints written before fatlib kept them lack it
-        _write_oof(cfg.out, state["valid"], classes)
+    _write_oof(cfg.out, state["valid"], classes)
     return TrainResult(out=cfg.out, artifact=artifact, best_epoch=metrics["best_epoch"],
                        best_lwlrap=metrics["lwlrap"], history=history)
 

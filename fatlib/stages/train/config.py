@@ -6,7 +6,7 @@ import argparse
 import math
 from dataclasses import dataclass, replace
 
-from fatlib.core.bounds import check_bounds
+from fatlib.core.bounds import check_bounds, seed_recipe_offences
 from fatlib.core.cli import option
 from fatlib.core.config import NORMALISATIONS, PADDINGS, ConfigError, MelConfig
 from fatlib.core.errors import UserError
@@ -50,8 +50,8 @@ class TrainConfig:
     crop_frames: int = option(128, "random crop length in frames (the seed's 128 = 2 s)", minimum=8)
     fold: int = option(0, "validation fold k of K stratified folds of train_curated",
                        parse=parse_fold, render=lambda v: f"{v[0]}/{v[1]}",
-                       sets=("fold", "n_folds"), metavar="k/K")
-    n_folds: int = option(5, cli=False)  # set by --fold k/K
+                       sets=("fold", "n_folds"), metavar="k/K", minimum=0)
+    n_folds: int = option(5, cli=False, minimum=2)  # set by --fold k/K
     folds: str = option("one", "'all': train all K folds of --fold k/K as concurrent runs under "
                         "<out>/fold-<k>/, report the out-of-fold lwlrap, write the ensemble",
                         choices=("one", "all"))
@@ -73,21 +73,24 @@ class TrainConfig:
                                  minimum=0)
     noisy_smoothing: float | None = option(None, "soft targets for noisy clips only: t -> "
                                            "t (1 - s) + s / 2 (0: off)", minimum=0, maximum=1,
-                                           default_text="0.2; 0 with --recipe seed")
-    mixup: float = option(0.0, "mixup alpha, Beta(alpha, alpha); 0 = off", minimum=0)
-    specaugment: bool = option(False, "SpecAugment: two frequency and two time masks per crop")
+                                           default_text="0.2; 0 with --recipe seed",
+                                           seed_recipe=0.0)
+    mixup: float = option(0.0, "mixup alpha, Beta(alpha, alpha); 0 = off", minimum=0,
+                          seed_recipe=0.0)
+    specaugment: bool = option(False, "SpecAugment: two frequency and two time masks per crop",
+                               seed_recipe=False)
     sound_mix: float = option(0.0, "probability that a training crop gets another crop of its "
                               "batch added as a sound (power domain, random gain and time "
                               "offset), labelled with both clips' labels (0: off)", minimum=0,
-                              maximum=1, metavar="P")
+                              maximum=1, metavar="P", seed_recipe=0.0)
     sound_mix_gain: float = option(6.0, "the added crop's level relative to the crop's, drawn "
                                    "from +-this many dB", minimum=0, metavar="DB")
     freq_shift: int = option(0, "move each crop up or down the mel axis by up to this many "
                              "bins, at random (speaker and pitch variation; 0: off)", minimum=0,
-                             metavar="BINS")
+                             metavar="BINS", seed_recipe=0)
     ema: float = option(0.0, "validate and export an exponential moving average of the weights "
                         "spanning about this many epochs of steps (0: off)", minimum=0,
-                        metavar="EPOCHS")
+                        metavar="EPOCHS", seed_recipe=0.0)
     arch: str = option("resnet18", "architecture from the model registry: resnet18, resnet34, "
                        "and their -timepool variants (a head that keeps time structure); cnn10 "
                        "(PANNs' 5 M-parameter CNN, for small data; crops of >= 16 frames); "
@@ -96,15 +99,15 @@ class TrainConfig:
     # speaker (2 seeds, -0.046; BENCHMARKS.md, session 8).
     pad: str = option("silence", "short clips in training crops: padded with their silence "
                       "floor, their audible part repeated (wrap), or either at random per "
-                      "sample", choices=PADDINGS)
+                      "sample", choices=PADDINGS, seed_recipe="silence")
     resized_crop: float = option(0.0, "random resized crops in time: a crop spans crop x "
                                  "U(1 - r, 1 + r) frames, stretched to crop (0: off)",
-                                 minimum=0, below=1, metavar="r")
+                                 minimum=0, below=1, metavar="r", seed_recipe=0.0)
     deltas: bool = option(False, "3 informative channels (log-mel, delta, delta-delta) instead "
-                          "of copies")
+                          "of copies", seed_recipe=False)
     centre_bands: bool = option(False, "subtract each crop's mean per mel bin over time (a "
                                 "per-window cepstral mean normalisation: removes a speaker's "
-                                "or microphone's fixed spectral colouring)")
+                                "or microphone's fixed spectral colouring)", seed_recipe=False)
     recipe: str = option("default", "'seed': the seed kernel's 3-channel per-clip uint8 input",
                          choices=RECIPES)
     # "color" (the seed's per-clip uint8 mapping) won on fsdd-fat's held-out speaker
@@ -133,23 +136,19 @@ class TrainConfig:
         from fatlib.core.models import available_models  # torch: only once flags are parsed
         from fatlib.core.models.cnn import MIN_SIZE
 
-        # One field's bounds and choices are its option()'s, checked as its flag parses too;
+        # One field's bounds and choices are its option()'s, checked as its flag parses too,
+        # and what the seed recipe forbids is marked on each field (option(seed_recipe=));
         # here only what a declaration cannot say: rules over several fields, and the model
         # registry (it needs torch, which config.py may not import).
         check_bounds(self)
         models = available_models()
+        offences = seed_recipe_offences(self) if self.recipe == "seed" else []
         checks = [
             (self.batch_size >= self.workers, "batch size must be >= the number of workers"),
-            (self.n_folds >= 2 and 0 <= self.fold < self.n_folds, "need 0 <= fold < K, K >= 2"),
+            (self.fold < self.n_folds, f"--fold k/K needs k < K (got {self.fold}/{self.n_folds})"),
             (self.arch in models, f"arch must be one of {models}"),
-            (self.recipe != "seed" or (self.mixup == 0 and not self.specaugment and not
-                                       self.deltas and self.pad == "silence" and
-                                       self.smoothing == 0 and self.ema == 0 and
-                                       self.resized_crop == 0 and self.freq_shift == 0 and
-                                       not self.centre_bands and self.sound_mix == 0),
-             "the seed recipe has no mixup, sound mixing, SpecAugment, frequency shifts, "
-             "deltas, band centring, wrap padding, resized crops, soft targets or weight "
-             "averaging"),
+            (not offences, f"--recipe seed has no {', '.join(offences)} (it is the seed "
+             "kernel's recipe)"),
             (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
             (not self.arch.startswith("cnn10") or min(self.crop_frames, self.mel.n_mels) >=
              MIN_SIZE, f"the cnn10 models need crops of >= {MIN_SIZE} frames and mel bins"),

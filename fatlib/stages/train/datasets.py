@@ -9,15 +9,9 @@ import numpy as np
 import ray.data
 
 from fatlib.core.features import CLIP_STATS
-from fatlib.core.inputs import with_stats
 from fatlib.io import storage
 from fatlib.io.dataset import ManifestError, read_truth
-from fatlib.io.feature_store import (
-    has_clip_stats,
-    read_manifest,
-    read_split_table,
-    split_paths,
-)
+from fatlib.io.feature_store import FeatureStore
 from fatlib.stages.train.config import TrainConfig
 
 # Rows a training worker permutes at once: a window of this many batches, read ahead by Ray Data.
@@ -30,12 +24,14 @@ WINDOW_BATCHES = 16
 LOADING_CPUS = 0.25
 
 
-def training_datasets(cfg: TrainConfig, valid_names: set[str]) -> dict[str, ray.data.Dataset]:
-    """Materialised "train" and "valid" datasets, and "noisy" (train_noisy alone) with --noisy
-    warmup; materialised so no read task waits for a CPU the training workers hold."""
-    curated = _read_split_dataset(cfg, "train_curated")
+def training_datasets(cfg: TrainConfig, store: FeatureStore,
+                      valid_names: set[str]) -> dict[str, ray.data.Dataset]:
+    """Materialised "train" and "valid" datasets of the store, and "noisy" (train_noisy alone)
+    with --noisy warmup; materialised so no read task waits for a CPU the training workers
+    hold."""
+    curated = _read_split_dataset(store, "train_curated")
     valid = sorted(valid_names)
-    noisy_labels = _noisy_labels(cfg) if cfg.noisy in ("mix", "warmup") else None
+    noisy_labels = _noisy_labels(cfg, store) if cfg.noisy in ("mix", "warmup") else None
 
     def select(ds: ray.data.Dataset, names: list[str], keep: bool, weight: float, noisy: bool):
         return ds.map_batches(_select, fn_kwargs={"names": names, "keep": keep, "weight": weight,
@@ -47,10 +43,11 @@ def training_datasets(cfg: TrainConfig, valid_names: set[str]) -> dict[str, ray.
     valid_ds = select(curated, valid, True, 1.0, False)
     datasets = {"train": train_ds, "valid": valid_ds}
     if cfg.noisy == "mix":
-        datasets["train"] = train_ds.union(select(_read_split_dataset(cfg, "train_noisy"), [],
+        datasets["train"] = train_ds.union(select(_read_split_dataset(store, "train_noisy"), [],
                                                   False, cfg.noisy_weight, True))
     elif cfg.noisy == "warmup":  # alone in its epochs: full weight, soft targets still apply
-        datasets["noisy"] = select(_read_split_dataset(cfg, "train_noisy"), [], False, 1.0, True)
+        datasets["noisy"] = select(_read_split_dataset(store, "train_noisy"), [], False, 1.0,
+                                   True)
     return {name: ds.materialize() for name, ds in datasets.items()}
 
 
@@ -74,20 +71,14 @@ def shuffled_batches(shard, batch_size: int, rng: np.random.Generator,
         yield pending
 
 
-def _read_split_dataset(cfg: TrainConfig, split: str) -> ray.data.Dataset:
+def _read_split_dataset(store: FeatureStore, split: str) -> ray.data.Dataset:
     """A committed split's Parquet files (exactly those the manifest lists) as a Dataset."""
-    fs, paths = split_paths(cfg.features, split, cfg.mel)
+    fs, paths = store.paths(split)
     ds = ray.data.read_parquet(paths, filesystem=fs, num_cpus=LOADING_CPUS)
-    columns = ["fname", "labels", "n_frames", "logmel"]
-    if has_clip_stats(cfg.features, split):
-        return ds.select_columns(columns + list(CLIP_STATS))
-    # A split written before the stats existed: computed once here, not every epoch.
-    return ds.select_columns(columns).map_batches(
-        with_stats, fn_kwargs={"n_mels": cfg.mel.n_mels}, batch_format="numpy",
-        num_cpus=LOADING_CPUS)
+    return ds.select_columns(["fname", "labels", "n_frames", "logmel", *CLIP_STATS])
 
 
-def _noisy_labels(cfg: TrainConfig) -> dict[str, list[str]] | None:
+def _noisy_labels(cfg: TrainConfig, store: FeatureStore) -> dict[str, list[str]] | None:
     """--noisy-labels as fname -> class names of the store's vocabulary; None when unset."""
     if cfg.noisy_labels is None:
         return None
@@ -95,14 +86,14 @@ def _noisy_labels(cfg: TrainConfig) -> dict[str, list[str]] | None:
     labels = read_truth(uri)
     if labels is None:
         raise ManifestError(f"{uri}: --noisy-labels file not found")
-    classes = set(read_manifest(cfg.features)["classes"])
+    classes = set(store.classes)
     for fname, names in labels.items():
         unknown = [name for name in names if name not in classes]
         if unknown or not names:
             raise ManifestError(f"{uri}: {fname} has " + (
                 f"label {unknown[0]!r}, not in the feature store's class vocabulary"
                 if unknown else "no label"))
-    stored = read_split_table(cfg.features, "train_noisy", cfg.mel, columns=["fname"])
+    stored = store.table("train_noisy", columns=["fname"])
     if not set(stored.column("fname").to_pylist()) & labels.keys():
         # Else --noisy warmup would warm up on nothing and --noisy mix add nothing, silently.
         raise ManifestError(f"{uri}: lists none of train_noisy's {stored.num_rows} clips: no "

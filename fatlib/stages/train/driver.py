@@ -11,7 +11,7 @@ from ray.train.torch import TorchTrainer
 
 from fatlib.core.errors import UserError
 from fatlib.io import storage
-from fatlib.io.feature_store import has_split
+from fatlib.io.feature_store import FeatureStore
 from fatlib.io.locks import holding
 from fatlib.stages.runtime import (
     cluster_cpus,
@@ -37,15 +37,16 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
     """
     cfg = replace(cfg, features=storage.absolute(cfg.features), out=storage.absolute(cfg.out))
     cfg.check()
-    cfg = cfg.with_noisy(has_split(cfg.features, "train_noisy"))
+    store = FeatureStore.open(cfg.features, cfg.mel)  # read once, before the run dir is touched
+    cfg = cfg.with_noisy(store.has("train_noisy"))
     open_run_dir(cfg)  # with --noisy decided: what the run records, and --resume compares
-    inputs = training_inputs(cfg)
+    inputs = training_inputs(cfg, store)
     ensure_ray()
     cpus = cfg.cpus_per_worker or worker_cpus(cfg.workers)
     gpus = {"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker > 0 else {}
     require_resources([{"CPU": cpus, **gpus}] * cfg.workers,
                       f"training ({cfg.workers} workers)", cfg.wait_for_resources)
-    datasets = training_datasets(cfg, inputs.valid_names)
+    datasets = training_datasets(cfg, store, inputs.valid_names)
     n_train = datasets["train"].count()
     worker_inputs = WorkerInputs(cfg=cfg, classes=inputs.classes,
                                  spec=input_spec(cfg, inputs.norm), n_train=n_train,

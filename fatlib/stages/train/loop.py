@@ -11,6 +11,7 @@ import ray.train.torch
 import torch
 
 from fatlib.core.averaging import WeightAverage, ema_decay
+from fatlib.core.frontend import Frontend, Tagger
 from fatlib.core.inputs import InputSpec, batch_stats, host_batch, to_device
 from fatlib.core.labels import multi_hot
 from fatlib.core.losses import clip_bce, weighted_bce
@@ -108,6 +109,7 @@ def validation_scores(model, shard, inputs: WorkerInputs, device, *, rank: int, 
         for buffer in net.buffers():
             torch.distributed.broadcast(buffer, src=0)
     spec, cfg = inputs.spec, inputs.cfg
+    tagger = Tagger(Frontend(spec.norm), net)  # the model as exported: dB crops in
     clips_per_batch = 256 if device.type == "cuda" else 64
     names, scores, truth, losses, seen = [], [], [], [], 0
     for batch in shard.iter_batches(batch_size=clips_per_batch, batch_format="numpy"):
@@ -117,8 +119,9 @@ def validation_scores(model, shard, inputs: WorkerInputs, device, *, rank: int, 
             continue
         rows = {key: value[mine] for key, value in batch.items()}
         names.append(rows["fname"])
-        logits = tta_logits(net, rows["logmel"], rows["n_frames"], batch_stats(rows, spec.n_mels),
-                            spec.norm, spec.n_mels, spec.crop_frames, cfg.valid_crops, device)
+        logits = tta_logits(tagger, rows["logmel"], rows["n_frames"],
+                            batch_stats(rows, spec.n_mels), spec.n_mels, spec.crop_frames,
+                            cfg.valid_crops, device)
         y = torch.from_numpy(multi_hot(rows["labels"], inputs.classes))
         losses.append(clip_bce(logits, y[:, None, :].expand_as(logits)))
         scores.append(combine(logits))
@@ -167,8 +170,6 @@ def _train_epoch(model, optimizer, scheduler, shard, inputs: WorkerInputs, rng,
             if host is None:
                 break
             x, y, w = to_device(host, inputs.spec, device_rng, device)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 logits = model(x)
             loss = weighted_bce(logits, y, w)

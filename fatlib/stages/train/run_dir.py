@@ -74,27 +74,17 @@ def has_run(uri: str) -> bool:
 def _check_resumed_settings(cfg: TrainConfig) -> None:
     """RunDirError naming each setting --resume would change, of those that change what is
     trained, as the run recorded it (old -> new)."""
-    recorded = _recorded_config(cfg.out)
-    if recorded is None:  # a run from before fatlib recorded its settings
-        return
-    now, recorded = _comparable(config_dict(cfg)), _comparable(recorded)
+    where = storage.join(cfg.out, RUN_CONFIG)
+    if not storage.is_file(where):
+        raise RunDirError(f"{cfg.out}: a run from an older fatlib (no {RUN_CONFIG}), no longer "
+                          "resumed; start a new run in another --out")
+    now, recorded = _comparable(config_dict(cfg)), _comparable(storage.read_json(where))
     changed = [f"--{k.replace('_', '-')} {_shown(recorded[k])} -> {_shown(now[k])}"
                + (_SCHEDULE.format(epochs=recorded[k]) if k == "epochs" else "")
                for k in now if k in recorded and recorded[k] != now[k]]
     if changed:
         raise RunDirError(f"{cfg.out}: --resume cannot change {', '.join(changed)}; resume "
                           "with the run's settings or choose another --out")
-
-
-def _recorded_config(out: str) -> dict | None:
-    """The settings a run recorded as it started (a finished run's metrics.json has them
-    too), or None."""
-    for name, key in ((RUN_CONFIG, None), ("metrics.json", "config")):
-        uri = storage.join(out, name)
-        if storage.is_file(uri):
-            doc = storage.read_json(uri)
-            return doc if key is None else doc.get(key)
-    return None
 
 
 def _comparable(config: dict) -> dict:
@@ -122,6 +112,9 @@ def _check_restorable(out: str) -> None:
     state, note = newest_readable(fs, path, latest)
     if state is None:
         raise RunDirError(note)
+    if "valid" not in state:  # the out-of-fold scores export writes
+        raise RunDirError(f"{out}: its checkpoints are from an older fatlib (no validation "
+                          "scores), no longer resumed; start a new run in another --out")
 
 
 def _clear_unfinished(out: str) -> None:

@@ -29,7 +29,14 @@ from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.driver import train
 from fatlib.stages.train.inputs import training_inputs
 from fatlib.stages.train.run_dir import has_run
-from fatlib.stages.tune.config import SEARCHED, TuneResult, TuneSettings, train_command
+from fatlib.stages.tune.config import (
+    SEARCH,
+    SEARCHED,
+    TuneResult,
+    TuneSettings,
+    train_command,
+    trial_config,
+)
 
 
 @holding("tune")  # the experiment dir; each trial's train() holds its own run dir
@@ -81,9 +88,10 @@ def tune_training(settings: TuneSettings) -> TuneResult:
     if trials.empty:
         raise RuntimeError(f"no trial reported a result; first error: {_first_error(grid)}")
     best = trials.iloc[0].to_dict()
-    best_cfg = {k: _plain(best[k]) for k in SEARCHED}
-    command = train_command(replace(settings.base, **best_cfg,
-                                    out=storage.join(settings.out, "best-run")))
+    best_run = trial_config(replace(settings.base, out=storage.join(settings.out, "best-run")),
+                            best)
+    best_cfg = {k: getattr(best_run, k) for k in SEARCHED}
+    command = train_command(best_run)
     storage.write_json(storage.join(settings.out, "best.json"),
                        {"lwlrap": float(best["lwlrap"]), "config": best_cfg,
                         "epochs_run": int(best["epoch"]), "trial_id": best["trial_id"],
@@ -163,21 +171,16 @@ def _trial(config: dict, base: TrainConfig, experiment: str) -> None:
     """One trial: the training stage with the sampled settings, reporting each epoch to Tune."""
     trial_id = ray.tune.get_context().get_trial_id()
     out = storage.join(experiment, "trials", trial_id)
-    cfg = replace(base, out=out, lr=float(config["lr"]),
-                  crop_frames=int(config["crop_frames"]), mixup=float(config["mixup"]),
-                  specaugment=bool(config["specaugment"]),
+    cfg = replace(trial_config(base, config), out=out,
                   resume=has_run(out))  # a restored trial continues its own run
     train(cfg, callbacks=(TuneReportCallback(),))
 
 
 def _search_space(settings: TuneSettings) -> dict:
-    """LR log-uniform; crop, mixup and SpecAugment from their lists."""
-    return {
-        "lr": tune.loguniform(settings.lr_min, settings.lr_max),
-        "crop_frames": tune.choice(list(settings.crops)),
-        "mixup": tune.choice(list(settings.mixups)),
-        "specaugment": tune.choice(list(settings.specaugment_choices)),
-    }
+    """Each searched field's Tune domain (LR log-uniform; crop, mixup and SpecAugment from
+    their lists), in config.SEARCH's order."""
+    return {s.field: tune.loguniform(*s.choices(settings)) if s.sampled == "log-uniform"
+            else tune.choice(list(s.choices(settings))) for s in SEARCH}
 
 
 def _trials_table(grid) -> pd.DataFrame:
@@ -196,9 +199,3 @@ def _trials_table(grid) -> pd.DataFrame:
     columns = ["trial_id", *SEARCHED, "lwlrap", "epoch", "epochs_run", "valid_loss"]
     table = pd.DataFrame(rows, columns=columns)
     return table.sort_values("lwlrap", ascending=False, ignore_index=True)
-
-
-def _plain(value):
-    """numpy scalars -> Python values (for JSON and flags)."""
-    return value.item() if hasattr(value, "item") else value
-
