@@ -63,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     tta.add_argument("--whole-clip", action="store_true",
                      help="also score each clip whole (a 'whole clip' row, as jobs/infer.py "
                           "--whole-clip scores)")
+    scale = add("scale", "preprocessing and inference time and peak memory against the number "
+                         "of clips (FAT2019's clip lengths), a table and a log-log PNG")
+    scale.add_argument("--sizes", default="1000,4000,16000,25000",
+                       help="clip counts, comma-separated (25,000 clips: ~90 h of audio, ~30 GB "
+                            "of WAV in --workdir)")
+    scale.add_argument("--png", default="scale.png", help="where the picture goes")
+    scale.add_argument("--cores", type=int, default=2, help="CPUs of the local Ray")
+    scale.add_argument("--tta", type=int, default=1, help="crops per clip when scoring")
+    scale.add_argument("--workdir", default=None, help="folder for the data, stores and "
+                       "predictions (removed after; default: the system's temporary folder)")
     return parser
 
 
@@ -76,6 +86,8 @@ def main() -> None:
         from fatlib.tools import bench_audio
     elif args.bench == "input":
         from fatlib.tools import bench_input
+    elif args.bench == "scale":
+        from fatlib.tools import bench_scale
     elif getattr(args, "device", None):  # the tta benchmark has no --device
         from fatlib.tools import bench_stage
     else:
@@ -84,6 +96,9 @@ def main() -> None:
         result = bench_audio.bench_features(args.clips, args.seconds, args.rounds)
     elif args.bench == "preprocess":
         result = bench_audio.bench_preprocess(args.clips, ints(args.workers), args.rounds)
+    elif args.bench == "scale":
+        result = bench_scale.bench_scale(ints(args.sizes), args.png, args.cores, args.tta,
+                                         args.workdir)
     elif args.bench == "input":
         result = bench_input.bench_input(args.batch_size, rounds=args.rounds)
     elif args.bench == "train" and args.device:

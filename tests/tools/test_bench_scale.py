@@ -1,0 +1,90 @@
+"""The scale benchmark's parts: FAT2019-like clip lengths, a split grown in place, peak memory
+sampling, and the table's targets computed from the rows."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from fatlib.tools.bench_scale import ScaleBench, ScaleRow, Timed, _plot
+from fatlib.tools.peak_memory import MemorySampler, PeakMemory
+from fatlib.tools.scale_data import ScaleData, fat_lengths
+
+MB = 2**20
+
+
+def test_clip_lengths_follow_fat2019s_splits():
+    seconds = fat_lengths(25_000, np.random.default_rng(0))
+    # FAT2019: 4,970 curated + 19,815 noisy clips, ~90 h; clips of 0.3-57.6 s.
+    assert 80 <= seconds.sum() / 3600 <= 100
+    assert seconds.min() >= 0.3 and seconds.max() <= 57.6
+    assert 0.7 <= np.mean(seconds == 15.0) / 0.8 <= 0.8  # the noisy split's full 15 s cuts
+
+
+def test_a_split_grows_in_place_and_lists_every_clip(tmp_path):
+    data = ScaleData(tmp_path / "d", sample_rate=8000)
+    first = data.grow_to(5)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "d" / "test").iterdir()}
+    added = data.grow_to(8)
+    assert len(first) == 5 and len(added) == 3 and not set(first) & set(added)
+    assert data.grow_to(8) == []
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # old clips not rewritten
+    with open(tmp_path / "d" / "sample_submission.csv") as f:
+        assert [row[0] for row in csv.reader(f)][1:] == first + added
+    written = sum(sf.info(tmp_path / "d" / "test" / n).duration for n in first + added)
+    assert written == pytest.approx(data.seconds, abs=1e-3)
+
+
+def test_peak_memory_sees_the_driver_grow_and_counts_its_cpu_seconds():
+    with MemorySampler(interval=0.01) as quiet:
+        pass
+    with MemorySampler(interval=0.01) as busy:
+        block = np.ones(200 * MB // 8)  # 200 MB touched, alive until the sampler's last reading
+        deadline = time.process_time() + 0.3
+        while time.process_time() < deadline:  # 0.3 s of this process's CPU
+            pass
+    del block
+    assert busy.peak.driver - quiet.peak.driver > 150 * MB
+    assert 0.3 <= busy.peak.cpu_seconds < 5 and quiet.peak.cpu_seconds < 0.3
+
+
+def _row(clips: int, prep_s: float, driver_mb: int, worker_mb: int, infer_s: float,
+         new_s: float) -> ScaleRow:
+    memory = PeakMemory(driver=driver_mb * MB, worker=worker_mb * MB, workers_seen=2,
+                        cpu_seconds=2 * prep_s)
+    return ScaleRow(clips=clips, audio_seconds=13.0 * clips, preprocess=Timed(prep_s, memory),
+                    store_bytes=clips * 90_000, parts=clips // 64, infer=Timed(infer_s, memory),
+                    new_clips=clips // 10, preprocess_new=Timed(prep_s / 10, memory),
+                    infer_new=Timed(new_s, memory), ledger_bytes=clips * 30)
+
+
+def test_targets_compare_the_largest_size_with_the_smallest(tmp_path):
+    bench = ScaleBench(cores=2, rows=[_row(1000, 5.2, 600, 1200, 20.0, 8.0),
+                                      _row(25000, 130.0, 660, 1200, 400.0, 60.0)])
+    text = bench.format()
+    # 13,000 audio-s in 5.2 s on 2 cores = 1,250 per core; 325,000 in 130 s = 1,250: 1.00x.
+    assert "1250" in text.splitlines()[1]
+    assert "per core at 25000 clips: 1.00x that at 1000 by wall time, 1.00x by CPU" in text
+    assert "driver peak RSS: 1.10x" in text and "largest worker's: 1.00x" in text
+    assert "--incremental on +10% new clips: 0.15 of scoring all" in text
+    png = tmp_path / "scale.png"
+    _plot(bench, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_only_this_processs_ray_workers_are_measured():
+    import subprocess
+
+    worker = subprocess.Popen(["bash", "-c", "exec -a ray::IDLE sleep 5"])
+    other = subprocess.Popen(["bash", "-c", "exec -a other sleep 5"])
+    try:
+        time.sleep(0.2)
+        with MemorySampler(interval=0.01) as sampler:
+            pass
+    finally:
+        worker.kill(), other.kill()
+    assert sampler.peak.workers_seen == 1 and sampler.peak.worker > 0
