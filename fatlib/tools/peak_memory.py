@@ -27,13 +27,13 @@ class MemorySampler:
     result. Ray workers are this process's descendants titled ray::..., so the Ray it started
     is measured and other Ray instances on the machine are not."""
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, interval: float = 0.2, pid: int | None = None) -> None:
         self.interval = interval
         self.peak = PeakMemory()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fatlib-rss", daemon=True)
         self._seen: set[int] = set()
-        self._driver = psutil.Process(os.getpid())
+        self._driver = psutil.Process(pid or os.getpid())  # the driver: this process by default
         # CPU seconds per process: the first reading (0 for a process started meanwhile) and
         # the latest, so a worker that exits keeps what it spent up to its last reading.
         self._cpu_first: dict[int, float] = {}
