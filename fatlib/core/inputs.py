@@ -19,7 +19,7 @@ import torch
 
 from fatlib.core.augment import Compose
 from fatlib.core.config import PADDINGS
-from fatlib.core.features import CLIP_STATS, clip_stats, decode_logmel
+from fatlib.core.features import CLIP_STATS
 from fatlib.core.frontend import Frontend, Normalisation
 from fatlib.core.labels import multi_hot
 from fatlib.core.mixing import SoundMix
@@ -111,12 +111,8 @@ def soft_targets(targets: np.ndarray, noisy: np.ndarray | None, smoothing: float
 
 
 def batch_stats(batch: dict, n_mels: int) -> np.ndarray:
-    """(B, 4) float32 whole-clip stats: the store's columns, or computed from the log-mels for
-    stores written before they existed."""
-    if all(name in batch for name in CLIP_STATS):
-        return np.stack([np.asarray(batch[name], dtype=np.float32) for name in CLIP_STATS], 1)
-    return np.stack([clip_stats(decode_logmel(b, n_mels, n))
-                     for b, n in zip(batch["logmel"], batch["n_frames"], strict=True)])
+    """(B, 4) float32 whole-clip stats, from the feature rows' stats columns."""
+    return np.stack([np.asarray(batch[name], dtype=np.float32) for name in CLIP_STATS], 1)
 
 
 def crop_rows(logmels: Sequence[bytes], n_frames: Sequence[int], starts: Sequence[int],

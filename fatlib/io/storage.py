@@ -182,20 +182,20 @@ def list_dirs(uri: str) -> list[str]:
 
 def remove(uri: str) -> None:
     """Delete one file; nothing happens if it does not exist."""
-    fs, path = resolve(uri)
-    try:
-        if fs.get_file_info(path).type == pafs.FileType.File:
-            fs.delete_file(path)
-    except OSError as e:
-        raise _failed(uri, "cannot delete", e) from None
+    _delete(uri, pafs.FileType.File)
 
 
 def remove_tree(uri: str) -> None:
     """Delete a directory and everything under it; nothing happens if it does not exist."""
+    _delete(uri, pafs.FileType.Directory)
+
+
+def _delete(uri: str, kind: pafs.FileType) -> None:
+    """Delete what uri names if it is of this kind (a file or a directory tree)."""
     fs, path = resolve(uri)
     try:
-        if fs.get_file_info(path).type == pafs.FileType.Directory:
-            fs.delete_dir(path)
+        if fs.get_file_info(path).type == kind:
+            (fs.delete_file if kind == pafs.FileType.File else fs.delete_dir)(path)
     except OSError as e:
         raise _failed(uri, "cannot delete", e) from None
 

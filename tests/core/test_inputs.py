@@ -45,15 +45,12 @@ def test_crop_rows_cuts_from_the_bytes_and_pads_with_the_silence_floor():
     np.testing.assert_array_equal(out[1, 0], [-80, -80, 5, -80, 5, -80])
 
 
-def test_stats_columns_are_used_and_computed_for_old_stores():
-    classes = ["a", "b", "c"]
-    rows = _rows([40, 16, 5], classes)
-    computed = batch_stats(rows, 8)
-    np.testing.assert_array_equal(computed[0], clip_stats(
+def test_batch_stats_are_the_rows_stats_columns_in_clip_stats_order():
+    rows = _rows([40, 16, 5], ["a", "b", "c"])
+    stats = batch_stats(rows, 8)
+    assert stats.shape == (3, len(CLIP_STATS)) and stats.dtype == np.float32
+    np.testing.assert_array_equal(stats[0], clip_stats(
         np.frombuffer(rows["logmel"][0], dtype="<f2").reshape(8, 40)))
-    with_columns = {**rows, **{name: computed[:, i] for i, name in enumerate(CLIP_STATS)}}
-    with_columns["db_min"] = np.full(3, -999.0, dtype=np.float32)  # the columns win
-    assert (batch_stats(with_columns, 8)[:, 2] == -999.0).all()
 
 
 def test_tta_windows_cover_the_clip():
@@ -71,7 +68,14 @@ def _rows(frames, classes):
             "n_frames": np.array(frames),
             "labels": np.array([[classes[i % len(classes)]] for i in range(len(frames))],
                                dtype=object),
-            "weight": np.array([1.0, 0.5, 1.0], dtype=np.float32)}
+            "weight": np.array([1.0, 0.5, 1.0], dtype=np.float32),
+            **_stats(logmels)}
+
+
+def _stats(logmels):
+    """The store's whole-clip stats columns of these log-mels."""
+    stats = np.stack([clip_stats(np.asarray(m, dtype=np.float16)) for m in logmels])
+    return {name: stats[:, i] for i, name in enumerate(CLIP_STATS)}
 
 
 def test_training_batch_crops_scales_and_targets():
@@ -133,7 +137,8 @@ def test_wrap_padding_repeats_a_short_clip_instead_of_silence():
     np.testing.assert_array_equal(out[0, 0], [2, 3, 4, 1] * 4)  # phase 5 = 1 mod 4
     np.testing.assert_array_equal(out[1], padded)  # not wrapped: the stored clip as it is
     spec = InputSpec(2, 16, Normalisation("global", -40.0, 10.0), pad="wrap")
-    rows = {"logmel": data * 4, "n_frames": [16] * 8, "labels": [["a"]] * 8, "weight": [1.0] * 8}
+    rows = {"logmel": data * 4, "n_frames": [16] * 8, "labels": [["a"]] * 8, "weight": [1.0] * 8,
+            **_stats([padded] * 8)}
     crops = host_batch(rows, spec, ["a"], np.random.default_rng(0)).crops.numpy()
     assert (crops > -80).all() and len({tuple(c[0, :4]) for c in crops}) > 1  # phases vary
     classes = ["a", "b", "c"]

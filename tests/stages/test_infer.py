@@ -13,6 +13,7 @@ import torch
 
 from fatlib.core.cli import run_job
 from fatlib.core.config import MelConfig
+from fatlib.core.features import CLIP_STATS
 from fatlib.core.frontend import Normalisation
 from fatlib.core.models import build_model
 from fatlib.core.scoring import standardise_classes
@@ -71,7 +72,6 @@ def test_submission_is_kaggle_format_and_success_comes_last(setup, ray_local, tm
 
 def test_whole_clip_scores_every_clip_in_one_forward_over_all_its_frames(setup, ray_local,
                                                                           tmp_path):
-    from fatlib.core.features import CLIP_STATS
     from fatlib.core.scoring import whole_clip_logits
     from fatlib.io.artifact import load_model
     from fatlib.io.clips import clip_row
@@ -478,7 +478,8 @@ def test_a_scoring_failure_names_the_clips_of_its_batch(setup, ray_local):
     fnames = ["a.wav", "b.wav", "c.wav", "d.wav", "e.wav"]
     batch = {"fname": np.array(fnames, dtype=object),
              "logmel": np.array([b"\x00\x01\x02"] * 5, dtype=object),  # not whole float16s
-             "n_frames": np.full(5, 10), "error": np.array(["", "", "", "", "gone"], dtype=object)}
+             "n_frames": np.full(5, 10), "error": np.array(["", "", "", "", "gone"], dtype=object),
+             **{name: np.zeros(5, dtype=np.float32) for name in CLIP_STATS}}
     with pytest.raises(ValueError) as caught:
         scorer(batch)
     assert caught.value.__notes__ == ["while scoring 4 clip(s): a.wav, b.wav, c.wav, ..."]

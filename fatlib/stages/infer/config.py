@@ -9,6 +9,7 @@ from fatlib.core.config import TTA_COMBINATIONS
 from fatlib.core.errors import UserError
 from fatlib.io import storage
 from fatlib.io.predictions import SUBMISSION
+from fatlib.stages import cluster_options
 
 
 class InferenceError(UserError):
@@ -48,12 +49,8 @@ class InferConfig:
                                 default_text="the UTC time, e.g. 20261125T181500Z")
     incremental: bool = option(False, "score only clips no earlier successful run under --out "
                                "scored or failed on (a failed clip again once its file changes)")
-    node_resource: str | None = option(None, "decode audio only on nodes offering this resource "
-                                       "(fatlib_cpu)", metavar="NAME")
-    wait_for_resources: float = option(
-        300.0, "on a cluster joined by address (an autoscaler may add nodes): seconds to wait "
-        "for the resources asked for before failing; the embedded local Ray fails at once",
-        minimum=0, metavar="SECONDS")
+    node_resource: str | None = cluster_options.node_resource("decode audio")
+    wait_for_resources: float = cluster_options.wait_for_resources()
 
 
 @dataclass

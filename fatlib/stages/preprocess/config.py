@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fatlib.core.cli import option
 from fatlib.core.config import MelConfig
+from fatlib.stages import cluster_options
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,8 @@ class PreprocessConfig:
     mel: MelConfig = option(default_factory=MelConfig, cli=False)
     overwrite: bool = option(False, "redo finished splits whole (needed once clips are "
                              "relabelled); replace a store built with another MelConfig")
-    node_resource: str | None = option(None, "run conversion only on nodes offering this custom "
-                                       "resource (cluster.yaml: fatlib_cpu)", metavar="NAME")
-    wait_for_resources: float = option(
-        300.0, "on a cluster joined by address (an autoscaler may add nodes): seconds to wait "
-        "for the resources asked for before failing; the embedded local Ray fails at once",
-        minimum=0, metavar="SECONDS")
+    node_resource: str | None = cluster_options.node_resource("run conversion")
+    wait_for_resources: float = cluster_options.wait_for_resources()
 
 
 @dataclass

@@ -10,6 +10,7 @@ from fatlib.core.bounds import check_bounds, seed_recipe_offences
 from fatlib.core.cli import option
 from fatlib.core.config import NORMALISATIONS, PADDINGS, ConfigError, MelConfig
 from fatlib.core.errors import UserError
+from fatlib.stages import cluster_options
 
 RECIPES = ("default", "seed")
 DEFAULT_NOISY_SMOOTHING = 0.2  # the default recipe's soft targets for noisy clips
@@ -122,10 +123,7 @@ class TrainConfig:
     seed: int = option(0, "seed of folds, initialisation, crops and augmentations", minimum=0)
     keep_checkpoints: int = option(2, "checkpoints kept: the best by lwlrap (plus the latest)",
                                    minimum=1)
-    wait_for_resources: float = option(
-        300.0, "on a cluster joined by address (an autoscaler may add nodes): seconds to wait "
-        "for the workers' resources before failing; the embedded local Ray fails at once",
-        minimum=0, metavar="SECONDS")
+    wait_for_resources: float = cluster_options.wait_for_resources("the workers' resources")
     max_failures: int = option(3, "worker-group restarts from the latest checkpoint", minimum=0)
     mel: MelConfig = option(default_factory=MelConfig, cli=False)
     # Fault drill: one worker dies once after this epoch (tests and drills set it).
