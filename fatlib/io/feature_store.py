@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, fields
 
 import pyarrow as pa
@@ -127,6 +127,14 @@ class FeatureStore:
         files = self.files(split)
         fs, _ = storage.resolve(files[0])
         return fs, [storage.resolve(f)[1] for f in files]
+
+    def parts_with(self, split: str, names_not_in: Set[str]) -> tuple[pafs.FileSystem, list[str]]:
+        """(filesystem, paths) as paths() gives them, of the committed split's parts that hold
+        at least one clip whose fname is not in names_not_in; only fname columns are read."""
+        fs, paths = self.paths(split)
+        return fs, [path for path, uri in zip(paths, self.files(split), strict=True)
+                    if not names_not_in.issuperset(
+                        storage.read_parquet(uri, ["fname"]).column("fname").to_pylist())]
 
     def table(self, split: str, columns: list[str] | None = None) -> pa.Table:
         """A committed split (or some of its columns) as one Arrow table, read on the caller."""

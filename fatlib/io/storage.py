@@ -150,8 +150,12 @@ def write_json(uri: str, doc: Any) -> None:
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
     """The Parquet file at uri (or some of its columns) as an Arrow table; StorageError naming
     it when it is not readable Parquet (truncated, corrupted)."""
-    try:
-        return pq.read_table(io.BytesIO(read_bytes(uri)), columns=columns)
+    fs, path = resolve(uri)
+    try:  # random access: the footer and these columns' bytes only (log-mels are most of a part)
+        with fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).read(columns=columns)
+    except FileNotFoundError:
+        raise StorageError(f"{redact(uri)}: not found") from None
     except (OSError, pa.ArrowException) as e:
         raise StorageError(redact(f"{uri}: not a readable Parquet file "
                                   f"({first_line(str(e), 200) or type(e).__name__})")) from None

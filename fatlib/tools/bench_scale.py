@@ -65,7 +65,8 @@ class ScaleBench:
         lines = [f"{'clips':>7} {'audio h':>7} {'prep s':>7} {'audio-s/s/core':>14} "
                  f"{'audio-s/cpu-s':>13} "
                  f"{'prep drv MB':>11} {'prep wkr MB':>11} {'store MB':>8} {'parts':>6} "
-                 f"{'infer s':>7} {'inf drv MB':>10} {'inf wkr MB':>10} {'+10% s':>7} "
+                 f"{'infer s':>7} {'inf drv MB':>10} {'inf wkr MB':>10} {'wkr priv MB':>11} "
+                 f"{'+10% s':>7} "
                  f"{'+10%/all':>8} {'ledger KB':>9}"]
         for r in self.rows:
             lines.append(
@@ -74,7 +75,8 @@ class ScaleBench:
                 f"{r.preprocess.memory.driver / MB:>11.0f} "
                 f"{r.preprocess.memory.worker / MB:>11.0f} {r.store_bytes / MB:>8.0f} "
                 f"{r.parts:>6} {r.infer.seconds:>7.1f} {r.infer.memory.driver / MB:>10.0f} "
-                f"{r.infer.memory.worker / MB:>10.0f} {r.infer_new.seconds:>7.1f} "
+                f"{r.infer.memory.worker / MB:>10.0f} "
+                f"{r.infer.memory.worker_private / MB:>11.0f} {r.infer_new.seconds:>7.1f} "
                 f"{r.infer_new.seconds / r.infer.seconds:>8.2f} {r.ledger_bytes / 1024:>9.0f}")
         return "\n".join(lines + self.targets() + ([f"picture: {self.png}"] if self.png else []))
 
@@ -204,7 +206,9 @@ def _plot(result: ScaleBench, png: str) -> None:
             ("driver, preprocess", [r.preprocess.memory.driver for r in result.rows]),
             ("driver, infer", [r.infer.memory.driver for r in result.rows]),
             ("largest worker, preprocess", [r.preprocess.memory.worker for r in result.rows]),
-            ("largest worker, infer", [r.infer.memory.worker for r in result.rows])):
+            ("largest worker, infer", [r.infer.memory.worker for r in result.rows]),
+            ("largest worker, infer, private",
+             [r.infer.memory.worker_private for r in result.rows])):
         right.loglog(clips, np.array(values) / MB, "o-", label=label)
     right.set(xlabel="clips", ylabel="peak RSS (MB)", title="Memory")
     for ax in (left, right):

@@ -167,3 +167,40 @@ def test_commits_replace_only_the_files_the_store_wrote(tmp_path):
     assert sorted(p.name for p in split.iterdir()) == ["notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "the user's"
     assert read_manifest(root)["splits"] == {} and "uncommitted" not in read_manifest(root)
+
+
+def _store_of_parts(root, parts):
+    """A committed train_curated split with one Parquet part per {part name: fnames}."""
+    staged = storage.join(root, "_staging", "train_curated-x")
+    logmel = encode_logmel(np.full((CFG.n_mels, 3), -40.0, dtype=np.float32))
+    for name, fnames in parts.items():
+        columns = {"fname": fnames, "labels": [["Bark"]] * len(fnames),
+                   "n_frames": [3] * len(fnames), "seconds": [1.0] * len(fnames),
+                   "logmel": [logmel] * len(fnames), **{s: [0.0] * len(fnames) for s in CLIP_STATS}}
+        write_rows(storage.join(staged, name), columns, CFG, "train_curated")
+    write_errors(storage.join(staged, ERRORS_FILE), [])
+    rows = sum(len(f) for f in parts.values())
+    commit_split(root, new_manifest(CFG, ["Bark"], "data"), staged,
+                 SplitInfo("train_curated", sorted(parts), rows, 0, rows, 3 * rows, 1, 0.1))
+    return FeatureStore.open(root, CFG)
+
+
+def test_parts_with_unscored_clips_are_exactly_those_holding_a_name_outside_the_set(tmp_path):
+    store = _store_of_parts(str(tmp_path), {"part-a.parquet": ["a1.wav", "a2.wav"],
+                                            "part-b.parquet": ["b1.wav", "b2.wav"],
+                                            "part-c.parquet": ["c1.wav"]})
+    split = tmp_path / "train_curated"
+
+    def parts(done):
+        fs, paths = store.parts_with("train_curated", names_not_in=frozenset(done))
+        return [p.removeprefix(f"{split}/") for p in paths]
+
+    assert parts([]) == ["part-a.parquet", "part-b.parquet", "part-c.parquet"]
+    # a fully scored part is left out; one new clip keeps its part; names elsewhere don't count
+    assert parts({"a1.wav", "a2.wav", "b1.wav", "other.wav"}) == ["part-b.parquet",
+                                                                  "part-c.parquet"]
+    assert parts({"a1.wav", "a2.wav", "b1.wav", "b2.wav", "c1.wav"}) == []
+    data = (split / "part-c.parquet").read_bytes()  # a damaged part: one line naming it
+    (split / "part-c.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(storage.StorageError, match=r"part-c\.parquet: not a readable Parquet"):
+        parts({"a1.wav"})

@@ -255,6 +255,54 @@ def test_incremental_scores_every_clip_exactly_once(setup, ray_local, tmp_path, 
     assert (out / "_ledger.parquet").exists()
 
 
+def _in_parts(store, to, split, size):
+    """A copy of the store whose split's rows are re-cut into parts of size rows each."""
+    import pyarrow.parquet as pq
+
+    shutil.copytree(store, to)
+    manifest = json.loads((to / "_MANIFEST.json").read_text())
+    entry = manifest["splits"][split]
+    rows = pq.read_table([to / split / name for name in entry["files"]])
+    for name in entry["files"]:
+        (to / split / name).unlink()
+    entry["files"] = [f"part-{i:03d}.parquet" for i in range(0, len(rows), size)]
+    for i, name in zip(range(0, len(rows), size), entry["files"], strict=True):
+        pq.write_table(rows.slice(i, size), to / split / name)
+    (to / "_MANIFEST.json").write_text(json.dumps(manifest))
+    return to
+
+
+def test_incremental_from_a_store_reads_only_the_parts_holding_new_clips(small_store, tmp_path,
+                                                                         monkeypatch):
+    import ray.data
+
+    from fatlib.io.feature_store import FeatureStore
+    from fatlib.io.predictions import Ledger
+    from fatlib.stages.infer.inputs import input_rows
+
+    features = _in_parts(small_store / "features", tmp_path / "features", "train_curated", 8)
+    store = FeatureStore.open(str(features))
+    clips = store.clips("train_curated").to_pydict()
+    by_part = {}
+    for fname, part in zip(clips["fname"], clips["file"], strict=True):
+        by_part.setdefault(part, []).append(fname)
+    first, second, third = sorted(by_part)  # 24 curated clips, 8 a part
+    done = {*by_part[first], by_part[second][0]}  # one part scored, one clip of another
+    read = []
+    real_read = ray.data.read_parquet
+    monkeypatch.setattr(ray.data, "read_parquet",
+                        lambda paths, **kw: read.append(paths) or real_read(paths, **kw))
+    cfg = InferConfig(models=(), data=str(features), out=str(tmp_path / "pred"),
+                      split="train_curated", incremental=True)
+    inputs = input_rows(cfg, MelConfig(), store.classes,
+                        Ledger(scored=frozenset({*done, "another-split.wav"})))
+    assert [os.path.basename(p) for p in read[0]] == [second, third]  # the done part unread
+    assert (inputs.skipped, inputs.n_rows) == (9, 15)
+    rows = inputs.rows.take_all()
+    assert sorted(r["fname"] for r in rows) == sorted(set(clips["fname"]) - done)
+    assert {r["error"] for r in rows} == {""} and inputs.truth is not None
+
+
 def test_small_runs_split_into_enough_scoring_calls_for_every_actor():
     from fatlib.stages.infer.pipeline import _batch_size
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def test_peak_memory_sees_the_driver_grow_and_counts_its_cpu_seconds():
 
 def _row(clips: int, prep_s: float, driver_mb: int, worker_mb: int, infer_s: float,
          new_s: float) -> ScaleRow:
-    memory = PeakMemory(driver=driver_mb * MB, worker=worker_mb * MB, workers_seen=2,
+    memory = PeakMemory(driver=driver_mb * MB, worker=worker_mb * MB,
+                        worker_private=worker_mb * MB // 3, workers_seen=2,
                         cpu_seconds=2 * prep_s)
     return ScaleRow(clips=clips, audio_seconds=13.0 * clips, preprocess=Timed(prep_s, memory),
                     store_bytes=clips * 90_000, parts=clips // 64, infer=Timed(infer_s, memory),
@@ -79,6 +81,8 @@ def test_targets_compare_the_largest_size_with_the_smallest(tmp_path):
     text = bench.format()
     # 13,000 audio-s in 5.2 s on 2 cores = 1,250 per core; 325,000 in 130 s = 1,250: 1.00x.
     assert "1250" in text.splitlines()[1]
+    header, first = text.splitlines()[:2]  # the scoring worker's private MB beside its RSS
+    assert "inf wkr MB wkr priv MB" in header and re.search(r" 1200 +400 ", first)
     assert "per core at 25000 clips: 1.00x that at 1000 by wall time, 1.00x by CPU" in text
     assert "driver peak RSS: 1.10x" in text and "largest worker's: 1.00x" in text
     assert "--incremental on +10% new clips: 0.15 of scoring all" in text
@@ -98,3 +102,5 @@ def test_only_the_drivers_ray_workers_are_measured():
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
     assert sampler.peak.workers_seen == 1 and sampler.peak.worker > 0
+    # its private pages (stack, heap) without the shared libraries' pages
+    assert 0 < sampler.peak.worker_private < sampler.peak.worker

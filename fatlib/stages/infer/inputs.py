@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import ray.data
 import torch
+from ray.data.expressions import col, lit
 
 from fatlib.core.features import CLIP_STATS
 from fatlib.io import files, predictions, storage
@@ -52,14 +53,18 @@ def input_rows(cfg: InferConfig, mel, classes, ledger: predictions.Ledger) -> In
         labels = dict(zip(table.column("fname").to_pylist(), table.column("labels").to_pylist(),
                           strict=True))
         truth = {f: v for f, v in labels.items() if v} or None
-        skipped = len(set(labels) & ledger.scored)
-        if skipped == len(labels):
-            return Inputs(None, truth, skipped, 0, 0)
-        fs, paths = store.paths(cfg.split)
-        ds = ray.data.read_parquet(paths, filesystem=fs)
-        ds = ds.select_columns(["fname", "logmel", "n_frames", *CLIP_STATS]).map_batches(
-            _not_done, fn_kwargs={"done": sorted(ledger.scored)}, batch_format="numpy")
-        return Inputs(ds, truth, skipped, 0, len(labels) - skipped)
+        done = set(labels) & ledger.scored
+        if len(done) == len(labels):
+            return Inputs(None, truth, len(done), 0, 0)
+        # Only parts holding a clip not yet scored are read: a run over a few new clips reads
+        # their parts, not the whole split's log-mels.
+        fs, paths = store.parts_with(cfg.split, names_not_in=done)
+        ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(
+            ["fname", "logmel", "n_frames", *CLIP_STATS])
+        if done:  # pushed down into the Parquet read by Ray's optimiser
+            ds = ds.filter(expr=col("fname").not_in(sorted(done)))
+        ds = ds.with_column("error", lit(""))
+        return Inputs(ds, truth, len(done), 0, len(labels) - len(done))
     folder, clips, truth = _audio_clips(cfg.data, classes)
     versions = files.file_versions(folder)  # "" for a listed clip with no file
     todo = [c for c in clips if not ledger.is_done(c[0], versions.get(c[0], ""))]
@@ -106,11 +111,3 @@ def _log_mels(batch: pa.Table, mel) -> dict[str, np.ndarray]:
             "n_frames": np.array([r["n_frames"] for r in rows], dtype=np.int64),
             "error": np.array([r["error"] for r in rows], dtype=object),
             **{name: np.array([r[name] for r in rows], dtype=np.float32) for name in CLIP_STATS}}
-
-
-def _not_done(batch: dict, done: list[str]) -> dict:
-    """Feature rows not yet scored, with an empty error column."""
-    keep = ~np.isin(batch["fname"], done)
-    out = {key: value[keep] for key, value in batch.items()}
-    out["error"] = np.full(int(keep.sum()), "", dtype=object)
-    return out
