@@ -9,8 +9,9 @@ from fatlib.core.cli import add_flags, from_args, job_parser, number
 from fatlib.stages.train.config import TrainConfig
 
 
-def main() -> int:
-    """Parse flags, train, draw the reports, print the results; user errors exit 2."""
+def parse(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """The training config and the job's own flags from the command line (sys.argv by
+    default)."""
     p = job_parser(__doc__, verbose=True)
     add_flags(p, TrainConfig)
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
@@ -23,8 +24,13 @@ def main() -> int:
     p.add_argument("--agree", type=number(float, above=0, maximum=1), default=0.5, metavar="SCORE",
                    help="with --self-train: the teacher's score that confirms a noisy label or "
                         "assigns one (default: 0.5)")
-    args = p.parse_args()
-    cfg = from_args(TrainConfig, args)
+    args = p.parse_args(argv)
+    return from_args(TrainConfig, args), args
+
+
+def main() -> int:
+    """Parse flags, train, draw the reports, print the results; user errors exit 2."""
+    cfg, args = parse()
     # The stage and the report load Ray, torch and matplotlib: only after the flags parse.
     from fatlib.report.run_report import write_report
     from fatlib.stages import console
