@@ -350,7 +350,7 @@ def test_a_resource_shortfall_fails_fast_and_ctrl_c_stops_a_run(features, tmp_pa
     import sys
     import time
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     base = [sys.executable, "jobs/train.py", "--features", features, "--no-report",
             "--batch-size", "16", "--crop-frames", "64"]
     # The tester's hang: 3 one-CPU workers on a 2-CPU machine waited for ever.

@@ -18,7 +18,7 @@ from fatlib.stages.lr_find.config import SweepSettings
 from fatlib.stages.lr_find.sweep import find_lr
 from fatlib.stages.train.config import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 JOB = ROOT / "jobs" / "tune.py"
 parse = runpy.run_path(str(JOB))["parse"]  # jobs/tune.py's flags -> TuneSettings, no Ray
 TRAIN_PARSE = runpy.run_path(str(ROOT / "jobs" / "train.py"))["parse"]  # -> TrainConfig

@@ -22,7 +22,7 @@ from fatlib.tools.synth import SynthConfig, generate_dataset
 from tests.conftest import downgrade_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.bad_input]
-JOB = Path(__file__).resolve().parents[2] / "jobs" / "preprocess.py"
+JOB = Path(__file__).resolve().parents[3] / "jobs" / "preprocess.py"
 SR = 8000
 
 
