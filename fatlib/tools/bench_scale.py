@@ -109,6 +109,8 @@ def bench_scale(sizes: tuple[int, ...], png: str, cores: int = 2, tta: int = 1,
 
     sizes = tuple(sorted(sizes))
     result = ScaleBench(cores=cores, png=png)
+    if workdir:  # a folder named for the data (tens of GB at 25k clips) may not exist yet
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fatlib-scale-", dir=workdir) as tmp:
         root = Path(tmp)
         model = _untrained_model(str(root / "model"))
