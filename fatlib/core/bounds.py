@@ -41,6 +41,13 @@ def seed_recipe_offences(cfg: Any) -> list[str]:
     return offences
 
 
+def seed_recipe_values(cls: Any) -> dict[str, Any]:
+    """{field: value} the seed recipe requires, for each field of the config dataclass cls
+    marked option(seed_recipe=v): everything the seed kernel did not have, switched off."""
+    return {f.name: meta["seed_recipe"] for f, meta in _declared(cls)
+            if meta.get("seed_recipe") is not None}
+
+
 # Each bound: how a value passes it, and how a message states it.
 BOUND_TESTS: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
     "minimum": (lambda v, b: v >= b, ">="), "above": (lambda v, b: v > b, ">"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import io
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -57,9 +57,8 @@ def write_report(run: str, features: str | None = None, n_clips: int = 4) -> Rep
     meta, model = load_model(storage.join(run, "model"))
     metrics = storage.read_json(storage.join(run, "metrics.json"))
     history = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(run, "history.csv"))))
-    settings = {k: v for k, v in metrics["config"].items() if k in TrainConfig.__dataclass_fields__}
-    cfg = replace(TrainConfig(**settings), features=features or settings["features"],
-                  mel=meta.mel, out=run)
+    cfg = TrainConfig.from_record(metrics["config"], mel=meta.mel, out=run,
+                                  features=features or metrics["config"]["features"])
     inputs = training_inputs(cfg)
     rows = inputs.store.table("train_curated").to_pylist()
     valid = [r for r in rows if r["fname"] in inputs.valid_names]
@@ -158,9 +157,7 @@ def _facts(run: str, metrics: dict, notes: tuple[tuple[str, str], ...] = ()
     """(label, value, explanation) rows of a run's report: its headline numbers and notes,
     then every setting it recorded, labelled with its flag (explained by the flag's help),
     leaving out where and how it executed (run_dir.RESUMABLE)."""
-    recorded = {k: v for k, v in metrics.get("config", {}).items()
-                if k in TrainConfig.__dataclass_fields__}
-    cfg = TrainConfig(**{"features": "", "out": "", **recorded})
+    cfg = TrainConfig.from_record(metrics.get("config", {}))
     rows = [("run", run, ""), ("best epoch", str(metrics.get("best_epoch")), ""),
             ("validation lwlrap (best epoch)", f"{metrics.get('lwlrap', float('nan')):.4f}", "")]
     rows += [(label, value, "") for label, value in notes]

@@ -6,7 +6,7 @@ import argparse
 import math
 from dataclasses import dataclass, replace
 
-from fatlib.core.bounds import check_bounds, seed_recipe_offences
+from fatlib.core.bounds import check_bounds, seed_recipe_offences, seed_recipe_values
 from fatlib.core.cli import option
 from fatlib.core.config import NORMALISATIONS, PADDINGS, ConfigError, MelConfig
 from fatlib.core.errors import UserError
@@ -177,6 +177,13 @@ class TrainConfig:
         if self.noisy_labels is not None:  # relabelled noisy clips were asked for: mixed in
             return replace(self, noisy="mix").with_noisy(store_has_noisy)
         return replace(self, noisy="mix" if store_has_noisy and self.recipe != "seed" else "off")
+
+    @classmethod
+    def from_record(cls, recorded: dict, **overrides) -> TrainConfig:
+        """The config of a run's recorded settings (metrics.json's "config"); a setting the
+        record lacks predates the run, so the run had it off (its seed-recipe value)."""
+        known = {k: v for k, v in recorded.items() if k in cls.__dataclass_fields__}
+        return cls(**{"features": "", "out": "", **seed_recipe_values(cls), **known, **overrides})
 
     def augmentations(self) -> list[tuple[str, dict]]:
         """The batch augmentations this config asks for, by name (fatlib.core.augment)."""
