@@ -120,7 +120,9 @@ class TrainConfig:
                               minimum=1)
     resume: bool = option(False, "continue the run in --out")
     # numpy's generators refuse a negative seed (inside every worker, after Ray started).
-    seed: int = option(0, "seed of folds, initialisation, crops and augmentations", minimum=0)
+    # Tune's search seeds numpy's legacy RandomState with it: < 2**32.
+    seed: int = option(0, "seed of folds, initialisation, crops and augmentations", minimum=0,
+                       maximum=2**32 - 1)
     keep_checkpoints: int = option(2, "checkpoints kept: the best by lwlrap (plus the latest)",
                                    minimum=1)
     wait_for_resources: float = cluster_options.wait_for_resources("the workers' resources")
@@ -148,6 +150,8 @@ class TrainConfig:
             (not offences, f"--recipe seed has no {', '.join(offences)} (it is the seed "
              "kernel's recipe)"),
             (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
+            (self.freq_shift < self.mel.n_mels, f"--freq-shift must be below the "
+             f"{self.mel.n_mels} mel bins, got {self.freq_shift}"),
             (not self.arch.startswith("cnn10") or min(self.crop_frames, self.mel.n_mels) >=
              MIN_SIZE, f"the cnn10 models need crops of >= {MIN_SIZE} frames and mel bins"),
             (self.noisy != "warmup" or self.noisy_warmup < self.epochs,

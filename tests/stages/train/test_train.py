@@ -258,7 +258,9 @@ def test_noisy_warmup_then_curated_epochs_with_sound_mixing(small_store, tmp_pat
      ({"recipe": "seed", "centre_bands": True}, "seed has no --centre-bands "),
      ({"recipe": "seed", "sound_mix": 0.5}, "seed has no --sound-mix "),
      ({"noisy": "warmup", "noisy_warmup": 4}, "--noisy-warmup must leave at least one"),
-     ({"arch": "cnn10", "crop_frames": 8}, "cnn10 models need crops of >= 16 frames")],
+     ({"arch": "cnn10", "crop_frames": 8}, "cnn10 models need crops of >= 16 frames"),
+     ({"freq_shift": 128}, "^--freq-shift must be below the 128 mel bins, got 128$"),
+     ({"seed": 2**32}, "^--seed must be <= 4294967295, got 4294967296$")],
 )
 def test_bad_settings_are_named(features, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
