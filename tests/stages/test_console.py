@@ -88,9 +88,11 @@ def test_raylet_messages_go_to_the_log_not_the_console(capsys, caplog, monkeypat
         worker.print_to_stdstream({"lines": ["epoch 1"], "pid": 1234, "is_err": False,
                                    "ip": "127.0.0.1", "task_name": "RayTrainWorker"},
                                   ignore_prefix=True)
+    # This line, not any: the session's own raylet may warn meanwhile (after a heavy test).
     out = capsys.readouterr().out
-    assert "PYTHON worker processes" not in out and "epoch 1" in out
-    assert [r.getMessage() for r in caplog.records] == [f"raylet: {STARTUP}"]
+    assert STARTUP not in out and "epoch 1" in out
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged.count(f"raylet: {STARTUP}") == 1 and all(m.startswith("raylet: ") for m in logged)
 
 
 def test_rays_actor_restart_line_goes_to_the_log_the_rest_of_stderr_unchanged(capfd, caplog):
