@@ -21,11 +21,12 @@ from fatlib.stages.infer.pipeline import infer
 from fatlib.stages.self_train.self_training import relabel, self_train, write_labels_csv
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.datasets import _noisy_labels, _select
+from fatlib.stages.train.run_dir import RUN_CONFIG
 from tests.conftest import SMALL_STORE
+from tests.stages.conftest import AGREE
 
 CLASSES = ["Bark", "Meow", "Purr"]
 N_NOISY = SMALL_STORE["n_noisy"]
-AGREE = 0.45
 
 
 def test_a_noisy_clip_keeps_takes_or_loses_its_labels_by_the_teachers_scores():
@@ -119,19 +120,6 @@ def test_self_training_refuses_a_store_without_noisy_clips_before_any_work(tmp_p
     assert not (tmp_path / "st" / "teacher").exists()
 
 
-@pytest.fixture(scope="module")
-def self_trained(small_store, tmp_path_factory):
-    root = small_store  # read here, written under out
-    out = tmp_path_factory.mktemp("self-train") / "st"
-    # A fold's worker takes 0.98 CPU: the teacher's two folds (the student's too) train at once.
-    cfg = TrainConfig(features=str(root / "features"), out=str(out), workers=1,
-                      cpus_per_worker=0.98, epochs=1, batch_size=8, crop_frames=32,
-                      valid_crops=1, fold=0, n_folds=2)
-    # One epoch's teacher scores every class 0.3-0.6: at 0.45 it confirms some labels,
-    # replaces others, and the student trains on noisy clips.
-    return root, cfg, self_train(cfg, agree=AGREE)
-
-
 @pytest.mark.slow
 def test_teacher_relabels_the_noisy_split_and_the_student_is_an_ensemble(self_trained, tmp_path):
     root, cfg, result = self_trained
@@ -169,7 +157,9 @@ def test_a_rerun_trains_only_the_unfinished_student_fold(self_trained):
     # ensemble.json is rewritten by every K-fold call, _LOCK by every job: neither is work.
     kept = {p: p.stat().st_mtime_ns for p in done
             if p.is_file() and p.name not in ("_LOCK", "ensemble.json")}
-    shutil.rmtree(st / "student" / "fold-1")  # as if the job died while it trained
+    shutil.rmtree(st / "student" / "fold-1")  # as if the job died while fold 1 trained...
+    (st / "student" / "fold-1").mkdir()  # ...before its first checkpoint: its settings only
+    (st / "student" / "fold-1" / RUN_CONFIG).write_text("{}")
     again = self_train(cfg, agree=AGREE)
     assert again.teacher.trained == [] and again.student.trained == [1]
     assert not again.scored and not again.relabelled

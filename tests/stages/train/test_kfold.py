@@ -1,8 +1,8 @@
 """K-fold training as one job: K artifacts, out-of-fold lwlrap over every curated clip once,
-an ensemble inference accepts, and a re-run that trains only unfinished folds."""
+an ensemble inference accepts. (That a re-run trains only unfinished folds is checked on the
+self-training job's student, a K-fold run too: tests/stages/self_train.)"""
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,26 +13,19 @@ from fatlib.io.artifact import model_artifacts
 from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.infer.pipeline import infer
 from fatlib.stages.train.config import TrainConfig
-from fatlib.stages.train.kfold import train_folds
 from fatlib.stages.train.run_dir import RUN_CONFIG
 from tests.conftest import SMALL_STORE
+from tests.stages.conftest import K
 
 pytestmark = pytest.mark.slow
-K = 2
-# All K fold tasks start at once beside one fold's workers, so they must hold no CPU: at 0.01
-# each, 5 of them left the default 1.96-CPU worker no room on the 2-CPU test Ray (a hang). A
-# 1.99-CPU worker makes K = 2 fold tasks enough to show it, at 2 trainings instead of 5.
-CPUS = 1.99
 
 
 @pytest.fixture(scope="module")
-def kfold(small_store, tmp_path_factory):
-    root = small_store  # read here, written under out
-    out = tmp_path_factory.mktemp("kfold") / "cv"
-    cfg = TrainConfig(features=str(root / "features"), out=str(out), workers=1,
-                      cpus_per_worker=CPUS, epochs=1, batch_size=8, crop_frames=32,
-                      valid_crops=1, fold=0, n_folds=K, folds="all", noisy="off")
-    return root, cfg, train_folds(cfg)
+def kfold(self_trained):
+    """A K-fold run (the self-training job's teacher: the K-fold stage with noisy off, every
+    fold in one job); its config and result. Read-only: the re-run test is self-training's."""
+    root, cfg, result = self_trained
+    return root, replace(cfg, out=str(Path(cfg.out) / "teacher")), result.teacher
 
 
 def test_every_fold_is_a_run_and_oof_covers_each_clip_once(kfold):
@@ -47,6 +40,9 @@ def test_every_fold_is_a_run_and_oof_covers_each_clip_once(kfold):
     assert doc["oof_lwlrap"] == pytest.approx(result.oof_lwlrap)
     assert [m["artifact"] for m in doc["models"]] == [f"fold-{k}/model" for k in range(K)]
     assert "out-of-fold lwlrap" in result.summary()
+    for k in range(K):
+        run = json.loads((cv / f"fold-{k}" / RUN_CONFIG).read_text())
+        assert (run["fold"], run["n_folds"], run["noisy"]) == (k, K, "off")
 
 
 def test_inference_takes_the_k_fold_run_as_an_ensemble(kfold, tmp_path):
@@ -55,19 +51,6 @@ def test_inference_takes_the_k_fold_run_as_an_ensemble(kfold, tmp_path):
     result = infer(InferConfig(models=(cfg.out,), data=str(root / "data"),
                                out=str(tmp_path), run_id="cv", tta=1))
     assert result.models == K and result.scored == SMALL_STORE["n_test"]
-
-
-def test_a_rerun_trains_only_the_unfinished_folds(kfold):
-    _, cfg, _ = kfold
-    cv = Path(cfg.out)
-    kept = {p: p.stat().st_mtime_ns for p in (cv / "fold-0").rglob("*") if p.is_file()}
-    shutil.rmtree(cv / "fold-1")  # as if the job died while fold 1 trained...
-    (cv / "fold-1").mkdir()  # ...before its first checkpoint: its settings only
-    (cv / "fold-1" / RUN_CONFIG).write_text("{}")
-    again = train_folds(cfg)
-    assert again.trained == [1]
-    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # fold 0 untouched
-    assert (cv / "fold-1" / "model" / "meta.json").exists()
 
 
 def test_a_rerun_writes_the_report_of_every_fold_that_lacks_one(tmp_path):
