@@ -16,7 +16,6 @@ from dataclasses import dataclass, fields
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from fatlib import __version__
 from fatlib.core.config import MelConfig
@@ -121,20 +120,15 @@ class FeatureStore:
         """URIs of a committed split's Parquet files."""
         return [storage.join(self.root, split, f) for f in self.split(split).files]
 
-    def paths(self, split: str) -> tuple[pafs.FileSystem, list[str]]:
-        """(filesystem, paths inside it) of a committed split's files, for readers such as Ray
-        Data's read_parquet that take a filesystem and plain paths."""
+    def paths(self, split: str, parts: Set[str] | None = None
+              ) -> tuple[pafs.FileSystem, list[str]]:
+        """(filesystem, paths inside it) of a committed split's files (of only those whose
+        names are in parts, when given), for readers such as Ray Data's read_parquet that take
+        a filesystem and plain paths."""
         files = self.files(split)
         fs, _ = storage.resolve(files[0])
-        return fs, [storage.resolve(f)[1] for f in files]
-
-    def parts_with(self, split: str, names_not_in: Set[str]) -> tuple[pafs.FileSystem, list[str]]:
-        """(filesystem, paths) as paths() gives them, of the committed split's parts that hold
-        at least one clip whose fname is not in names_not_in; only fname columns are read."""
-        fs, paths = self.paths(split)
-        return fs, [path for path, uri in zip(paths, self.files(split), strict=True)
-                    if not names_not_in.issuperset(
-                        storage.read_parquet(uri, ["fname"]).column("fname").to_pylist())]
+        return fs, [storage.resolve(f)[1] for f in files
+                    if parts is None or posixpath.basename(f) in parts]
 
     def table(self, split: str, columns: list[str] | None = None) -> pa.Table:
         """A committed split (or some of its columns) as one Arrow table, read on the caller."""
@@ -150,13 +144,10 @@ class FeatureStore:
         columns = ["fname", "labels", "n_frames", "seconds", "version"]
         tables = []
         for uri in self.files(split):
-            fs, path = storage.resolve(uri)
-            present = set(pq.read_schema(path, filesystem=fs).names)
-            table = pq.read_table(path, filesystem=fs,  # only these columns' bytes
-                                  columns=[c for c in columns if c in present])
-            if "version" not in present:
+            table = storage.read_parquet(uri, columns, if_present=True)  # no log-mel read
+            if "version" not in table.column_names:
                 table = table.append_column("version", pa.array([""] * len(table), pa.string()))
-            name = posixpath.basename(path)
+            name = posixpath.basename(uri)
             tables.append(table.append_column("file", pa.array([name] * len(table),
                                                                pa.string())))
         schema = pa.schema([ROW_SCHEMA.field(c) for c in columns] + [("file", pa.string())])

@@ -147,13 +147,18 @@ def write_json(uri: str, doc: Any) -> None:
     write_bytes(uri, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """The Parquet file at uri (or some of its columns) as an Arrow table; StorageError naming
-    it when it is not readable Parquet (truncated, corrupted)."""
+def read_parquet(uri: str, columns: list[str] | None = None,
+                 if_present: bool = False) -> pa.Table:
+    """The Parquet file at uri (or some of its columns: with if_present, those of them it has)
+    as an Arrow table; StorageError naming it when it is not readable Parquet (truncated,
+    corrupted)."""
     fs, path = resolve(uri)
     try:  # random access: the footer and these columns' bytes only (log-mels are most of a part)
         with fs.open_input_file(path) as f:
-            return pq.ParquetFile(f).read(columns=columns)
+            parquet = pq.ParquetFile(f)
+            if columns is not None and if_present:
+                columns = [c for c in columns if c in parquet.schema_arrow.names]
+            return parquet.read(columns=columns)
     except FileNotFoundError:
         raise StorageError(f"{redact(uri)}: not found") from None
     except (OSError, pa.ArrowException) as e:

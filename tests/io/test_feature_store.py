@@ -185,22 +185,25 @@ def _store_of_parts(root, parts):
     return FeatureStore.open(root, CFG)
 
 
-def test_parts_with_unscored_clips_are_exactly_those_holding_a_name_outside_the_set(tmp_path):
+def test_paths_of_named_parts_and_clips_naming_each_rows_part(tmp_path):
     store = _store_of_parts(str(tmp_path), {"part-a.parquet": ["a1.wav", "a2.wav"],
                                             "part-b.parquet": ["b1.wav", "b2.wav"],
                                             "part-c.parquet": ["c1.wav"]})
     split = tmp_path / "train_curated"
 
-    def parts(done):
-        fs, paths = store.parts_with("train_curated", names_not_in=frozenset(done))
-        return [p.removeprefix(f"{split}/") for p in paths]
+    def paths(parts=None):
+        fs, found = store.paths("train_curated", parts=parts)
+        return [p.removeprefix(f"{split}/") for p in found]
 
-    assert parts([]) == ["part-a.parquet", "part-b.parquet", "part-c.parquet"]
-    # a fully scored part is left out; one new clip keeps its part; names elsewhere don't count
-    assert parts({"a1.wav", "a2.wav", "b1.wav", "other.wav"}) == ["part-b.parquet",
-                                                                  "part-c.parquet"]
-    assert parts({"a1.wav", "a2.wav", "b1.wav", "b2.wav", "c1.wav"}) == []
+    assert paths() == ["part-a.parquet", "part-b.parquet", "part-c.parquet"]
+    assert paths({"part-c.parquet", "part-a.parquet", "part-z.parquet"}) == ["part-a.parquet",
+                                                                           "part-c.parquet"]
+    assert paths(set()) == []
+    clips = store.clips("train_curated").to_pydict()
+    assert list(zip(clips["fname"], clips["file"], strict=True)) == [
+        ("a1.wav", "part-a.parquet"), ("a2.wav", "part-a.parquet"), ("b1.wav", "part-b.parquet"),
+        ("b2.wav", "part-b.parquet"), ("c1.wav", "part-c.parquet")]
     data = (split / "part-c.parquet").read_bytes()  # a damaged part: one line naming it
     (split / "part-c.parquet").write_bytes(data[: len(data) // 2])
     with pytest.raises(storage.StorageError, match=r"part-c\.parquet: not a readable Parquet"):
-        parts({"a1.wav"})
+        store.clips("train_curated")

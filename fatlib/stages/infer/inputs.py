@@ -49,16 +49,18 @@ def input_rows(cfg: InferConfig, mel, classes, ledger: predictions.Ledger) -> In
     ledger says is done."""
     store = FeatureStore.find(cfg.data, mel)
     if store is not None:
-        table = store.table(cfg.split, columns=["fname", "labels"])
-        labels = dict(zip(table.column("fname").to_pylist(), table.column("labels").to_pylist(),
-                          strict=True))
+        clips = store.clips(cfg.split)  # each row's fname, labels and part; no log-mel read
+        names = clips.column("fname").to_pylist()
+        labels = dict(zip(names, clips.column("labels").to_pylist(), strict=True))
         truth = {f: v for f, v in labels.items() if v} or None
         done = set(labels) & ledger.scored
         if len(done) == len(labels):
             return Inputs(None, truth, len(done), 0, 0)
         # Only parts holding a clip not yet scored are read: a run over a few new clips reads
         # their parts, not the whole split's log-mels.
-        fs, paths = store.parts_with(cfg.split, names_not_in=done)
+        todo = {part for fname, part in zip(names, clips.column("file").to_pylist(), strict=True)
+                if fname not in done}
+        fs, paths = store.paths(cfg.split, parts=todo)
         ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(
             ["fname", "logmel", "n_frames", *CLIP_STATS])
         if done:  # pushed down into the Parquet read by Ray's optimiser
