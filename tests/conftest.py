@@ -16,6 +16,31 @@ def pytest_configure(config):
                                        "fatlib does with them (issue 15's bad-input suite)")
 
 
+# Modules whose tests share a session fixture too costly to build twice: one xdist group.
+SHARED_GROUPS = {"tests/stages/train/test_kfold.py": "self_trained",
+                 "tests/stages/self_train/test_self_training.py": "self_trained"}
+# The groups that take longest (pytest --durations, 2 cores) start first, so that make test's
+# two workers (pytest-xdist) finish together instead of one waiting on the last long module.
+LONGEST_FIRST = ["tests/stages/train/test_train.py", "self_trained",
+                 "tests/stages/infer/test_infer.py", "tests/stages/tune/test_tune.py",
+                 "tests/test_job_submission.py", "tests/jobs/test_jobs.py",
+                 "tests/stages/test_node_loss.py"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Each module's tests in one xdist group (its module fixtures are built once), and under
+    xdist the longest groups first."""
+    groups = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        groups[item.nodeid] = SHARED_GROUPS.get(module, module)
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    if config.getoption("dist", "no") != "no":
+        rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
+
+
 def pytest_terminal_summary(terminalreporter):
     """The bad-input suite's size in the run's own output: how many cases were tried."""
     calls = [r for outcome in ("passed", "failed") for r in terminalreporter.stats.get(outcome, [])
