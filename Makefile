@@ -23,10 +23,10 @@ lint: venv
 	$(VENV)/bin/ruff check fatlib jobs tests
 	$(VENV)/bin/lint-imports
 
-# Two pytest workers (pytest-xdist), one module at a time each: the suite is mostly Ray
-# starting processes, and one stream of tests leaves a core idle half the time.
+# Two pytest workers (pytest-xdist), one module at a time each (tests/conftest.py): the suite is
+# mostly Ray starting processes, and one stream of tests left a core idle a third of the time.
 test: lint
-	$(PY) -m pytest -q --durations=12 -n 2 --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -q --durations=12 -n 2 --no-loadscope-reorder
 
 # The whole pipeline on fresh demo data: generate -> preprocess -> train -> infer.
 demo: venv

@@ -16,10 +16,10 @@ def pytest_configure(config):
                                        "fatlib does with them (issue 15's bad-input suite)")
 
 
-# Modules whose tests share a session fixture too costly to build twice: one xdist group.
+# Modules whose tests share a session fixture too costly to build twice: one xdist work unit.
 SHARED_GROUPS = {"tests/stages/train/test_kfold.py": "self_trained",
                  "tests/stages/self_train/test_self_training.py": "self_trained"}
-# The groups that take longest (pytest --durations, 2 cores) start first, so that make test's
+# The units that take longest (pytest --durations, 2 cores) start first, so that make test's
 # two workers (pytest-xdist) finish together instead of one waiting on the last long module.
 LONGEST_FIRST = ["tests/stages/train/test_train.py", "self_trained",
                  "tests/stages/infer/test_infer.py", "tests/stages/tune/test_tune.py",
@@ -27,18 +27,30 @@ LONGEST_FIRST = ["tests/stages/train/test_train.py", "self_trained",
                  "tests/stages/test_node_loss.py"]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def _unit(nodeid: str) -> str:
+    """The xdist work unit of a test: its module, or the group of modules sharing a fixture."""
+    module = nodeid.split("::")[0]
+    return SHARED_GROUPS.get(module, module)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: `make test` runs two workers
+def pytest_xdist_make_scheduler(config, log):
+    """Each work unit's tests on one worker, so its module fixtures are built once."""
+    # xdist's own --dist loadgroup renames test ids, which pytest 9 no longer reads.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return ModuleUnits(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Each module's tests in one xdist group (its module fixtures are built once), and under
-    xdist the longest groups first."""
-    groups = {}
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        groups[item.nodeid] = SHARED_GROUPS.get(module, module)
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    if config.getoption("dist", "no") != "no":
-        rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
-        items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
+    """On xdist workers, the longest work units first (the order units are handed out in)."""
+    if hasattr(config, "workerinput"):
+        rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(_unit(item.nodeid), len(rank)))
 
 
 def pytest_terminal_summary(terminalreporter):
