@@ -92,6 +92,7 @@ def find_lr(cfg: TrainConfig, sweep: SweepSettings = SweepSettings()) -> LRFinde
     cfg = replace(cfg, features=storage.absolute(cfg.features))
     storage.check_uri(sweep.plot)
     inputs = training_inputs(cfg)
+    cfg = cfg.with_recipe(inputs.store.has("train_noisy"))  # the batches its training makes
     model = build_model(cfg.arch, len(inputs.classes), in_channels=inputs.norm.channels)
     rows = _training_rows(inputs.store, inputs.valid_names)
     rng = np.random.default_rng(cfg.seed)

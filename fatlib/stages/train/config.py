@@ -14,6 +14,10 @@ from fatlib.stages import cluster_options
 
 RECIPES = ("default", "seed")
 DEFAULT_NOISY_SMOOTHING = 0.2  # the default recipe's soft targets for noisy clips
+# The default recipe's augmentations: on fsdd-poly (overlapping digits of unseen speakers) and
+# fsdd-fat, 30 epochs, 3 seeds each, they beat the seed recipe (BENCHMARKS.md, issue 26).
+DEFAULT_SOUND_MIX = 0.5
+DEFAULT_FREQ_SHIFT = 4
 # Ray's smallest fraction of a resource: it refuses a finer one, once the workers are placed.
 RAY_RESOURCE_UNIT = 1e-4
 
@@ -56,14 +60,13 @@ class TrainConfig:
     folds: str = option("one", "'all': train all K folds of --fold k/K as concurrent runs under "
                         "<out>/fold-<k>/, report the out-of-fold lwlrap, write the ensemble",
                         choices=("one", "all"))
-    # Mixed in with soft targets, the noisy split won on fsdd-fat's held-out speaker over 3
-    # seeds (BENCHMARKS.md), so the default recipe uses it wherever the store has one.
+    # Off: mixed in (with soft targets) the noisy split won at 10 epochs on fsdd-fat, but
+    # beside sound mixing it lost on fsdd-poly's unseen speakers (BENCHMARKS.md, issue 26).
     noisy: str | None = option(None, "'mix' adds train_noisy to the training batches, "
                                "'warmup' trains on it alone for the first --noisy-warmup "
                                "epochs, then on the curated fold (FAT2019's 2nd place), 'off' "
                                "leaves it out", choices=("off", "mix", "warmup"),
-                               default_text="mix when the store has train_noisy; off with "
-                               "--recipe seed")
+                               default_text="off; mix with --noisy-labels")
     noisy_warmup: int = option(5, "with --noisy warmup: epochs on train_noisy alone (each one "
                                "pass over it) before the curated epochs", minimum=1,
                                metavar="EPOCHS")
@@ -80,15 +83,19 @@ class TrainConfig:
                           seed_recipe=0.0)
     specaugment: bool = option(False, "SpecAugment: two frequency and two time masks per crop",
                                seed_recipe=False)
-    sound_mix: float = option(0.0, "probability that a training crop gets another crop of its "
-                              "batch added as a sound (power domain, random gain and time "
-                              "offset), labelled with both clips' labels (0: off)", minimum=0,
-                              maximum=1, metavar="P", seed_recipe=0.0)
+    sound_mix: float | None = option(None, "probability that a training crop gets another crop "
+                                     "of its batch added as a sound (power domain, random gain "
+                                     "and time offset), labelled with both clips' labels (0: "
+                                     "off)", minimum=0, maximum=1, metavar="P",
+                                     default_text=f"{DEFAULT_SOUND_MIX}; 0 with --recipe seed",
+                                     seed_recipe=0.0)
     sound_mix_gain: float = option(6.0, "the added crop's level relative to the crop's, drawn "
                                    "from +-this many dB", minimum=0, metavar="DB")
-    freq_shift: int = option(0, "move each crop up or down the mel axis by up to this many "
-                             "bins, at random (speaker and pitch variation; 0: off)", minimum=0,
-                             metavar="BINS", seed_recipe=0)
+    freq_shift: int | None = option(None, "move each crop up or down the mel axis by up to "
+                                    "this many bins, at random (speaker and pitch variation; "
+                                    "0: off)", minimum=0, metavar="BINS",
+                                    default_text=f"{DEFAULT_FREQ_SHIFT}; 0 with --recipe seed",
+                                    seed_recipe=0)
     ema: float = option(0.0, "validate and export an exponential moving average of the weights "
                         "spanning about this many epochs of steps (0: off)", minimum=0,
                         metavar="EPOCHS", seed_recipe=0.0)
@@ -150,8 +157,8 @@ class TrainConfig:
             (not offences, f"--recipe seed has no {', '.join(offences)} (it is the seed "
              "kernel's recipe)"),
             (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
-            (self.freq_shift < self.mel.n_mels, f"--freq-shift must be below the "
-             f"{self.mel.n_mels} mel bins, got {self.freq_shift}"),
+            (self.freq_shift is None or self.freq_shift < self.mel.n_mels,
+             f"--freq-shift must be below the {self.mel.n_mels} mel bins, got {self.freq_shift}"),
             (not self.arch.startswith("cnn10") or min(self.crop_frames, self.mel.n_mels) >=
              MIN_SIZE, f"the cnn10 models need crops of >= {MIN_SIZE} frames and mel bins"),
             (self.noisy != "warmup" or self.noisy_warmup < self.epochs,
@@ -170,17 +177,20 @@ class TrainConfig:
             return self.noisy_smoothing
         return 0.0 if self.recipe == "seed" else DEFAULT_NOISY_SMOOTHING
 
-    def with_noisy(self, store_has_noisy: bool) -> TrainConfig:
-        """The config with --noisy decided: the recipe's choice for this store where unset;
-        ConfigError when --noisy asks for a split the store lacks."""
-        if self.noisy in ("mix", "warmup") and not store_has_noisy:
-            raise ConfigError(f"{self.features}: --noisy {self.noisy} needs train_noisy, and "
-                              "this feature store has none (preprocess it, or --noisy off)")
-        if self.noisy is not None:
-            return self
-        if self.noisy_labels is not None:  # relabelled noisy clips were asked for: mixed in
-            return replace(self, noisy="mix").with_noisy(store_has_noisy)
-        return replace(self, noisy="mix" if store_has_noisy and self.recipe != "seed" else "off")
+    def with_recipe(self, store_has_noisy: bool) -> TrainConfig:
+        """The config with every setting the recipe decides (--noisy, --sound-mix,
+        --freq-shift) set: the recipe's value for this store where unset; ConfigError when
+        --noisy asks for a split the store lacks."""
+        seed = self.recipe == "seed"
+        # Relabelled noisy clips (--noisy-labels) were asked for: mixed in.
+        noisy = self.noisy or ("mix" if self.noisy_labels is not None else "off")
+        if noisy in ("mix", "warmup") and not store_has_noisy:
+            raise ConfigError(f"{self.features}: --noisy {noisy} needs train_noisy, and this "
+                              "feature store has none (preprocess it, or --noisy off)")
+        return replace(
+            self, noisy=noisy,
+            sound_mix=_unset_to(self.sound_mix, 0.0 if seed else DEFAULT_SOUND_MIX),
+            freq_shift=_unset_to(self.freq_shift, 0 if seed else DEFAULT_FREQ_SHIFT))
 
     @classmethod
     def from_record(cls, recorded: dict, **overrides) -> TrainConfig:
@@ -199,6 +209,11 @@ class TrainConfig:
         if self.freq_shift > 0:
             steps.append(("frequency_shift", {"max_bins": self.freq_shift}))
         return steps
+
+
+def _unset_to(value, default):
+    """value, or default where it is None (a flag left unset)."""
+    return default if value is None else value
 
 
 def steps_per_epoch(n_train: int, batch_size: int, workers: int) -> int:

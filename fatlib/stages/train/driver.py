@@ -38,8 +38,8 @@ def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
     cfg = replace(cfg, features=storage.absolute(cfg.features), out=storage.absolute(cfg.out))
     cfg.check()
     store = FeatureStore.open(cfg.features, cfg.mel)  # read once, before the run dir is touched
-    cfg = cfg.with_noisy(store.has("train_noisy"))
-    open_run_dir(cfg)  # with --noisy decided: what the run records, and --resume compares
+    cfg = cfg.with_recipe(store.has("train_noisy"))
+    open_run_dir(cfg)  # with the recipe decided: what the run records, and --resume compares
     inputs = training_inputs(cfg, store)
     ensure_ray()
     cpus = cfg.cpus_per_worker or worker_cpus(cfg.workers)

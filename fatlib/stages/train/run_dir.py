@@ -44,7 +44,7 @@ def open_run_dir(cfg: TrainConfig) -> None:
     """Fit --out to the request before Ray starts: a new run needs a directory without a run
     (what a run that ended before its first checkpoint left is replaced) and records its
     settings there; --resume needs a run whose recorded settings match and a checkpoint that
-    loads. cfg: with --noisy decided (TrainConfig.with_noisy)."""
+    loads. cfg: with the recipe decided (TrainConfig.with_recipe)."""
     if has_run(cfg.out):
         if not cfg.resume:
             raise RunDirError(f"{cfg.out} already holds a run; pass --resume to continue it "

@@ -99,13 +99,13 @@ def test_noisy_labels_outside_the_vocabulary_are_one_line(tmp_path):
 
 def test_noisy_labels_need_the_noisy_split_in_training():
     cfg = TrainConfig(features="f", out="o", noisy_labels="labels.csv")
-    assert cfg.with_noisy(store_has_noisy=True).noisy == "mix"
+    assert cfg.with_recipe(store_has_noisy=True).noisy == "mix"
     seed = TrainConfig(features="f", out="o", noisy_labels="labels.csv", recipe="seed")
-    assert seed.with_noisy(store_has_noisy=True).noisy == "mix"  # asked for: mixed in
+    assert seed.with_recipe(store_has_noisy=True).noisy == "mix"  # asked for: mixed in
     with pytest.raises(ConfigError, match="--noisy-labels relabels train_noisy: it needs"):
         TrainConfig(features="f", out="o", noisy="off", noisy_labels="labels.csv").check()
     with pytest.raises(ConfigError, match="needs train_noisy"):
-        cfg.with_noisy(store_has_noisy=False)
+        cfg.with_recipe(store_has_noisy=False)
 
 
 def test_self_training_refuses_a_store_without_noisy_clips_before_any_work(tmp_path):
