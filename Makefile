@@ -26,7 +26,7 @@ lint: venv
 # Two pytest workers (pytest-xdist), one module at a time each (tests/conftest.py): the suite is
 # mostly Ray starting processes, and one stream of tests left a core idle a third of the time.
 test: lint
-	$(PY) -m pytest -q --durations=12 -n 2 --no-loadscope-reorder
+	$(PY) -m pytest -q --durations=12 -n 2
 
 # The whole pipeline on fresh demo data: generate -> preprocess -> train -> infer.
 demo: venv

@@ -35,9 +35,14 @@ def _unit(nodeid: str) -> str:
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: `make test` runs two workers
 def pytest_xdist_make_scheduler(config, log):
-    """Each work unit's tests on one worker, so its module fixtures are built once."""
+    """Under -n (xdist's default --dist load), each work unit's tests on one worker, so its
+    module fixtures are built once; units handed out longest first. Another --dist is kept."""
     # xdist's own --dist loadgroup renames test ids, which pytest 9 no longer reads.
+    if config.getvalue("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # in collection order: LONGEST_FIRST's
 
     class ModuleUnits(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

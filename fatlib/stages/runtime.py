@@ -26,7 +26,8 @@ T = TypeVar("T")
 # Ray Data (2.60) reads Parquet footers through a pool of up to 32 new actor processes per
 # read: ~1.5 CPU-s and seconds of start-up each, every training run and store inference. A
 # store has few large parts that the manifest lists, and one footer reader fetches 128 at a
-# time. A value the job or cluster sets is kept.
+# time. A value in the job's environment (`ray job submit --runtime-env`, or the shell that
+# starts a local Ray) is kept.
 RAY_DATA_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}
 
 
@@ -39,7 +40,8 @@ def ensure_ray() -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True, runtime_env={"env_vars": _ray_data_env()})
+        missing = _ray_data_env()
+        ray.init(log_to_driver=True, runtime_env={"env_vars": missing} if missing else None)
     else:
         start_local_ray(log_to_driver=True)
     if console.is_quiet():

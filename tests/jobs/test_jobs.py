@@ -1,5 +1,6 @@
 """Jobs run as users run them: `python jobs/x.py ...`, output and exit codes checked."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,9 @@ def test_train_console_shows_the_epoch_table_once_and_ray_logs_only_with_verbose
     assert [line.split()[0] for line in table] == ["epoch", "1", "2"], console
     assert table[0] == "epoch  train_loss  valid_loss    lwlrap    time"
     assert done.stdout.strip().splitlines()[-1].startswith("best epoch ")
+    # The default recipe, as the run records it (and --resume compares).
+    recorded = json.loads((run / "run_config.json").read_text())
+    assert (recorded["noisy"], recorded["sound_mix"], recorded["freq_shift"]) == ("off", 0.5, 4)
 
 
 def test_every_job_help_shows_defaults_without_loading_torch_or_ray():

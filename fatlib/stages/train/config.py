@@ -14,8 +14,8 @@ from fatlib.stages import cluster_options
 
 RECIPES = ("default", "seed")
 DEFAULT_NOISY_SMOOTHING = 0.2  # the default recipe's soft targets for noisy clips
-# The default recipe's augmentations: on fsdd-poly (overlapping digits of unseen speakers) and
-# fsdd-fat, 30 epochs, 3 seeds each, they beat the seed recipe (BENCHMARKS.md, issue 26).
+# The default recipe's augmentations: at 30 epochs they beat the seed recipe on fsdd-poly
+# (overlapping digits of unseen speakers) and on fsdd-fat (BENCHMARKS.md, issue 26).
 DEFAULT_SOUND_MIX = 0.5
 DEFAULT_FREQ_SHIFT = 4
 # Ray's smallest fraction of a resource: it refuses a finer one, once the workers are placed.

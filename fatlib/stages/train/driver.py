@@ -31,7 +31,8 @@ from fatlib.stages.train.run_dir import open_run_dir
 
 @holding("train")  # its run dir, before anything is read or written
 def train(cfg: TrainConfig, callbacks: tuple = ()) -> TrainResult:
-    """Train on the feature store's curated fold (plus noisy clips), export the best model.
+    """Train on the feature store's curated fold (plus its noisy clips with --noisy), export the
+    best model.
 
     callbacks: extra Ray Train callbacks (Tune passes its report callback here).
     """

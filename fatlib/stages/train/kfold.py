@@ -19,10 +19,10 @@ from fatlib.io.artifact import ENSEMBLE, META
 from fatlib.io.locks import holding
 from fatlib.stages.runtime import cluster_gpus, ensure_ray, shared_cpus
 from fatlib.stages.train.checkpoints import OOF, read_oof
-from fatlib.stages.train.config import TrainConfig
+from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.driver import train
 from fatlib.stages.train.inputs import training_inputs
-from fatlib.stages.train.run_dir import has_run
+from fatlib.stages.train.run_dir import changed_settings, has_run
 
 
 @dataclass
@@ -61,6 +61,7 @@ def train_folds(cfg: TrainConfig) -> KFoldResult:
     ensure_ray()
     todo = [k for k in range(cfg.n_folds) if not _finished(fold_dir(cfg.out, k))]
     share = _fold_config(cfg)
+    _require_finished_alike(share.with_recipe(inputs.store.has("train_noisy")), todo)
     # The fold tasks only wait on their Ray Train runs, and all K start at once: holding any CPU
     # (0.01 each) they took what the running fold's workers need (K = 5 on 2 CPUs hung).
     runs = [_train_fold.options(num_cpus=0).remote(
@@ -84,6 +85,17 @@ def _fold_config(cfg: TrainConfig) -> TrainConfig:
     gpus_per_fold = cfg.workers * cfg.gpus_per_worker
     at_once = max(1, min(cfg.n_folds, int(cluster_gpus() // gpus_per_fold))) if gpus_per_fold else 1
     return replace(cfg, cpus_per_worker=shared_cpus(at_once, cfg.workers))
+
+
+def _require_finished_alike(cfg: TrainConfig, todo: list[int]) -> None:
+    """RunDirError naming what differs when a re-run would train its folds with other settings
+    than the folds that finished before: one ensemble, one recipe."""
+    for k in sorted(set(range(cfg.n_folds)) - set(todo)):
+        changed = changed_settings(replace(cfg, fold=k, out=fold_dir(cfg.out, k)))
+        if changed:
+            raise RunDirError(f"{fold_dir(cfg.out, k)} finished with other settings: "
+                              f"{', '.join(changed)}; the folds of one run share their "
+                              "settings: run again with that fold's, or choose another --out")
 
 
 def _finished(run: str) -> bool:

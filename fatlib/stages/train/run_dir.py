@@ -71,17 +71,25 @@ def has_run(uri: str) -> bool:
 
 
 
+def changed_settings(cfg: TrainConfig) -> list[str] | None:
+    """The settings that change what is trained where cfg differs from the run recorded in
+    cfg.out, as flags (old -> new); None when the run recorded none (an older fatlib)."""
+    where = storage.join(cfg.out, RUN_CONFIG)
+    if not storage.is_file(where):
+        return None
+    now, recorded = _comparable(config_dict(cfg)), _comparable(storage.read_json(where))
+    return [f"--{k.replace('_', '-')} {_shown(recorded[k])} -> {_shown(now[k])}"
+            + (_SCHEDULE.format(epochs=recorded[k]) if k == "epochs" else "")
+            for k in now if k in recorded and recorded[k] != now[k]]
+
+
 def _check_resumed_settings(cfg: TrainConfig) -> None:
     """RunDirError naming each setting --resume would change, of those that change what is
     trained, as the run recorded it (old -> new)."""
-    where = storage.join(cfg.out, RUN_CONFIG)
-    if not storage.is_file(where):
+    changed = changed_settings(cfg)
+    if changed is None:
         raise RunDirError(f"{cfg.out}: a run from an older fatlib (no {RUN_CONFIG}), no longer "
                           "resumed; start a new run in another --out")
-    now, recorded = _comparable(config_dict(cfg)), _comparable(storage.read_json(where))
-    changed = [f"--{k.replace('_', '-')} {_shown(recorded[k])} -> {_shown(now[k])}"
-               + (_SCHEDULE.format(epochs=recorded[k]) if k == "epochs" else "")
-               for k in now if k in recorded and recorded[k] != now[k]]
     if changed:
         raise RunDirError(f"{cfg.out}: --resume cannot change {', '.join(changed)}; resume "
                           "with the run's settings or choose another --out")

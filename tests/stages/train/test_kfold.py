@@ -12,7 +12,7 @@ import pytest
 from fatlib.io.artifact import model_artifacts
 from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.infer.pipeline import infer
-from fatlib.stages.train.config import TrainConfig
+from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.run_dir import RUN_CONFIG
 from tests.conftest import SMALL_STORE
 from tests.stages.conftest import K
@@ -51,6 +51,23 @@ def test_inference_takes_the_k_fold_run_as_an_ensemble(kfold, tmp_path):
     result = infer(InferConfig(models=(cfg.out,), data=str(root / "data"),
                                out=str(tmp_path), run_id="cv", tta=1))
     assert result.models == K and result.scored == SMALL_STORE["n_test"]
+
+
+@pytest.mark.bad_input
+def test_a_rerun_with_other_settings_is_refused_before_any_fold_trains(kfold):
+    from fatlib.stages.train.kfold import train_folds
+
+    _, cfg, _ = kfold
+    cv = Path(cfg.out)
+    def files():  # _LOCK is every job's, not the run's
+        return {p: p.stat().st_mtime_ns for p in cv.rglob("*") if p.is_file() and p.name != "_LOCK"}
+
+    before = files()
+    # As after an upgrade whose default recipe mixes sounds: one ensemble, one recipe.
+    with pytest.raises(RunDirError, match=f"^{cv / 'fold-0'} finished with other settings: "
+                                          "--sound-mix 0.0 -> 0.5; the folds of one run share"):
+        train_folds(replace(cfg, sound_mix=None))
+    assert files() == before
 
 
 def test_a_rerun_writes_the_report_of_every_fold_that_lacks_one(tmp_path):
