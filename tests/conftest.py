@@ -23,8 +23,8 @@ SHARED_GROUPS = {"tests/stages/train/test_kfold.py": "self_trained",
 # two workers (pytest-xdist) finish together instead of one waiting on the last long module.
 LONGEST_FIRST = ["tests/stages/train/test_train.py", "self_trained",
                  "tests/stages/infer/test_infer.py", "tests/stages/tune/test_tune.py",
-                 "tests/test_job_submission.py", "tests/jobs/test_jobs.py",
-                 "tests/stages/test_node_loss.py"]
+                 "tests/stages/train/test_runs.py", "tests/test_job_submission.py",
+                 "tests/jobs/test_jobs.py", "tests/stages/test_node_loss.py"]
 
 
 def _unit(nodeid: str) -> str:

@@ -61,7 +61,8 @@ def test_peak_memory_sees_the_driver_grow_and_counts_its_cpu_seconds():
     finally:
         child.kill()
     assert sampler.peak.driver > 200 * MB  # the 200 MB block it holds
-    assert 0.29 <= sampler.peak.cpu_seconds < 5  # 0.3 s burnt, read in clock ticks
+    # 0.3 s burnt, read in 10 ms clock ticks: a tick may fall on either side of each end.
+    assert 0.28 <= sampler.peak.cpu_seconds < 5
 
 
 def _row(clips: int, prep_s: float, driver_mb: int, worker_mb: int, infer_s: float,

@@ -25,7 +25,8 @@ from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.driver import train
 from fatlib.stages.train.run_dir import RUN_CONFIG
 from fatlib.tools.synth import SynthConfig, generate_dataset
-from tests.conftest import SMALL_STORE, downgrade_store
+from tests.conftest import downgrade_store
+from tests.stages.train.settings import train_cfg
 
 pytestmark = pytest.mark.slow
 # Small but learnable: 100 curated clips (80 train / 20 valid), 64-frame crops.
@@ -40,24 +41,6 @@ def features(ray_local, tmp_path_factory):
     preprocess(PreprocessConfig(data=str(root / "data"), out=str(root / "features"),
                                 splits=("train_curated", "train_noisy")))
     return str(root / "features")
-
-
-def _cfg(features, out, **kw):
-    base = dict(features=features, out=str(out), workers=2, epochs=4, lr=3e-3, batch_size=16,
-                crop_frames=64, valid_crops=2, seed=0)
-    return TrainConfig(**{**base, **kw})
-
-
-def _one_cycle_lr(max_lr: float, total_steps: int, steps: int) -> float:
-    """torch's one-cycle LR (the training loop's schedule) after `steps` optimizer steps of a
-    schedule laid out over total_steps."""
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=max_lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr,
-                                                   total_steps=total_steps)
-    for _ in range(steps):
-        optimizer.step()
-        schedule.step()
-    return schedule.get_last_lr()[0]
 
 
 @pytest.fixture(scope="module")
@@ -134,61 +117,13 @@ def test_global_normalisation_is_the_training_clips_db_mean_and_std(features, tm
     from fatlib.core.features import decode_logmel
     from fatlib.stages.train.inputs import training_inputs
 
-    cfg = _cfg(features, tmp_path / "run", normalisation="global")
+    cfg = train_cfg(features, tmp_path / "run", normalisation="global")
     inputs = training_inputs(cfg)  # from the stored per-clip stats, no log-mel read
     rows = FeatureStore.open(features).table("train_curated").to_pylist()
     values = np.concatenate([decode_logmel(r["logmel"], 128, r["n_frames"]).ravel()
                              for r in rows if r["fname"] not in inputs.valid_names])
     assert inputs.norm.mean == pytest.approx(values.astype(np.float64).mean(), rel=1e-5)
     assert inputs.norm.std == pytest.approx(values.astype(np.float64).std(), rel=1e-4)
-
-
-def test_stopped_run_continues_with_resume(small_store, tmp_path):
-    out = tmp_path / "stopped"
-    # With a weight average: the resumed run continues both the network and its average.
-    cfg = _cfg(str(small_store / "features"), out, workers=1, epochs=2, max_failures=0,
-               fail_after_epoch=1, ema=1.0)
-    with pytest.raises(Exception):  # noqa: B017 - the crash surfaces as Ray's own error type
-        train(cfg)
-    [crashed] = [torch.load(p, weights_only=False) for p in out.glob("checkpoint_*/state.pt")]
-    with pytest.raises(RunDirError, match="--resume"):
-        train(replace(cfg, fail_after_epoch=None))
-    reports = tmp_path / "reports.txt"
-
-    class RecordReports(ray.train.UserCallback):  # runs in Ray Train's controller process
-        def after_report(self, run_context, metrics, checkpoint):
-            with open(reports, "a") as f:
-                f.write(f"{metrics[0]['epoch']}\n")
-
-    resumed = train(replace(cfg, fail_after_epoch=None, resume=True),
-                    callbacks=(RecordReports(),))
-    assert [h["epoch"] for h in resumed.history] == [1, 2]
-    # Epoch 1 was continued from the crashed run's checkpoint, not trained again.
-    assert resumed.history[0] == crashed["history"][0]
-    # The finished epoch is replayed first, so a resumed Tune trial sees the whole run.
-    assert reports.read_text().split() == ["1", "2"]
-    norm = json.loads((out / "model" / "meta.json").read_text())["normalisation"]
-    assert norm["mode"] == "color"  # the default input: the seed's colour mapping
-    # The exported model is the validated average, not the network the optimizer moved.
-    states = [torch.load(p, weights_only=False) for p in out.glob("checkpoint_*/state.pt")]
-    assert sorted(s["epoch"] for s in states) == [1, 2]
-    best = next(s for s in states if s["epoch"] == resumed.best_epoch)
-    steps = json.loads((out / "metrics.json").read_text())["steps_per_epoch"]
-    assert best["updates"] == best["epoch"] * steps  # one update per optimizer step
-    _, model = load_model(str(out / "model"))
-    exported = model.network.state_dict()
-    assert all(torch.equal(exported[k], v) for k, v in best["model"].items())
-    assert not torch.equal(exported["fc.weight"], best["trained"]["fc.weight"])
-
-
-def test_seed_recipe_with_noisy_mix_writes_its_run_to_s3(features, s3_bucket):
-    out = f"{s3_bucket}/runs/seed"
-    result = train(_cfg(features, out, workers=1, epochs=1, recipe="seed", noisy="mix"))
-    meta = json.loads(storage.read_bytes(f"{out}/model/meta.json"))
-    assert meta["recipe"] == "seed" and meta["in_channels"] == 3
-    assert meta["normalisation"]["mode"] == "color"
-    assert result.artifact == f"{out}/model"
-    assert storage.is_file(f"{out}/model/weights.pt") and storage.is_file(f"{out}/history.csv")
 
 
 @pytest.mark.bad_input
@@ -200,7 +135,7 @@ def test_other_fingerprint_is_refused_before_training(features, tmp_path):
     (other / "_MANIFEST.json").write_text(json.dumps(manifest))
     expected = "0123456789abcdef.*expects " + MelConfig().fingerprint
     with pytest.raises(FeatureStoreError, match=expected):
-        train(_cfg(str(other), tmp_path / "run"))
+        train(train_cfg(str(other), tmp_path / "run"))
 
 
 def test_both_recipes_pad_short_clips_with_silence_unless_asked():
@@ -226,26 +161,6 @@ def test_the_default_recipe_mixes_sounds_and_shifts_frequencies_and_the_seed_rec
             TrainConfig(features="f", out="o", noisy=noisy).with_recipe(store_has_noisy=False)
 
 
-def test_noisy_warmup_then_curated_epochs_with_sound_mixing(small_store, tmp_path):
-    from fatlib.stages.train.inputs import training_inputs
-
-    cfg = _cfg(str(small_store / "features"), tmp_path / "run", workers=1, epochs=3,
-               noisy="warmup", noisy_warmup=1, sound_mix=0.5)
-    result = train(cfg)
-    # Epoch 1 is one pass over train_noisy, then the curated training fold.
-    samples = [h["samples"] for h in result.history]
-    curated = SMALL_STORE["n_curated"] - len(training_inputs(cfg).valid_names)
-    assert samples == [SMALL_STORE["n_noisy"], curated, curated]
-    assert all(np.isfinite(h["train_loss"]) for h in result.history)
-    # One one-cycle schedule over the noisy and the curated steps (1 + 2 x 2 of 16 clips), not
-    # one counting curated steps only (3 x 2): each epoch ends at that schedule's LR.
-    steps = np.cumsum([-(-n // cfg.batch_size) for n in samples])
-    assert [h["lr"] for h in result.history] == pytest.approx(
-        [_one_cycle_lr(cfg.lr, int(steps[-1]), int(k)) for k in steps])
-    meta = json.loads((tmp_path / "run" / "model" / "meta.json").read_text())
-    assert meta["arch"] == "resnet18"
-
-
 @pytest.mark.bad_input
 @pytest.mark.parametrize(
     "kwargs, message",
@@ -268,13 +183,13 @@ def test_noisy_warmup_then_curated_epochs_with_sound_mixing(small_store, tmp_pat
 )
 def test_bad_settings_are_named(features, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        train(_cfg(features, tmp_path / "run", **kwargs))
+        train(train_cfg(features, tmp_path / "run", **kwargs))
 
 
 @pytest.mark.bad_input
 def test_too_few_clips_for_the_folds(features, tmp_path):
     with pytest.raises(FeatureStoreError, match="too few for 60 folds"):
-        train(_cfg(features, tmp_path / "run", fold=0, n_folds=60))
+        train(train_cfg(features, tmp_path / "run", fold=0, n_folds=60))
 
 
 def test_run_report_shows_only_files_that_exist(drilled_run, features):
@@ -298,7 +213,7 @@ def test_a_store_written_before_clip_stats_is_refused_with_the_rebuild_command(f
                                                                                tmp_path):
     old = downgrade_store(Path(features), tmp_path / "old")
     with pytest.raises(FeatureStoreError) as info:
-        train(_cfg(str(old), tmp_path / "run", workers=1, epochs=1))
+        train(train_cfg(str(old), tmp_path / "run", workers=1, epochs=1))
     data = Path(features).parent / "data"  # the store's source, named in the command
     assert str(info.value).endswith(f"python jobs/preprocess.py --data {data} --out {old} "
                                     "--overwrite")
@@ -334,21 +249,6 @@ class _Renamed:
             yield {**batch, "fname": batch["id"]}
 
 
-def test_every_recipe_option_trains_and_lands_in_the_artifact(features, tmp_path):
-    out = tmp_path / "options"
-    train(_cfg(features, out, workers=1, epochs=1, arch="resnet18-timepool", pad="random",
-               deltas=True, noisy="mix", noisy_smoothing=0.1, mixup=0.4, specaugment=True,
-               freq_shift=2, normalisation="clip", centre_bands=True))
-    meta = json.loads((out / "model" / "meta.json").read_text())
-    assert meta["arch"] == "resnet18-timepool" and meta["in_channels"] == 3
-    assert meta["normalisation"]["deltas"] is True and meta["normalisation"]["centre_bands"]
-    assert meta["metrics"]["config"]["noisy_smoothing"] == 0.1
-    assert meta["metrics"]["config"]["freq_shift"] == 2
-    _, model = load_model(str(out / "model"))
-    with torch.no_grad():
-        assert model(torch.zeros(1, 128, 50), torch.ones(1, 4)).shape[1] == len(meta["classes"])
-
-
 @pytest.mark.bad_input
 def test_a_resource_shortfall_fails_fast_and_ctrl_c_stops_a_run(features, tmp_path):
     import signal
@@ -361,7 +261,7 @@ def test_a_resource_shortfall_fails_fast_and_ctrl_c_stops_a_run(features, tmp_pa
             "--batch-size", "16", "--crop-frames", "64"]
     # The tester's hang: 3 one-CPU workers on a 2-CPU machine waited for ever.
     with pytest.raises(ResourceError) as short:
-        train(_cfg(features, tmp_path / "a", workers=3, cpus_per_worker=1.0))
+        train(train_cfg(features, tmp_path / "a", workers=3, cpus_per_worker=1.0))
     assert str(short.value) == (
         "training (3 workers) asks for 3 x {CPU 1} but the cluster has CPU 2 in 1 node(s); "
         "1 of 3 cannot be placed")
@@ -392,7 +292,7 @@ def test_a_second_training_into_a_run_in_progress_is_refused_at_once(drilled_run
 
     before = files()
     with hold(str(out), "train"):  # the first training, still running
-        for cfg in (_cfg(features, out), _cfg(features, out, resume=True)):
+        for cfg in (train_cfg(features, out), train_cfg(features, out, resume=True)):
             with pytest.raises(DirectoryInUse, match=f"^{out} is in use by train \\(pid "):
                 train(cfg)
     assert files() == before  # the first's model, checkpoints and history untouched
@@ -409,9 +309,9 @@ def test_two_trainings_into_one_empty_out_the_second_is_refused(features, tmp_pa
     with hold(str(out), "train"):  # the first has started: only its lock is there yet
         assert not has_run(str(out))  # so the first still counts it a fresh directory
         with pytest.raises(DirectoryInUse) as e:
-            train(_cfg(features, out))
+            train(train_cfg(features, out))
         with pytest.raises(DirectoryInUse):
-            train_folds(_cfg(features, out, folds="all", n_folds=2))
+            train_folds(train_cfg(features, out, folds="all", n_folds=2))
         assert [p.name for p in out.iterdir()] == [LOCK_FILE]
     assert "\n" not in str(e.value) and str(e.value).endswith("choose another --out")
 
@@ -424,7 +324,7 @@ def test_an_out_that_is_a_file_is_refused_before_training(tmp_path):
     file.write_bytes(b"mine")
     # No feature store at all: the --out is checked before the store is read.
     with pytest.raises(DirectoryUnusable, match=f"^{file} cannot be written: {file} is a file"):
-        train(_cfg(str(tmp_path / "no-features"), file))
+        train(train_cfg(str(tmp_path / "no-features"), file))
     assert file.read_bytes() == b"mine"
 
 
@@ -432,33 +332,9 @@ def _drilled_cfg(features, out, **kw):
     """The drilled run's own settings (see drilled_run): the noisy split mixed in, and without
     the default recipe's sound mixing and frequency shifts, which pay only over more than its
     5 epochs (BENCHMARKS.md, issue 26) while it must learn."""
-    return _cfg(features, out, **{"epochs": 5, "fail_after_epoch": 2, "normalisation": "global",
-                                  "noisy": "mix", "sound_mix": 0.0, "freq_shift": 0, **kw})
-
-
-@pytest.mark.bad_input
-def test_a_run_that_failed_before_its_first_checkpoint_does_not_hold_its_out(features, tmp_path,
-                                                                            capsys):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    with pytest.raises(FeatureStoreError, match="too few"):  # fails once the run dir is open
-        train(_cfg(features, out, n_folds=60))
-    assert (out / RUN_CONFIG).is_file()
-    # What Ray Train and the fault drill leave when a run dies in its first epoch.
-    (out / REGISTERED).write_text("{}")
-    (out / "checkpoint_2026-01-01_00-00-00.000000").mkdir()
-    (out / ".fault-drill-done").write_text("1")
-    with pytest.raises(RunDirError, match="no run to resume .*run again without --resume$"):
-        train(_cfg(features, out, resume=True))
-    capsys.readouterr()
-    result = train(_cfg(features, out, workers=1, epochs=1))
-    assert f"{out}: replacing an unfinished run" in capsys.readouterr().err
-    assert result.best_epoch == 1 and (out / "model" / "meta.json").is_file()
-    assert (out / "notes.txt").read_text() == "mine"  # not the run's: kept
-    assert not (out / "checkpoint_2026-01-01_00-00-00.000000").exists()
-    assert not (out / ".fault-drill-done").exists()
-    assert json.loads((out / RUN_CONFIG).read_text())["n_folds"] == 5  # this run's settings
+    return train_cfg(features, out, **{"epochs": 5, "fail_after_epoch": 2,
+                                       "normalisation": "global", "noisy": "mix",
+                                       "sound_mix": 0.0, "freq_shift": 0, **kw})
 
 
 @pytest.mark.bad_input
