@@ -29,6 +29,7 @@ T = TypeVar("T")
 # time. A value in the job's environment (`ray job submit --runtime-env`, or the shell that
 # starts a local Ray) is kept.
 RAY_DATA_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}
+_SET_HERE: set[str] = set()  # of RAY_DATA_ENV's keys, those this process set (not the user)
 
 
 class ResourceError(UserError):
@@ -82,11 +83,15 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
 
 
 def _ray_data_env() -> dict[str, str]:
-    """RAY_DATA_ENV's settings this process and the job's workers lack, now set here too."""
-    # Set in the driver as well: Ray Data plans reads in the process that iterates them.
-    missing = {k: v for k, v in RAY_DATA_ENV.items() if k not in os.environ}
-    os.environ.update(missing)
-    return missing
+    """RAY_DATA_ENV's settings for the job's workers: all but those the user's environment
+    sets (a key in both runtime envs is a conflict Ray refuses); this process gets them too."""
+    # Set in the driver as well: Ray Data plans reads in the process that iterates them. What
+    # an earlier start set here is still ours, so a second ray.init passes it on again.
+    ours = {k: v for k, v in RAY_DATA_ENV.items()
+            if k not in os.environ or (k in _SET_HERE and os.environ[k] == v)}
+    os.environ.update(ours)
+    _SET_HERE.update(ours)
+    return ours
 
 
 @contextmanager

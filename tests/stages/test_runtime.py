@@ -82,3 +82,4 @@ def test_ray_data_settings_fill_only_what_the_job_environment_lacks(monkeypatch)
     assert _ray_data_env() == {} and os.environ[key] == "8"  # kept: nothing to merge, no clash
     monkeypatch.delenv(key)
     assert _ray_data_env() == {key: "1"} and os.environ[key] == "1"  # the driver's too
+    assert _ray_data_env() == {key: "1"}  # still ours: a second ray.init passes it on again
