@@ -38,7 +38,8 @@ class InferConfig:
         "whole classes; a clip's scores then depend on the clips scored with it, and a run "
         "needs at least 32 clips")
     workers: int | None = option(None, "scoring actors", default_text="as many as the cluster's "
-                                 "GPUs hold at --gpus-per-worker, else one per CPU", minimum=1)
+                                 "GPUs hold at --gpus-per-worker, else one per CPU; at most one "
+                                 "per 32 clips to score (512 with GPUs)", minimum=1)
     gpus_per_worker: float = option(0.0, "GPUs per scoring actor", minimum=0)
     cpus_per_worker: float = option(0.5, "CPUs per scoring actor (fractional, so decode tasks "
                                     "always find a CPU)", minimum=1e-4)  # Ray's smallest unit

@@ -64,7 +64,8 @@ def infer(cfg: InferConfig) -> InferResult:
     ledger = (predictions.update_ledger(cfg.out, exclude=run_id) if cfg.incremental
               else predictions.Ledger())
     ensure_ray()
-    cfg = replace(cfg, workers=cfg.workers or default_workers(cfg.gpus_per_worker))
+    asked = cfg.workers
+    cfg = replace(cfg, workers=asked or default_workers(cfg.gpus_per_worker))
     gpus = {"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker > 0 else {}
     decode = {cfg.node_resource: 1.0} if cfg.node_resource else {}
     require_resources([{"CPU": cfg.cpus_per_worker, **gpus}] * cfg.workers +
@@ -78,6 +79,8 @@ def infer(cfg: InferConfig) -> InferResult:
                            wall_seconds=time.perf_counter() - started, written=False)
     if cfg.standardise_classes:
         _check_standardisable(inputs.n_rows)
+    if asked is None:
+        cfg = replace(cfg, workers=_pool_size(cfg.workers, inputs.n_rows, cfg.gpus_per_worker))
     predictions.clear_run(run_dir)  # replacing a run: never visible half-replaced
     results = _score(cfg, inputs.rows, checked, inputs.n_rows) if inputs.rows is not None else []
     errors = sorted((r["fname"], r["error"]) for r in results if r["error"])
@@ -168,7 +171,7 @@ def _check_models(cfg: InferConfig) -> list[tuple[ModelMeta, bytes]]:
 def _score(cfg: InferConfig, rows: ray.data.Dataset, checked: list[tuple[ModelMeta, bytes]],
            n_rows: int) -> list[dict]:
     """Run the actor pool over the rows; results come back to the driver (scores are small)."""
-    workers = cfg.workers or default_workers(cfg.gpus_per_worker)  # set by infer()
+    workers = cfg.workers  # set by infer()
     threads = max(1, int(cfg.cpus_per_worker))
     # The weights the driver verified go to the actors through Ray's object store: one read
     # of each artifact (an s3:// download) per job, not one per actor.
@@ -212,6 +215,14 @@ def default_workers(gpus_per_worker: float) -> int:
     return cluster_cpus()
 
 
+def _pool_size(workers: int, n_rows: int, gpus_per_worker: float) -> int:
+    """The default pool for a run of n_rows clips: at most one actor per full scoring call."""
+    # Each actor imports torch and loads every member's weights before its first clip (~3 s
+    # of a CPU, BENCHMARKS "Inference throughput"): one that would score less than a call's
+    # worth costs more than it scores, as in a scheduled --incremental run of a few new clips.
+    return max(1, min(workers, math.ceil(n_rows / _DEFAULT_BATCH[gpus_per_worker > 0])))
+
+
 def _batch_size(largest: int, n_rows: int, workers: int) -> int:
     """Clips per scoring call: at most `largest`, and small enough in a small run that every
     actor gets several calls (measured, 100 clips on 2 actors: 32-clip calls left one actor
@@ -247,6 +258,7 @@ def _success_doc(cfg: InferConfig, metas: list[ModelMeta], result: InferResult) 
         "whole_clip": cfg.whole_clip,
         "combine": cfg.combine,
         "standardise_classes": cfg.standardise_classes,
+        "actors": cfg.workers,
         "scored": result.scored,
         "failed": result.failed,
         "skipped_already_scored": result.skipped,

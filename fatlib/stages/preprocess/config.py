@@ -19,12 +19,12 @@ class PreprocessConfig:
                                      "train_curated,train_noisy,test", default_text="every split")
     workers: int | None = option(None, "concurrent conversion tasks",
                                  default_text="one per CPU in the cluster", minimum=1)
+    node_resource: str | None = cluster_options.node_resource("run conversion")
+    wait_for_resources: float = cluster_options.wait_for_resources()
     batch_size: int = option(64, "clips per task and per Parquet part, at most", minimum=1)
     mel: MelConfig = option(default_factory=MelConfig, cli=False)
     overwrite: bool = option(False, "redo finished splits whole (needed once clips are "
                              "relabelled); replace a store built with another MelConfig")
-    node_resource: str | None = cluster_options.node_resource("run conversion")
-    wait_for_resources: float = cluster_options.wait_for_resources()
 
 
 @dataclass

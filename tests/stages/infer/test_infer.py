@@ -65,6 +65,7 @@ def test_submission_is_kaggle_format_and_success_comes_last(setup, ray_local, tm
     success = json.loads((tmp_path / "r1" / "_SUCCESS").read_text())
     assert success["scored"] == 8 and success["mel_fingerprint"] == MelConfig().fingerprint
     assert success["models"][0]["uri"] == model and success["tta"] == 2
+    assert success["actors"] == 1  # 8 clips: one scoring call's worth (_pool_size)
     assert result.lwlrap is not None and 0 < result.lwlrap <= 1  # test_truth.csv is known
     summary = result.summary()
     assert "lwlrap" in summary and str(tmp_path / "r1" / "submission.csv") in summary
@@ -195,12 +196,15 @@ def test_model_input_and_output_on_s3(setup, ray_local, s3_bucket):
             storage.write_bytes(f"{s3_bucket}/data/{path.relative_to(root / 'data')}",
                                 path.read_bytes())
     model = _artifact(f"{s3_bucket}/models/a")
+    # Two actors asked for (a run this small would get one): both fetch the weights the
+    # driver read from S3 through Ray's object store, and share the clips.
     result = infer(InferConfig(models=(model,), data=f"{s3_bucket}/data",
-                               out=f"{s3_bucket}/pred", run_id="s3run", tta=2))
+                               out=f"{s3_bucket}/pred", run_id="s3run", tta=2, workers=2))
     assert result.scored == 8
     sub = pd.read_csv(pd.io.common.BytesIO(storage.read_bytes(result.submission)))
     assert len(sub) == 8 and list(sub.columns) == ["fname", *CLASSES]
-    assert json.loads(storage.read_bytes(f"{s3_bucket}/pred/s3run/_SUCCESS"))["scored"] == 8
+    success = json.loads(storage.read_bytes(f"{s3_bucket}/pred/s3run/_SUCCESS"))
+    assert (success["scored"], success["actors"]) == (8, 2)
 
 
 def _successful_rows(out):
@@ -317,6 +321,14 @@ def test_actor_count_follows_the_cluster_gpus_or_cpus(ray_local):
     assert default_workers(0.0) == 2  # one single-thread actor per CPU of the 2-CPU Ray
     with pytest.raises(InferenceError, match="--gpus-per-worker 1: the cluster has 0 GPU"):
         default_workers(1.0)  # asking for GPU actors nobody can host would wait forever
+
+
+def test_a_small_run_starts_no_more_actors_than_it_has_scoring_calls():
+    from fatlib.stages.infer.pipeline import _pool_size
+
+    # (A run's _SUCCESS records its actors: test_submission... and the S3 test.)
+    assert [_pool_size(8, n, 0.0) for n in (1, 32, 33, 100, 10_000)] == [1, 1, 2, 4, 8]
+    assert [_pool_size(4, n, 0.5) for n in (511, 513, 10_000)] == [1, 2, 4]
 
 
 @pytest.mark.bad_input

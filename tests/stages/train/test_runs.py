@@ -1,6 +1,6 @@
 """Single training runs on the session's small store: a stopped run resumed, the seed recipe
-on S3, noisy warm-up, every recipe option, a run that replaces one that failed before its first
-checkpoint. (The learning drill and the runs beside it: test_train.py.)"""
+on S3, every recipe option (noisy warm-up among them), a run that replaces one that failed
+before its first checkpoint. (The learning drill and the runs beside it: test_train.py.)"""
 
 import json
 from dataclasses import replace
@@ -75,11 +75,16 @@ def test_seed_recipe_with_noisy_mix_writes_its_run_to_s3(features, s3_bucket):
     assert result.artifact == f"{out}/model"
     assert storage.is_file(f"{out}/model/weights.pt") and storage.is_file(f"{out}/history.csv")
 
-def test_noisy_warmup_then_curated_epochs_with_sound_mixing(features, tmp_path):
+def test_every_recipe_option_trains_and_lands_in_the_artifact(features, tmp_path):
     from fatlib.stages.train.inputs import training_inputs
 
-    cfg = train_cfg(features, tmp_path / "run", workers=1, epochs=3,
-               noisy="warmup", noisy_warmup=1, sound_mix=0.5)
+    # One run for every option (a Train run's fixed cost is most of a test's here), noisy
+    # warm-up among them; noisy mixing is the seed recipe's test's.
+    out = tmp_path / "options"
+    cfg = train_cfg(features, out, workers=1, epochs=3, arch="resnet18-timepool", pad="random",
+                    deltas=True, noisy="warmup", noisy_warmup=1, noisy_smoothing=0.1, mixup=0.4,
+                    specaugment=True, sound_mix=0.5, freq_shift=2, normalisation="clip",
+                    centre_bands=True)
     result = train(cfg)
     # Epoch 1 is one pass over train_noisy, then the curated training fold.
     samples = [h["samples"] for h in result.history]
@@ -91,22 +96,18 @@ def test_noisy_warmup_then_curated_epochs_with_sound_mixing(features, tmp_path):
     steps = np.cumsum([-(-n // cfg.batch_size) for n in samples])
     assert [h["lr"] for h in result.history] == pytest.approx(
         [one_cycle_lr(cfg.lr, int(steps[-1]), int(k)) for k in steps])
-    meta = json.loads((tmp_path / "run" / "model" / "meta.json").read_text())
-    assert meta["arch"] == "resnet18"
-
-def test_every_recipe_option_trains_and_lands_in_the_artifact(features, tmp_path):
-    out = tmp_path / "options"
-    train(train_cfg(features, out, workers=1, epochs=1, arch="resnet18-timepool", pad="random",
-               deltas=True, noisy="mix", noisy_smoothing=0.1, mixup=0.4, specaugment=True,
-               freq_shift=2, normalisation="clip", centre_bands=True))
     meta = json.loads((out / "model" / "meta.json").read_text())
     assert meta["arch"] == "resnet18-timepool" and meta["in_channels"] == 3
     assert meta["normalisation"]["deltas"] is True and meta["normalisation"]["centre_bands"]
-    assert meta["metrics"]["config"]["noisy_smoothing"] == 0.1
-    assert meta["metrics"]["config"]["freq_shift"] == 2
+    config = meta["metrics"]["config"]
+    assert (config["noisy"], config["noisy_warmup"], config["noisy_smoothing"]) == (
+        "warmup", 1, 0.1)
+    assert (config["mixup"], config["specaugment"], config["sound_mix"], config["freq_shift"],
+            config["pad"]) == (0.4, True, 0.5, 2, "random")
     _, model = load_model(str(out / "model"))
     with torch.no_grad():
         assert model(torch.zeros(1, 128, 50), torch.ones(1, 4)).shape[1] == len(meta["classes"])
+
 
 @pytest.mark.bad_input
 def test_a_run_that_failed_before_its_first_checkpoint_does_not_hold_its_out(features, tmp_path,
