@@ -17,10 +17,14 @@ SR = 44100
 # idle task workers beyond one per CPU after 1 s, so every run's read tasks start new Python
 # processes, and each run's preemption watcher is one more actor process polling for node drains
 # that a test Ray never has. Set for the session (subprocess jobs and cluster nodes inherit
-# them): -8% CPU on the self-training and K-fold tests (2 cores, 191 -> 175 CPU-s).
+# them): -8% CPU on the self-training and K-fold tests (2 cores, 191 -> 175 CPU-s). Metrics
+# export, which no test reads, costs each Ray process CPU while it idles (an idle 2-CPU Ray: 6.5
+# -> 5.7 CPU-s a minute) and a Train run ~1 CPU-s.
 RAY_TEST_ENV = {"RAY_num_workers_soft_limit": "6",
                 "RAY_idle_worker_killing_time_threshold_ms": "600000",
-                "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+                "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+                "RAY_enable_metrics_collection": "0",
+                "RAY_TRAIN_METRICS_ENABLED": "0"}
 
 
 def pytest_configure(config):
