@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 import soundfile as sf
 
@@ -96,7 +97,12 @@ def test_only_the_drivers_ray_workers_are_measured():
     parent = subprocess.Popen(["bash", "-c", "(exec -a ray::IDLE sleep 5) & "
                                "(exec -a other sleep 5) & wait"], start_new_session=True)
     try:
-        time.sleep(0.5)
+        # Both children titled before sampling (a fixed sleep lost that race on a busy machine).
+        deadline = time.time() + 10
+        while time.time() < deadline and sorted(
+                " ".join(c.cmdline())[:5] for c in psutil.Process(parent.pid).children()) != [
+                "other", "ray::"]:
+            time.sleep(0.05)
         with MemorySampler(interval=0.01, pid=parent.pid) as sampler:
             pass
     finally:
