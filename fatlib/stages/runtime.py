@@ -23,13 +23,6 @@ GCS_PORT_VARIABLE = "RAY_GCS_SERVER_PORT"  # read by Ray when it starts a local 
 LOOPBACK = "127.0.0.1"
 _POLL_SECONDS = 5.0
 T = TypeVar("T")
-# Ray Data (2.60) reads Parquet footers through a pool of up to 32 new actor processes per
-# read: ~1.5 CPU-s and seconds of start-up each, every training run and store inference. A
-# store has few large parts that the manifest lists, and one footer reader fetches 128 at a
-# time. A value in the job's environment (`ray job submit --runtime-env`, or the shell that
-# starts a local Ray) is kept.
-RAY_DATA_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}
-_SET_HERE: set[str] = set()  # of RAY_DATA_ENV's keys, those this process set (not the user)
 
 
 class ResourceError(UserError):
@@ -41,8 +34,7 @@ def ensure_ray() -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        missing = _ray_data_env()
-        ray.init(log_to_driver=True, runtime_env={"env_vars": missing} if missing else None)
+        ray.init(log_to_driver=True)
     else:
         start_local_ray(log_to_driver=True)
     if console.is_quiet():
@@ -72,26 +64,13 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
             ray.init(address="local", num_cpus=num_cpus, dashboard_host=LOOPBACK,
                      _node_ip_address=LOOPBACK, log_to_driver=log_to_driver,
                      runtime_env={"env_vars": {"RAY_ADDRESS": address,
-                                               "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-                                               **_ray_data_env()}})
+                                               "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}})
     finally:
         if saved is None:
             os.environ.pop(GCS_PORT_VARIABLE, None)
         else:
             os.environ[GCS_PORT_VARIABLE] = saved
     return address
-
-
-def _ray_data_env() -> dict[str, str]:
-    """RAY_DATA_ENV's settings for the job's workers: all but those the user's environment
-    sets (a key in both runtime envs is a conflict Ray refuses); this process gets them too."""
-    # Set in the driver as well: Ray Data plans reads in the process that iterates them. What
-    # an earlier start set here is still ours, so a second ray.init passes it on again.
-    ours = {k: v for k, v in RAY_DATA_ENV.items()
-            if k not in os.environ or (k in _SET_HERE and os.environ[k] == v)}
-    os.environ.update(ours)
-    _SET_HERE.update(ours)
-    return ours
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from ray.cluster_utils import Cluster
 from fatlib.io.feature_store import FeatureStore
 from fatlib.stages.preprocess.config import PreprocessConfig
 from fatlib.stages.preprocess.convert import preprocess
-from fatlib.stages.runtime import RAY_DATA_ENV, free_port
+from fatlib.stages.runtime import free_port
 from fatlib.stages.train.config import TrainConfig
 from fatlib.stages.train.driver import train
 from fatlib.tools.synth import SynthConfig, generate_dataset
@@ -29,7 +29,6 @@ CLUSTERS: list[Cluster] = []
 
 def _cluster(n_workers: int = 2) -> tuple[Cluster, list]:
     """A head with no CPU and 1-CPU worker nodes, so work must spread over them."""
-    os.environ.update(RAY_DATA_ENV)  # as fatlib's jobs run Ray; its nodes inherit it
     # Its own dashboard port: the drills read actor state through the dashboard, and another
     # Ray on this machine (the test suite's) may hold the default 8265.
     cluster = Cluster(initialize_head=True,

@@ -71,15 +71,3 @@ def test_a_shortfall_fails_at_once_naming_it_and_a_joined_cluster_waits_first(
         require_resources([{"CPU": 1.0}] * 3, "training", wait_seconds=1)
     assert 1 <= time.monotonic() - started < 10
     assert "training: waiting up to 1 s for the cluster to grow" in capsys.readouterr().out
-
-
-def test_ray_data_settings_fill_only_what_the_job_environment_lacks(monkeypatch):
-    from fatlib.stages.runtime import RAY_DATA_ENV, _ray_data_env
-
-    key = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
-    assert RAY_DATA_ENV[key] == "1"
-    monkeypatch.setenv(key, "8")  # the user's, e.g. through `ray job submit --runtime-env`
-    assert _ray_data_env() == {} and os.environ[key] == "8"  # kept: nothing to merge, no clash
-    monkeypatch.delenv(key)
-    assert _ray_data_env() == {key: "1"} and os.environ[key] == "1"  # the driver's too
-    assert _ray_data_env() == {key: "1"}  # still ours: a second ray.init passes it on again

@@ -25,6 +25,7 @@ from fatlib.io.dataset import (
 from fatlib.io.feature_store import FeatureStore
 from fatlib.stages.infer.config import InferConfig, InferenceError
 from fatlib.stages.runtime import cluster_cpus
+from fatlib.stages.store_dataset import split_dataset
 
 # Fractional like the scoring actors: on one-CPU nodes, each holding a 0.5-CPU actor, a
 # 1-CPU decode task fits nowhere and the pipeline stalls (seen on cluster/local-up.sh).
@@ -60,9 +61,8 @@ def input_rows(cfg: InferConfig, mel, classes, ledger: predictions.Ledger) -> In
         # their parts, not the whole split's log-mels.
         todo = {part for fname, part in zip(names, clips.column("file").to_pylist(), strict=True)
                 if fname not in done}
-        fs, paths = store.paths(cfg.split, parts=todo)
-        ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(
-            ["fname", "logmel", "n_frames", *CLIP_STATS])
+        ds = split_dataset(store, cfg.split, ["fname", "logmel", "n_frames", *CLIP_STATS],
+                           parts=todo)
         if done:  # pushed down into the Parquet read by Ray's optimiser
             ds = ds.filter(expr=col("fname").not_in(sorted(done)))
         ds = ds.with_column("error", lit(""))

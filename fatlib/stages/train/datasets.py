@@ -12,6 +12,7 @@ from fatlib.core.features import CLIP_STATS
 from fatlib.io import storage
 from fatlib.io.dataset import ManifestError, read_truth
 from fatlib.io.feature_store import FeatureStore
+from fatlib.stages.store_dataset import split_dataset
 from fatlib.stages.train.config import TrainConfig
 
 # Rows a training worker permutes at once: a window of this many batches, read ahead by Ray Data.
@@ -72,10 +73,9 @@ def shuffled_batches(shard, batch_size: int, rng: np.random.Generator,
 
 
 def _read_split_dataset(store: FeatureStore, split: str) -> ray.data.Dataset:
-    """A committed split's Parquet files (exactly those the manifest lists) as a Dataset."""
-    fs, paths = store.paths(split)
-    ds = ray.data.read_parquet(paths, filesystem=fs, num_cpus=LOADING_CPUS)
-    return ds.select_columns(["fname", "labels", "n_frames", "logmel", *CLIP_STATS])
+    """A committed split's rows, the columns training reads."""
+    return split_dataset(store, split, ["fname", "labels", "n_frames", "logmel", *CLIP_STATS],
+                         num_cpus=LOADING_CPUS)
 
 
 def _noisy_labels(cfg: TrainConfig, store: FeatureStore) -> dict[str, list[str]] | None:
