@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def dev_cluster():
-    """cluster/local-up.sh: head + 2 one-CPU worker nodes; stopped (only it) afterwards."""
+    """cluster/local-up.sh: head + one 2-CPU worker node; stopped (only it) afterwards."""
     dashboard = free_port()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
            # short: Ray's socket paths under the temp dir must stay within 107 characters
@@ -29,7 +29,8 @@ def dev_cluster():
            "FATLIB_GCS_PORT": str(free_port()), "FATLIB_DASHBOARD_PORT": str(dashboard)}
     env.pop("RAY_ADDRESS", None)
     # No pipes: the Ray daemons it starts would hold them open and the call would never return.
-    subprocess.run([str(ROOT / "cluster" / "local-up.sh"), "2", "1"], env=env, check=True,
+    # One worker node: DDP across nodes is the node-loss drill's; this test is the job path.
+    subprocess.run([str(ROOT / "cluster" / "local-up.sh"), "1", "2"], env=env, check=True,
                    timeout=180, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     group = Path(env["FATLIB_RAY_TEMP"], "local-up.pgid").read_text().strip()
     try:

@@ -27,12 +27,13 @@ from fatlib.tools.synth import SynthConfig, generate_dataset
 CLUSTERS: list[Cluster] = []
 
 
-def _cluster(n_workers: int = 2) -> tuple[Cluster, list]:
-    """A head with no CPU and 1-CPU worker nodes, so work must spread over them."""
+def _cluster(n_workers: int = 2, head_cpus: int = 0) -> tuple[Cluster, list]:
+    """A head (with no CPU unless asked) and 1-CPU worker nodes, so work must spread over
+    them; the worker nodes are the ones a drill removes."""
     # Its own dashboard port: the drills read actor state through the dashboard, and another
     # Ray on this machine (the test suite's) may hold the default 8265.
     cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 0, "dashboard_port": free_port()})
+                      head_node_args={"num_cpus": head_cpus, "dashboard_port": free_port()})
     CLUSTERS.append(cluster)
     workers = [cluster.add_node(num_cpus=1) for _ in range(n_workers)]
     cluster.wait_for_nodes()
@@ -78,8 +79,9 @@ def preprocess_loses_a_node(tmp: Path) -> dict:
 
 def train_loses_a_node(tmp: Path, features: str) -> dict:
     """A node running a training worker dies after the first checkpoint; the group restarts
-    on the remaining nodes (a spare stands by: Ray cannot add nodes from a watcher thread)."""
-    cluster, workers = _cluster(n_workers=3)
+    on the remaining nodes: the head's CPU stands by (Ray cannot add nodes from a watcher
+    thread), one node fewer to start than a spare worker node."""
+    cluster, workers = _cluster(n_workers=2, head_cpus=1)
     run = tmp / "run"
 
     def kill_a_training_node() -> None:
