@@ -42,7 +42,9 @@ SHARED_GROUPS = {"tests/stages/train/test_kfold.py": "self_trained",
 LONGEST_FIRST = ["tests/stages/train/test_train.py", "self_trained",
                  "tests/stages/infer/test_infer.py", "tests/stages/tune/test_tune.py",
                  "tests/stages/train/test_runs.py", "tests/test_job_submission.py",
-                 "tests/jobs/test_jobs.py", "tests/stages/test_node_loss.py"]
+                 "tests/jobs/test_jobs.py", "tests/stages/test_node_loss.py",
+                 "tests/stages/test_console.py", "tests/stages/test_runtime_network.py",
+                 "tests/core/test_models.py"]
 
 
 def _unit(nodeid: str) -> str:

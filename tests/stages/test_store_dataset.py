@@ -12,8 +12,9 @@ from tests.conftest import SMALL_STORE
 
 def _footer_readers() -> int:
     """How many footer-reader actors this Ray has ever started (alive or not)."""
-    return len(list_actors(filters=[("class_name", "=", "FooterReader")], detail=False,
-                           limit=1000))
+    # This Ray's address: under xdist, another test Ray runs on the machine.
+    return len(list_actors(address=ray.get_runtime_context().gcs_address, limit=1000,
+                           filters=[("class_name", "=", "FooterReader")], detail=False))
 
 
 def test_a_split_reads_its_rows_and_columns_and_starts_no_actor(small_store, monkeypatch):
