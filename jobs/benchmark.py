@@ -65,9 +65,10 @@ def _parser() -> argparse.ArgumentParser:
                           "--whole-clip scores)")
     scale = add("scale", "preprocessing and inference time and peak memory against the number "
                          "of clips (FAT2019's clip lengths), a table and a log-log PNG")
-    scale.add_argument("--sizes", default="1000,4000,16000,25000",
+    scale.add_argument("--sizes", default=None,
                        help="clip counts, comma-separated (25,000 clips: ~90 h of audio, ~30 GB "
-                            "of WAV in --workdir)")
+                            "of WAV in --workdir); default: of 1000,4000,16000,25000 those that "
+                            "fit --workdir's free disk, up to a size projected past 20 min")
     scale.add_argument("--png", default="scale.png", help="where the picture goes")
     scale.add_argument("--cores", type=int, default=2, help="CPUs of the local Ray")
     scale.add_argument("--tta", type=int, default=1, help="crops per clip when scoring")
@@ -97,8 +98,8 @@ def main() -> None:
     elif args.bench == "preprocess":
         result = bench_audio.bench_preprocess(args.clips, ints(args.workers), args.rounds)
     elif args.bench == "scale":
-        result = bench_scale.bench_scale(ints(args.sizes), args.png, args.cores, args.tta,
-                                         args.workdir)
+        result = bench_scale.bench_scale(args.sizes and ints(args.sizes), args.png, args.cores,
+                                         args.tta, args.workdir)
     elif args.bench == "input":
         result = bench_input.bench_input(args.batch_size, rounds=args.rounds)
     elif args.bench == "train" and args.device:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -13,10 +14,13 @@ from pathlib import Path
 
 from fatlib.io.artifact import ModelMeta, save_artifact
 from fatlib.tools.peak_memory import MemorySampler, PeakMemory
-from fatlib.tools.scale_data import ScaleData
+from fatlib.tools.scale_data import ScaleData, wav_bytes
 
 MB = 2**20
 INCREMENT = 0.10  # --incremental inference: this share of new clips on an already scored set
+LADDER = (1000, 4000, 16000, 25000)  # the default sizes: up to FAT2019's 25k clips
+BUDGET_SECONDS = 20 * 60  # the default run: no next size projected to end past this
+STORE_BYTES_PER_CLIP = 90_000  # log-mels, measured: 1,322 MB for 16k FAT-length clips
 
 
 @dataclass
@@ -100,17 +104,46 @@ class ScaleBench:
                 "(target <= 0.20)"]
 
 
-def bench_scale(sizes: tuple[int, ...], png: str, cores: int = 2, tta: int = 1,
+def disk_needed(sizes: tuple[int, ...]) -> int:
+    """Bytes a run over these sizes writes at its peak: the split grown to the largest size
+    plus its 10% of new clips, and every size's feature store."""
+    largest = round(max(sizes) * (1 + INCREMENT))
+    return wav_bytes(largest) + STORE_BYTES_PER_CLIP * round(sum(sizes) * (1 + INCREMENT))
+
+
+def sizes_that_fit(free_bytes: int, ladder: tuple[int, ...] = LADDER) -> tuple[int, ...]:
+    """The default sizes: the ladder's, up to the largest whose run fits in free_bytes with a
+    tenth to spare (the smallest even when nothing fits: its run says so)."""
+    fitting = [n for n in ladder if disk_needed(tuple(m for m in ladder if m <= n))
+               <= 0.9 * free_bytes]
+    return tuple(fitting) or ladder[:1]
+
+
+def within_budget(elapsed: float, done: int, done_seconds: float, n: int,
+                  budget: float = BUDGET_SECONDS) -> bool:
+    """Whether a size of n clips, at the last size's seconds per clip, ends within budget."""
+    return elapsed + done_seconds / done * n <= budget
+
+
+def bench_scale(sizes: tuple[int, ...] | None, png: str, cores: int = 2, tta: int = 1,
                 workdir: str | None = None) -> ScaleBench:
-    """Preprocess and score a growing synthetic test split at each size on a local Ray."""
+    """Preprocess and score a growing synthetic test split at each size on a local Ray; sizes
+    None: the ladder's that fit the disk, stopping before one projected past the budget."""
     import ray
 
     from fatlib.stages.runtime import start_local_ray
 
-    sizes = tuple(sorted(sizes))
-    result = ScaleBench(cores=cores, png=png)
     if workdir:  # a folder named for the data (tens of GB at 25k clips) may not exist yet
         Path(workdir).mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(workdir or tempfile.gettempdir()).free
+    budgeted = sizes is None
+    sizes = sizes_that_fit(free) if budgeted else tuple(sorted(sizes))
+    if disk_needed(sizes) > free:
+        raise SystemExit(f"scale: sizes up to {max(sizes)} clips need ~"
+                         f"{disk_needed(sizes) / 2**30:.0f} GB in {workdir or 'the temp dir'}, "
+                         f"which has {free / 2**30:.0f} GB free (choose smaller --sizes or "
+                         "another --workdir)")
+    result = ScaleBench(cores=cores, png=png)
     with tempfile.TemporaryDirectory(prefix="fatlib-scale-", dir=workdir) as tmp:
         root = Path(tmp)
         model = _untrained_model(str(root / "model"))
@@ -124,8 +157,16 @@ def bench_scale(sizes: tuple[int, ...], png: str, cores: int = 2, tta: int = 1,
             _measure(warm, 16, root / "warm-run", model, tta)
             data = ScaleData(root / "data")
             print(result.format().splitlines()[0], flush=True)
+            started, last = time.perf_counter(), 0.0  # last: seconds of the last size's run
             for n in sizes:
+                if budgeted and result.rows and not within_budget(
+                        time.perf_counter() - started, result.rows[-1].clips, last, n):
+                    print(f"{n} clips: left out, projected past the {BUDGET_SECONDS // 60} "
+                          "min budget (--sizes runs them)", flush=True)
+                    break
+                begun = time.perf_counter()
                 result.rows.append(_measure(data, n, root / f"run-{n}", model, tta))
+                last = time.perf_counter() - begun
                 print(result.format().splitlines()[len(result.rows)], flush=True)
         finally:
             ray.shutdown()

@@ -32,6 +32,12 @@ def fat_lengths(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.where(curated, short, noisy).round(3)
 
 
+def wav_bytes(n_clips: int, sample_rate: int = 44100) -> int:
+    """Expected bytes of n_clips 16-bit mono WAV files of FAT2019's lengths."""
+    mean_seconds = fat_lengths(20_000, np.random.default_rng(0)).mean()  # ~12.1 s
+    return int(n_clips * mean_seconds * sample_rate * 2)
+
+
 @dataclass
 class ScaleData:
     """A growing dataset root: test/ clips listed in sample_submission.csv."""

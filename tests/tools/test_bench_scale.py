@@ -114,3 +114,29 @@ def test_only_the_drivers_ray_workers_are_measured():
 def _titles(pid: int) -> set[str]:
     """The process titles (argv[0]) of pid's children."""
     return {c.cmdline()[0] for c in psutil.Process(pid).children() if c.cmdline()}
+
+
+def test_default_sizes_fit_the_disk_and_the_time_budget():
+    from fatlib.tools.bench_scale import BUDGET_SECONDS, disk_needed, sizes_that_fit, within_budget
+
+    # 16k FAT-length clips: ~17 GB of WAV (measured: 53.8 h), with +10% and the stores ~19 GB.
+    assert 18 * 2**30 < disk_needed((1000, 4000, 16000)) < 21 * 2**30
+    assert sizes_that_fit(25 * 2**30) == (1000, 4000, 16000)  # 25k needs ~31 GB
+    assert sizes_that_fit(40 * 2**30) == (1000, 4000, 16000, 25000)
+    assert sizes_that_fit(2**30) == (1000,)  # the smallest always: its run reports the shortfall
+    # 1,000 clips took 60 s: 4,000 more are projected at 240 s, 16,000 at 960 s.
+    assert within_budget(60, 1000, 60, 4000)
+    assert not within_budget(300, 4000, 240, 16000, budget=BUDGET_SECONDS)
+
+
+def test_sizes_that_cannot_fit_are_refused_before_any_data_is_written(tmp_path, monkeypatch):
+    import shutil
+
+    from fatlib.tools import bench_scale
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(
+        100 * 2**30, 99 * 2**30, 2**30))
+    with pytest.raises(SystemExit, match=r"sizes up to 25000 clips need ~\d+ GB in .*, which "
+                                         r"has 1 GB free \(choose smaller --sizes"):
+        bench_scale.bench_scale((1000, 25000), str(tmp_path / "s.png"), workdir=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
