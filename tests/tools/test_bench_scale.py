@@ -83,10 +83,12 @@ def test_targets_compare_the_largest_size_with_the_smallest(tmp_path):
     text = bench.format()
     # 13,000 audio-s in 5.2 s on 2 cores = 1,250 per core; 325,000 in 130 s = 1,250: 1.00x.
     assert "1250" in text.splitlines()[1]
-    header, first = text.splitlines()[:2]  # the scoring worker's private MB beside its RSS
-    assert "inf wkr MB wkr priv MB" in header and re.search(r" 1200 +400 ", first)
+    header, first = text.splitlines()[:2]  # each stage's worker private MB beside its RSS
+    assert "prep wkr MB priv MB" in header and "inf wkr MB priv MB" in header
+    assert len(re.findall(r" 1200 +400 ", first)) == 2
     assert "per core at 25000 clips: 1.00x that at 1000 by wall time, 1.00x by CPU" in text
-    assert "driver peak RSS: 1.10x" in text and "largest worker's: 1.00x" in text
+    assert "driver peak RSS: 1.10x" in text
+    assert "RSS 1.00x / 1.00x, private 1.00x / 1.00x" in text
     assert "--incremental on +10% new clips: 0.15 of scoring all" in text
     png = tmp_path / "scale.png"
     _plot(bench, str(png))
