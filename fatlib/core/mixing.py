@@ -22,22 +22,29 @@ _LN10_10 = float(np.log(10.0) / 10.0)  # dB -> natural-log power: exp(x * ln10 /
 @dataclass(frozen=True)
 class SoundMix:
     """Each crop, with probability p, gets another crop of its batch added as a sound, at a
-    relative gain ~ U(-max_gain_db, +max_gain_db) and a random time offset."""
+    relative gain ~ U(-max_gain_db, +max_gain_db) and a random time offset (overlap: an
+    offset that puts the partner's sound inside the crop's)."""
 
     p: float = 0.5
     max_gain_db: float = 6.0
+    overlap: bool = False
 
     def __call__(self, db: torch.Tensor, stats: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
                  rng: np.random.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch with its mixed crops: (db, stats, targets, weights)."""
-        return sound_mix(db, stats, y, w, rng, self.p, self.max_gain_db)
+        return sound_mix(db, stats, y, w, rng, self.p, self.max_gain_db, self.overlap)
 
 
 def sound_mix(db: torch.Tensor, stats: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
-              rng: np.random.Generator, p: float, max_gain_db: float
+              rng: np.random.Generator, p: float, max_gain_db: float, overlap: bool = False
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Crops db (B, n_mels, frames) in dB, some mixed with a partner of the batch as sounds add.
+
+    The partner's time offset is uniform over the crop, or with overlap such that the centre
+    of its sound (power-weighted) falls within one spread (power-weighted std over time) of
+    the centre of the crop's own: short sounds padded into crops then play at once, as in
+    a recording of two sources, instead of mostly one after the other.
 
     Returns float32 crops, stats (B, 4) = (mean, std, min, max) - a mixed row's are its clip's
     whole-clip stats moved as the mixing moved its crop's (`_mixed_stats`) -, targets
@@ -49,15 +56,21 @@ def sound_mix(db: torch.Tensor, stats: torch.Tensor, y: torch.Tensor, w: torch.T
     # Another row of the batch, never the row itself.
     partner = (np.arange(batch) + rng.integers(1, max(batch, 2), size=batch)) % batch
     gain = rng.uniform(-max_gain_db, max_gain_db, batch)
-    offset = rng.integers(0, frames, batch)
+    # The default's draw stays as it was, so its runs repeat; overlap draws a jitter instead.
+    draw = rng.uniform(-1.0, 1.0, batch) if overlap else rng.integers(0, frames, batch)
     x = db.float()
     if batch < 2 or not mixed.any():
         return x, stats.float(), y, w
     rows = host_to(np.flatnonzero(mixed), db.device)
     others = host_to(partner[mixed], db.device)
+    if overlap:
+        centre, spread = sound_centres(x)
+        jitter = host_to(draw[mixed].astype(np.float32), db.device)
+        offset = torch.round(centre[rows] - centre[others] + jitter * spread[rows]).long()
+    else:
+        offset = host_to(draw[mixed], db.device)
     # Partner frame t comes from frame (t - offset) mod frames: a circular shift per row.
-    time = (torch.arange(frames, device=db.device)[None, :]
-            - host_to(offset[mixed], db.device)[:, None]) % frames
+    time = (torch.arange(frames, device=db.device)[None, :] - offset[:, None]) % frames
     shifted = x[others].gather(2, time[:, None, :].expand(-1, x.shape[1], -1))
     shifted = shifted + host_to(gain[mixed].astype(np.float32), db.device)[:, None, None]
     # log-add-exp in the natural-log power domain is exact and never overflows in float32.
@@ -68,6 +81,18 @@ def sound_mix(db: torch.Tensor, stats: torch.Tensor, y: torch.Tensor, w: torch.T
     y = y.index_copy(0, rows, torch.maximum(y[rows], y[others]))
     w = w.index_copy(0, rows, torch.minimum(w[rows], w[others]))
     return x, stats, y, w
+
+
+def sound_centres(db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each crop's sound is in time: the power-weighted mean frame and the
+    power-weighted std of frames, (B,) each, of crops (B, n_mels, frames) in dB (silence: the
+    middle, and the spread of uniform weights)."""
+    level = torch.logsumexp(db.float() * _LN10_10, dim=1)  # (B, frames): ln of frame power
+    weights = torch.softmax(level, dim=1)
+    t = torch.arange(db.shape[2], device=db.device, dtype=torch.float32)
+    centre = (weights * t).sum(1)
+    spread = (weights * (t[None, :] - centre[:, None]) ** 2).sum(1).sqrt()
+    return centre, spread
 
 
 def _mixed_stats(whole: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 
 from fatlib.core.frontend import Normalisation
 from fatlib.core.inputs import HostBatch, InputSpec, to_device
-from fatlib.core.mixing import SoundMix, crop_stats, sound_mix
+from fatlib.core.mixing import SoundMix, crop_stats, sound_centres, sound_mix
 
 SILENCE_DB = -200.0
 
@@ -96,3 +96,28 @@ def test_a_mixed_row_keeps_its_whole_clips_stats_moved_by_the_mixing():
     np.testing.assert_allclose(stats[0].numpy(), whole[0].numpy(), atol=1e-3)
     # Silence with the clip added takes the mix's spread (its own was none).
     assert float(stats[1, 1]) > 1.0
+
+
+def test_with_overlap_the_partners_sound_plays_over_the_crops_own():
+    # Two short events far apart in their crops: mixed anywhere they mostly miss each other;
+    # with overlap the partner's event lands on the crop's.
+    a = np.full((4, 64), SILENCE_DB)
+    a[:, 40:46] = -10.0
+    b = np.full((4, 64), SILENCE_DB)
+    b[:, 4:10] = -10.0
+    db, stats = _batch([a, b])
+    for seed in range(5):
+        out, _, y, _ = sound_mix(db, stats, torch.eye(2), torch.ones(2),
+                                 np.random.default_rng(seed), p=1.0, max_gain_db=0.0,
+                                 overlap=True)
+        loud = np.flatnonzero(out[0, 0].numpy() > -100)
+        assert set(loud) <= set(range(37, 49))  # b's 6 frames within a's spread (1.7) of a's
+        assert y[0].tolist() == [1.0, 1.0]
+
+
+def test_sound_centres_are_where_the_power_is():
+    db = torch.full((2, 4, 20), SILENCE_DB)
+    db[0, :, 12:15] = -20.0  # an event at frames 12-14
+    centre, spread = sound_centres(db)
+    assert abs(float(centre[0]) - 13.0) < 1e-3 and 0.8 < float(spread[0]) < 0.9
+    assert abs(float(centre[1]) - 9.5) < 1e-3  # silence: the middle

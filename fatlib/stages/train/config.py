@@ -91,6 +91,9 @@ class TrainConfig:
                                      seed_recipe=0.0)
     sound_mix_gain: float = option(6.0, "the added crop's level relative to the crop's, drawn "
                                    "from +-this many dB", minimum=0, metavar="DB")
+    sound_mix_overlap: bool = option(False, "the added crop's sound placed over the crop's own "
+                                     "(power-weighted centres within one spread) instead of "
+                                     "anywhere in the crop", seed_recipe=False)
     freq_shift: int | None = option(None, "move each crop up or down the mel axis by up to "
                                     "this many bins, at random (speaker and pitch variation; "
                                     "0: off)", minimum=0, metavar="BINS",

@@ -50,8 +50,8 @@ def input_spec(cfg: TrainConfig, norm: Normalisation) -> InputSpec:
     return InputSpec(n_mels=cfg.mel.n_mels, crop_frames=cfg.crop_frames, norm=norm,
                      augment=compose(cfg.augmentations()), pad=cfg.pad,
                      noisy_smoothing=cfg.smoothing, resized_crop=cfg.resized_crop,
-                     mix=SoundMix(cfg.sound_mix, cfg.sound_mix_gain) if cfg.sound_mix > 0
-                     else None)
+                     mix=SoundMix(cfg.sound_mix, cfg.sound_mix_gain, cfg.sound_mix_overlap)
+                     if cfg.sound_mix > 0 else None)
 
 
 def _read_labels(store: FeatureStore, split: str, classes: list[str]) -> dict:
