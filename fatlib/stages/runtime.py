@@ -35,8 +35,13 @@ def ensure_ray() -> None:
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
+        _console_to_job()
     else:
         start_local_ray(log_to_driver=True)
+
+
+def _console_to_job() -> None:
+    """Where a job has taken the console: Ray's logs to their file, named in one line."""
     if console.is_quiet():
         print(f"ray: logs in {console.attach()} (--verbose shows them here)", file=sys.stderr,
               flush=True)
@@ -70,6 +75,7 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
             os.environ.pop(GCS_PORT_VARIABLE, None)
         else:
             os.environ[GCS_PORT_VARIABLE] = saved
+    _console_to_job()
     return address
 
 
@@ -203,9 +209,18 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))
 
 
+def bound_object_store(ds: ray.data.Dataset, nbytes: int) -> ray.data.Dataset:
+    """ds, run with at most nbytes of its blocks in the object store at once."""
+    # A dataset runs with the context it was created with (its own copy, shared by the
+    # datasets derived from it), not the one current when it runs.
+    options = ds.context.execution_options
+    options.resource_limits = options.resource_limits.copy(object_store_memory=nbytes)
+    return ds
+
+
 @contextmanager
 def without_op_reservation() -> Iterator[None]:
-    """Ray Data with its per-operator resource reservation off, for the pipelines run inside.
+    """Ray Data with its per-operator resource reservation off, for the datasets created inside.
 
     The reservation splits a small cluster's CPUs between operators: on 2 CPUs only one
     conversion task ran at a time in preprocessing (2 workers no faster than 1), and one

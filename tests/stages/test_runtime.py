@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import ray.data
 
 
 def test_workers_find_the_embedded_ray_despite_a_stale_cluster_record(ray_local):
@@ -71,3 +72,19 @@ def test_a_shortfall_fails_at_once_naming_it_and_a_joined_cluster_waits_first(
         require_resources([{"CPU": 1.0}] * 3, "training", wait_seconds=1)
     assert 1 <= time.monotonic() - started < 10
     assert "training: waiting up to 1 s for the cluster to grow" in capsys.readouterr().out
+
+
+def test_a_bounded_dataset_and_those_made_from_it_run_with_its_object_store_limit(ray_local):
+    from fatlib.stages.runtime import bound_object_store
+
+    limits = lambda ds: ds.context.execution_options.resource_limits  # noqa: E731
+    current = ray.data.DataContext.get_current().execution_options.resource_limits
+    before = current.object_store_memory
+    ds = ray.data.range(8)
+    scored = bound_object_store(ds, 64 * 2**20).map_batches(lambda batch: batch)
+    assert limits(scored).object_store_memory == 64 * 2**20  # what its executor is given
+    assert limits(ds).cpu == current.cpu  # only the object store's bound changes
+    # Other datasets, and those created later, keep Ray Data's defaults.
+    assert current.object_store_memory == before
+    assert limits(ray.data.range(8)).object_store_memory == before
+    assert scored.count() == 8

@@ -33,16 +33,20 @@ from fatlib.io.locks import holding
 from fatlib.stages.infer.config import InferConfig, InferenceError, InferResult
 from fatlib.stages.infer.inputs import check_sample_submission, input_rows
 from fatlib.stages.runtime import (
+    bound_object_store,
     cluster_cpus,
     cluster_gpus,
     ensure_ray,
     require_resources,
-    without_op_reservation,
 )
 
 # Clips per scoring call: CPU actors keep calls small (cache-sized, several per actor); a GPU
 # wants its windows in large forwards (512 clips x TTA 4 = 2 forwards of 1024 windows).
 _DEFAULT_BATCH = {False: 32, True: 512}
+# Blocks read ahead of each scoring actor, at most (CPU, GPU): ~50 calls of FAT-length clips.
+# Reading is faster than scoring; unbounded, the blocks waiting grew with the data and so did
+# the pages of the object store each actor maps (BENCHMARKS, Scale).
+_READ_AHEAD = {False: 128 * 2**20, True: 1024 * 2**20}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -177,19 +181,19 @@ def _score(cfg: InferConfig, rows: ray.data.Dataset, checked: list[tuple[ModelMe
     # of each artifact (an s3:// download) per job, not one per actor.
     models = [(uri, meta, ray.put(weights))
               for uri, (meta, weights) in zip(cfg.models, checked, strict=True)]
-    with without_op_reservation():
-        scored = rows.map_batches(
-            Scorer,
-            fn_constructor_kwargs={"models": models, "tta": cfg.tta, "how": cfg.combine,
-                                   "threads": threads, "whole_clip": cfg.whole_clip},
-            batch_size=_batch_size(cfg.batch_size or _DEFAULT_BATCH[cfg.gpus_per_worker > 0],
-                                   n_rows, workers),
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=cfg.cpus_per_worker,
-            num_gpus=cfg.gpus_per_worker,
-        )
-        return scored.take_all()
+    rows = bound_object_store(rows, _READ_AHEAD[cfg.gpus_per_worker > 0] * workers)
+    scored = rows.map_batches(
+        Scorer,
+        fn_constructor_kwargs={"models": models, "tta": cfg.tta, "how": cfg.combine,
+                               "threads": threads, "whole_clip": cfg.whole_clip},
+        batch_size=_batch_size(cfg.batch_size or _DEFAULT_BATCH[cfg.gpus_per_worker > 0],
+                               n_rows, workers),
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=cfg.cpus_per_worker,
+        num_gpus=cfg.gpus_per_worker,
+    )
+    return scored.take_all()
 
 
 def _check_standardisable(n_clips: int, failed: int = 0) -> None:
