@@ -8,11 +8,17 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 
+# The benchmarks that start Ray as the jobs do (stages.runtime). `preprocess` keeps the bare
+# Ray it has been timed on since issue 3 (no dashboard); the others start no Ray.
+RAY_BENCHES = ("train", "infer", "scale")
+
 
 def _parser() -> argparse.ArgumentParser:
     """The benchmarks and their flags (defaults shown)."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--verbose", action="store_true",
+                        help="Ray's own logs on the console (else in a file named in one line)")
     sub = parser.add_subparsers(dest="bench", required=True)
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
@@ -83,6 +89,10 @@ def main() -> None:
     # The benchmarks load torch, librosa and Ray: only after the flags parse, and each only
     # what it needs (a bare GPU machine has no librosa, which bench_audio's reference needs).
     ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
+    if args.bench in RAY_BENCHES:  # the console a job has: the table, not Ray's logs
+        from fatlib.stages import console
+
+        console.setup(args.verbose)
     if args.bench in ("features", "preprocess"):
         from fatlib.tools import bench_audio
     elif args.bench == "input":

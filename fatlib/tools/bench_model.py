@@ -246,6 +246,7 @@ def bench_infer(n_clips: int = 400, ttas: tuple[int, ...] = (1, 8), threads: int
     from fatlib.io.dataset import read_split
     from fatlib.stages.infer.config import InferConfig
     from fatlib.stages.infer.pipeline import infer
+    from fatlib.stages.runtime import start_local_ray
     from fatlib.tools.synth import generate_dataset
 
     with tempfile.TemporaryDirectory(prefix="fatlib-bench-") as tmp:
@@ -267,7 +268,7 @@ def bench_infer(n_clips: int = 400, ttas: tuple[int, ...] = (1, 8), threads: int
             for clip in clips:  # the notebook way: one clip at a time, librosa features
                 _notebook_scores(model, seed_log_mel(clip.uri), meta.normalisation, 128, tta)
             naive[tta] = len(clips) / (time.perf_counter() - start)
-        ray.init(address="local", num_cpus=threads, log_to_driver=False)
+        start_local_ray(num_cpus=threads, log_to_driver=False)  # loopback only, as the jobs'
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False
             stage = {}

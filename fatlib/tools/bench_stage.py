@@ -220,7 +220,9 @@ def _local_ray() -> Iterator[None]:
     """An embedded Ray for one benchmark, with every CPU and GPU of this machine."""
     import ray
 
-    ray.init(address="local", log_to_driver=False)
+    from fatlib.stages.runtime import start_local_ray
+
+    start_local_ray(log_to_driver=False)  # loopback only, as the jobs' Ray
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         yield
