@@ -271,6 +271,12 @@ def _plot(result: ScaleBench, png: str) -> None:
              [r.infer.memory.worker_private for r in result.rows])):
         right.loglog(clips, np.array(values) / MB, "o-", label=label)
     right.set(xlabel="clips", ylabel="peak RSS (MB)", title="Memory")
+    # As many decades of memory as of clips: growth in proportion to the clips would run
+    # corner to corner, so flat looks flat (a tight axis would magnify a 1.2x change).
+    memory = np.array([line.get_ydata() for line in right.get_lines()], dtype=float)
+    span = max(clips[-1] / clips[0], memory.max() / memory.min())
+    middle = np.sqrt(memory.max() * memory.min())
+    right.set_ylim(middle / np.sqrt(span), middle * np.sqrt(span))
     for ax in (left, right):
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
