@@ -17,13 +17,16 @@ def _parser() -> argparse.ArgumentParser:
     """The benchmarks and their flags (defaults shown)."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--verbose", action="store_true",
-                        help="Ray's own logs on the console (else in a file named in one line)")
     sub = parser.add_subparsers(dest="bench", required=True)
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        bench = sub.add_parser(name, help=help,
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        if name in RAY_BENCHES:
+            bench.add_argument("--verbose", action="store_true",
+                               help="Ray's own logs on the console (else in a file named in "
+                                    "one line)")
+        return bench
 
     feats = add("features", "per-clip log-mel path: seed (librosa) vs fatlib")
     feats.add_argument("--clips", type=int, default=40, help="number of clips")
