@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -34,6 +35,7 @@ from fatlib.stages.train.config import RunDirError, TrainConfig, TrainResult
 STATE_FILE = "state.pt"
 DRILL_MARKER = ".fault-drill-done"
 CHECKPOINT_PREFIX = "checkpoint_"
+STAGING_PREFIX = "fatlib-ckpt-"  # + the saving worker's pid: a checkpoint before Ray copies it
 # What torch.load raises on a truncated or corrupted state.pt (a full disk, a killed copy).
 _UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError)
 OOF = "oof.parquet"  # the best epoch's validation scores: out-of-fold scores of a K-fold run
@@ -92,12 +94,42 @@ def report_epoch(rank: int, model, optimizer, scheduler, history: list[dict],
              "history": history, "valid": valid}
     if average is not None:
         state |= {"trained": state["model"], **average.state_dict()}  # its model and updates
-    with tempfile.TemporaryDirectory(prefix="fatlib-ckpt-") as folder:
+    remove_orphan_staging()
+    with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as folder:
         torch.save(state, os.path.join(folder, STATE_FILE))
         try:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         except OSError as e:  # its copy to the run directory failed: a full disk, no permission
             raise _checkpoint_not_written(metrics["epoch"], e) from None
+
+
+def remove_orphan_staging(root: str | None = None) -> list[str]:
+    """Remove the checkpoint staging folders under root (the temp dir) whose worker process is
+    gone; returns them.
+
+    A worker killed while Ray Train copies its checkpoint (a lost node, a preemption, the fault
+    drill) leaves its folder behind, a whole state.pt (134 MB for ResNet-18): each save on the
+    node clears those of dead workers, so they do not pile up in /tmp."""
+    root = root or tempfile.gettempdir()
+    removed = []
+    for name in os.listdir(root):
+        pid = name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if not (name.startswith(STAGING_PREFIX) and pid.isdigit()) or _alive(int(pid)):
+            continue
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _checkpoint_not_written(epoch: int, error: OSError) -> storage.StorageError:

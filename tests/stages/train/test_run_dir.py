@@ -35,3 +35,20 @@ def test_resume_refuses_checkpoints_without_validation_scores(tmp_path):
     assert str(refused.value) == (f"{tmp_path}: its checkpoints are from an older fatlib (no "
                                   "validation scores), no longer resumed; start a new run in "
                                   "another --out")
+
+
+def test_checkpoint_staging_of_killed_workers_is_removed_and_a_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+
+    from fatlib.stages.train.checkpoints import STAGING_PREFIX, remove_orphan_staging
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a worker killed while Ray copied its checkpoint: its folder stays
+    names = [f"{STAGING_PREFIX}{gone.pid}-x1", f"{STAGING_PREFIX}{os.getpid()}-x2",
+             f"{STAGING_PREFIX}notapid", "checkpoint_2026-01-01"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / STATE_FILE).write_bytes(b"state")
+    assert remove_orphan_staging(str(tmp_path)) == [names[0]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
