@@ -209,27 +209,23 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))
 
 
+# A Ray dataset runs with the context it was created with (its own copy, shared by the
+# datasets derived from it), not the one current when it runs: settings for one pipeline go on
+# its dataset.
+
+
 def bound_object_store(ds: ray.data.Dataset, nbytes: int) -> ray.data.Dataset:
     """ds, run with at most nbytes of its blocks in the object store at once."""
-    # A dataset runs with the context it was created with (its own copy, shared by the
-    # datasets derived from it), not the one current when it runs.
     options = ds.context.execution_options
     options.resource_limits = options.resource_limits.copy(object_store_memory=nbytes)
     return ds
 
 
-@contextmanager
-def without_op_reservation() -> Iterator[None]:
-    """Ray Data with its per-operator resource reservation off, for the datasets created inside.
+def without_op_reservation(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """ds, run with Ray Data's per-operator resource reservation off.
 
     The reservation splits a small cluster's CPUs between operators: on 2 CPUs only one
-    conversion task ran at a time in preprocessing (2 workers no faster than 1), and one
-    scoring actor sat idle in inference.
+    conversion task ran at a time in preprocessing (2 workers no faster than 1).
     """
-    context = ray.data.DataContext.get_current()
-    saved = context.op_resource_reservation_enabled
-    context.op_resource_reservation_enabled = False
-    try:
-        yield
-    finally:
-        context.op_resource_reservation_enabled = saved
+    ds.context.op_resource_reservation_enabled = False
+    return ds

@@ -3,12 +3,10 @@ memory of the driver and of Ray's workers, store and ledger bytes (`benchmark.py
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -165,8 +163,6 @@ def bench_scale(sizes: tuple[int, ...] | None, png: str, cores: int = 2, tta: in
         start_local_ray(num_cpus=cores, log_to_driver=False)
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False
-            logging.getLogger("ray.data").setLevel(logging.WARNING)  # a table, not Ray's plans
-            warnings.filterwarnings("ignore", module="ray.data")
             warm = ScaleData(root / "warm")  # worker processes and imports start here, untimed
             warm.grow_to(16)
             _measure(warm, 16, root / "warm-run", model, tta)

@@ -88,3 +88,12 @@ def test_a_bounded_dataset_and_those_made_from_it_run_with_its_object_store_limi
     assert current.object_store_memory == before
     assert limits(ray.data.range(8)).object_store_memory == before
     assert scored.count() == 8
+
+
+def test_op_reservation_goes_off_for_that_dataset_and_those_made_from_it(ray_local):
+    from fatlib.stages.runtime import without_op_reservation
+
+    ds = without_op_reservation(ray.data.range(8)).map_batches(lambda batch: batch)
+    assert ds.context.op_resource_reservation_enabled is False
+    assert ray.data.DataContext.get_current().op_resource_reservation_enabled is True
+    assert ray.data.range(8).context.op_resource_reservation_enabled is True

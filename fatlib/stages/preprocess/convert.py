@@ -178,18 +178,18 @@ def _convert_clips(cfg: PreprocessConfig, split: str, clips: list[Clip],
     # One task per block. Tasks of ~batch_size clips amortise the ~30 ms Ray spends between
     # tasks; at least 4 blocks per worker keep the last tasks from leaving a core idle.
     n_blocks = min(len(items), max(4 * workers, math.ceil(len(items) / cfg.batch_size)))
-    with without_op_reservation():  # this pipeline has one real operator
-        ds = ray.data.from_items(items, override_num_blocks=n_blocks)
-        return ds.map_batches(
-            _convert_batch,
-            fn_kwargs={"mel": cfg.mel, "split": split, "staged": staged},
-            batch_size=cfg.batch_size,
-            batch_format="pyarrow",
-            # No more tasks than blocks: Ray warns of a pool it cannot fill (a small update).
-            compute=ray.data.TaskPoolStrategy(size=min(workers, n_blocks)),
-            num_cpus=1,
-            resources={cfg.node_resource: 1} if cfg.node_resource else None,
-        ).take_all()
+    # This pipeline has one real operator: nothing to reserve CPUs for.
+    ds = without_op_reservation(ray.data.from_items(items, override_num_blocks=n_blocks))
+    return ds.map_batches(
+        _convert_batch,
+        fn_kwargs={"mel": cfg.mel, "split": split, "staged": staged},
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
+        # No more tasks than blocks: Ray warns of a pool it cannot fill (a small update).
+        compute=ray.data.TaskPoolStrategy(size=min(workers, n_blocks)),
+        num_cpus=1,
+        resources={cfg.node_resource: 1} if cfg.node_resource else None,
+    ).take_all()
 
 
 def _kept_parts(out: str, split: str, plan: Plan, staged: str) -> tuple[list[str], list[dict]]:
