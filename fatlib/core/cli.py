@@ -5,8 +5,7 @@ into one line and exit code 2.
 A config field becomes a flag `--field-name` typed by its annotation; `option()` adds its help
 text and, where needed, another flag name, choices, bounds, the seed recipe's value, or a parser
 for values that span two fields (`--fold k/K`); `field_flags` hands that form to whatever shows
-settings. Nothing here imports torch or Ray, so `--help` stays fast.
-"""
+settings. Nothing here imports torch or Ray, so `--help` stays fast."""
 
 from __future__ import annotations
 
@@ -27,6 +26,7 @@ from fatlib.core.bounds import (
     scalar_text,
 )
 from fatlib.core.errors import UserError, redact
+from fatlib.core.interrupt import ctrl_c_ends
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
@@ -157,14 +157,14 @@ def command(script: str, cfg: Any, *, exclude: Iterable[str] = (),
 def run_job(name: str, stage: Callable[[], T], summary: Callable[[T], str], *,
             explain: Callable[[Exception], tuple[int, str] | None] | None = None) -> int:
     """Exit status of running stage(): 0 and its summary printed, 2 and the error line, or 130
-    after Ctrl-C (the process then exits, and its embedded Ray and Ray work with it).
+    after Ctrl-C, however the stage met it (see interrupt.ctrl_c_ends).
 
     explain: (exit status, one line) for a failure, or None to let it propagate (a traceback);
     by default user_error_line. Jobs on Ray pass stages.console.failure_line, which finds the
-    user error or root cause inside Ray's wrappers (the core knows nothing of Ray).
-    """
+    user error or root cause inside Ray's wrappers (the core knows nothing of Ray)."""
     try:
-        result = stage()
+        with ctrl_c_ends(name):
+            result = stage()
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,57 @@
+"""Ctrl-C that always ends a job, even when its KeyboardInterrupt is swallowed on the way."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+
+# Long enough for a KeyboardInterrupt to unwind a stage (Ray calls return at once), short
+# enough that Ctrl-C still feels like it works.
+GRACE_S = 5.0
+
+
+@contextlib.contextmanager
+def ctrl_c_ends(name: str, grace_s: float | None = None) -> Iterator[None]:
+    """A block where Ctrl-C raises KeyboardInterrupt as usual, that block exits with it even if
+    the exception was swallowed, and the process ends with status 130 (after
+    "<name>: interrupted") if the exception has not left the block grace_s (GRACE_S) seconds
+    later.
+
+    Python raises a signal's exception wherever the main thread is: inside an at-fork hook (Ray
+    starts its processes with a preexec_fn, so logging's lock release runs after each fork) it
+    is printed as "Exception ignored" and lost, and the job ran on (a 50-epoch run after
+    Ctrl-C). Only Python's own Ctrl-C handling is taken over, in the main thread: a job run in
+    the background with SIGINT ignored, or one that set its own handler, keeps it.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    grace_s = GRACE_S if grace_s is None else grace_s
+    pressed = threading.Event()
+    left = threading.Event()
+
+    def watchdog() -> None:
+        if not left.wait(grace_s):
+            print(f"{name}: interrupted", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(130)
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        if not pressed.is_set():
+            pressed.set()
+            threading.Thread(target=watchdog, name="fatlib-ctrl-c", daemon=True).start()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+        if pressed.is_set():  # swallowed, yet the block finished: still an interrupted job
+            raise KeyboardInterrupt
+    finally:
+        left.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
