@@ -13,15 +13,24 @@ import argparse  # noqa: E402
 RAY_BENCHES = ("train", "infer", "scale")
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each flag's default, except a None one (its help says what it does)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     """The benchmarks and their flags (defaults shown)."""
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=_Defaults)
     sub = parser.add_subparsers(dest="bench", required=True)
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         bench = sub.add_parser(name, help=help,
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                               formatter_class=_Defaults)
         if name in RAY_BENCHES:
             bench.add_argument("--verbose", action="store_true",
                                help="Ray's own logs on the console (else in a file named in "
@@ -37,23 +46,25 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--workers", default="1,2", help="worker counts to time, comma-separated")
     prep.add_argument("--rounds", type=int, default=2, help="timed rounds; the best counts")
     inp = add("input", "the training worker's input path, samples/s per CPU core")
-    inp.add_argument("--batch-size", type=int, default=256)
+    inp.add_argument("--batch-size", type=int, default=256, help="crops per batch")
     inp.add_argument("--rounds", type=int, default=10, help="timed batches per variant")
     tr = add("train", "without --device: Ray Train DDP vs a plain PyTorch loop on CPUs; with "
                       "--device: the training stage vs the train step alone on that device")
-    tr.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    tr.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                    help="time the training stage on this device")
     tr.add_argument("--steps", type=int, default=12, help="timed steps (DDP vs plain)")
     tr.add_argument("--batch-size", type=int, default=None,
                     help="global batch (default: 64 DDP vs plain, 256 with --device)")
-    tr.add_argument("--crop-frames", type=int, default=128)
+    tr.add_argument("--crop-frames", type=int, default=128, help="crop length in frames")
     tr.add_argument("--workers", type=int, default=2,
                     help="DDP workers = threads of the plain loop")
-    tr.add_argument("--arch", default="resnet18")
+    tr.add_argument("--arch", default="resnet18", help="architecture from the model registry")
     tr.add_argument("--clips", type=int, default=8192, help="synthetic clips (with --device)")
     tr.add_argument("--epochs", type=int, default=3, help="epochs (with --device)")
     inf = add("infer", "without --device: the stage from audio vs a notebook loop on CPUs; "
                        "with --device: the stage from a feature store vs the network alone")
-    inf.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    inf.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                     help="time the stage on this device")
     inf.add_argument("--clips", type=int, default=None,
                      help="clips (default: 400 from audio, 8192 with --device); a run pays ~3 s "
                           "to start its actors, so few clips measure mostly that")
@@ -66,9 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     tta.add_argument("--model", required=True, help="model artifact, or a training or K-fold "
                      "run directory (its ensemble, as jobs/infer.py scores it)")
     tta.add_argument("--features", required=True, help="feature store holding the split")
-    tta.add_argument("--split", default="test")
+    tta.add_argument("--split", default="test", help="the store's split to score")
     tta.add_argument("--truth", default=None, help="test_truth.csv (else the split's labels)")
-    tta.add_argument("--crops", default="1,2,4,8")
+    tta.add_argument("--crops", default="1,2,4,8", help="TTA crop counts, comma-separated")
     tta.add_argument("--whole-clip", action="store_true",
                      help="also score each clip whole (a 'whole clip' row, as jobs/infer.py "
                           "--whole-clip scores)")

@@ -122,6 +122,7 @@ def test_every_job_help_shows_defaults_without_loading_torch_or_ray():
         assert done.stdout.strip().endswith("HEAVY []"), (job, done.stdout[-300:])
         if job not in ("benchmark", "report"):
             assert "(default: " in done.stdout, job
+        assert "(default: None)" not in done.stdout, job  # a None default is said in words
 
 
 def test_credentials_in_a_uri_are_refused_without_echoing_them(tmp_path):
