@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 import threading
+import time
+import typing
 from collections.abc import Iterator
 
 # Long enough for a KeyboardInterrupt to unwind a stage (Ray calls return at once), short
@@ -23,9 +25,11 @@ def ctrl_c_ends(name: str, grace_s: float | None = None) -> Iterator[None]:
 
     Python raises a signal's exception wherever the main thread is: inside an at-fork hook (Ray
     starts its processes with a preexec_fn, so logging's lock release runs after each fork) it
-    is printed as "Exception ignored" and lost, and the job ran on (a 50-epoch run after
-    Ctrl-C). Only Python's own Ctrl-C handling is taken over, in the main thread: a job run in
-    the background with SIGINT ignored, or one that set its own handler, keeps it.
+    was printed as "Exception ignored" and lost, and the job ran on (a 50-epoch run after
+    Ctrl-C). Such a lost interrupt is raised again once the hook returns; one a stage caught is
+    what the grace period is for. Only Python's own Ctrl-C handling is taken over, in the main
+    thread: a job run in the background with SIGINT ignored, or one that set its own handler,
+    keeps it.
     """
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
@@ -33,25 +37,44 @@ def ctrl_c_ends(name: str, grace_s: float | None = None) -> Iterator[None]:
         return
     grace_s = GRACE_S if grace_s is None else grace_s
     pressed = threading.Event()
+    lost = threading.Event()  # a KeyboardInterrupt Python could only print
     left = threading.Event()
 
-    def watchdog() -> None:
-        if not left.wait(grace_s):
-            print(f"{name}: interrupted", file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            os._exit(130)
+    def after_ctrl_c() -> None:
+        deadline = time.monotonic() + grace_s
+        while not left.wait(0.05):
+            if lost.is_set():
+                lost.clear()
+                # Ctrl-C again, to the main thread, from here: a real signal ends a blocking
+                # call there, and sent from the main thread itself its handler would raise
+                # inside the hook again.
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            elif time.monotonic() > deadline:
+                print(f"{name}: interrupted", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(130)
 
     def on_ctrl_c(signum: int, frame: object) -> None:
         if not pressed.is_set():
             pressed.set()
-            threading.Thread(target=watchdog, name="fatlib-ctrl-c", daemon=True).start()
+            threading.Thread(target=after_ctrl_c, name="fatlib-ctrl-c", daemon=True).start()
         raise KeyboardInterrupt
 
+    unraisable = sys.unraisablehook
+
+    def on_unraisable(report: typing.Any) -> None:
+        if isinstance(report.exc_value, KeyboardInterrupt):
+            lost.set()
+        else:
+            unraisable(report)
+
     signal.signal(signal.SIGINT, on_ctrl_c)
+    sys.unraisablehook = on_unraisable
     try:
         yield
         if pressed.is_set():  # swallowed, yet the block finished: still an interrupted job
             raise KeyboardInterrupt
     finally:
         left.set()
+        sys.unraisablehook = unraisable
         signal.signal(signal.SIGINT, signal.default_int_handler)
