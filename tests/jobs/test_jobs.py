@@ -62,34 +62,22 @@ def test_preprocess_job_bad_manifest_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_preprocess_job_converts_and_summarises(tmp_path):
-    from fatlib.tools.synth import SynthConfig, generate_dataset
-
-    root = tmp_path / "data"
-    generate_dataset(root, SynthConfig(n_curated=4, n_noisy=2, n_test=2, max_seconds=1.0,
-                                       sample_rate=16000))
-    done = _run("jobs/preprocess.py", "--data", str(root), "--out", str(tmp_path / "out"),
-                "--workers", "1", "--preview", "1")
-    assert done.returncode == 0, done.stderr
-    previews = sorted(p.name for p in (tmp_path / "out" / "preview").iterdir())
-    assert len(previews) == 3 and previews[0].startswith("test_")  # one per split
-    lines = done.stdout.strip().splitlines()
-    assert lines[-4].startswith("train_curated: 4 converted, 0 failed;")
-    assert lines[-1].startswith(f"features: {tmp_path / 'out'} (mel fingerprint ")
-    # Ray's own logs are in its session directory, named in one line.
-    assert len(lines) == 4 and "INFO" not in done.stderr
-    assert done.stderr.strip().splitlines()[0].startswith("ray: logs in /")
-
-
-def test_train_console_shows_the_epoch_table_once_and_ray_logs_only_with_verbose(tmp_path):
+def test_preprocess_and_train_consoles_hold_their_summaries_and_ray_logs_only_with_verbose(
+        tmp_path):
     from fatlib.tools.synth import SynthConfig, generate_dataset
 
     root, features, run = tmp_path / "data", tmp_path / "features", tmp_path / "run"
-    generate_dataset(root, SynthConfig(n_curated=10, n_noisy=0, n_test=1, max_seconds=1.0,
+    generate_dataset(root, SynthConfig(n_curated=10, n_noisy=2, n_test=1, max_seconds=1.0,
                                        sample_rate=16000))
     verbose = _run("jobs/preprocess.py", "--data", str(root), "--out", str(features),
-                   "--workers", "1", "--verbose")
+                   "--workers", "1", "--preview", "1", "--verbose")
     assert verbose.returncode == 0, verbose.stderr
+    previews = sorted(p.name for p in (features / "preview").iterdir())
+    assert len(previews) == 3 and previews[0].startswith("test_")  # one per split
+    lines = verbose.stdout.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("train_curated: 10 converted, 0 failed;")
+    assert lines[-1].startswith(f"features: {features} (mel fingerprint ")
+    # --verbose: Ray's own logs on the console, and so no line naming their file.
     assert "\tINFO " in verbose.stderr and "ray: logs in" not in verbose.stderr
     done = _run("jobs/train.py", "--features", str(features), "--out", str(run),
                 "--epochs", "2", "--batch-size", "4", "--workers", "1", "--no-report")
@@ -97,6 +85,8 @@ def test_train_console_shows_the_epoch_table_once_and_ray_logs_only_with_verbose
     console = (done.stdout + done.stderr).splitlines()
     assert len(console) <= 8, console
     assert "INFO" not in done.stdout + done.stderr and "\x1b[" not in done.stdout
+    # Without --verbose, Ray's logs stay in its session directory, named in one line.
+    assert done.stderr.strip().splitlines()[0].startswith("ray: logs in /")
     # fastai's table, live from the rank-0 worker, without Ray's "(RayTrainWorker pid=...)".
     table = [line for line in console if line.lstrip().startswith(("epoch ", "1 ", "2 "))]
     assert [line.split()[0] for line in table] == ["epoch", "1", "2"], console
