@@ -17,11 +17,10 @@ GRACE_S = 5.0
 
 
 @contextlib.contextmanager
-def ctrl_c_ends(name: str, grace_s: float | None = None) -> Iterator[None]:
+def ctrl_c_ends(name: str) -> Iterator[None]:
     """A block where Ctrl-C raises KeyboardInterrupt as usual, that block exits with it even if
     the exception was swallowed, and the process ends with status 130 (after
-    "<name>: interrupted") if the exception has not left the block grace_s (GRACE_S) seconds
-    later.
+    "<name>: interrupted") if the exception has not left the block GRACE_S seconds later.
 
     Python raises a signal's exception wherever the main thread is: inside an at-fork hook (Ray
     starts its processes with a preexec_fn, so logging's lock release runs after each fork) it
@@ -35,13 +34,12 @@ def ctrl_c_ends(name: str, grace_s: float | None = None) -> Iterator[None]:
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield
         return
-    grace_s = GRACE_S if grace_s is None else grace_s
     pressed = threading.Event()
     lost = threading.Event()  # a KeyboardInterrupt Python could only print
     left = threading.Event()
 
     def after_ctrl_c() -> None:
-        deadline = time.monotonic() + grace_s
+        deadline = time.monotonic() + GRACE_S  # read now: tests shorten it
         while not left.wait(0.05):
             if lost.is_set():
                 lost.clear()

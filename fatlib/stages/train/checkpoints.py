@@ -16,6 +16,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
+import psutil
 import pyarrow as pa
 import pyarrow.fs as pafs
 import ray.train
@@ -114,22 +115,12 @@ def remove_orphan_staging(root: str | None = None) -> list[str]:
     removed = []
     for name in os.listdir(root):
         pid = name[len(STAGING_PREFIX):].split("-", 1)[0]
-        if not (name.startswith(STAGING_PREFIX) and pid.isdigit()) or _alive(int(pid)):
+        # A pid of another user's live process counts as alive (psutil: EPERM = exists).
+        if not (name.startswith(STAGING_PREFIX) and pid.isdigit()) or psutil.pid_exists(int(pid)):
             continue
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
         removed.append(name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (one of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _checkpoint_not_written(epoch: int, error: OSError) -> storage.StorageError:
