@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
+import hashlib
 import io
 import json
 import os
 import pickle
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -36,7 +39,7 @@ from fatlib.stages.train.config import RunDirError, TrainConfig, TrainResult
 STATE_FILE = "state.pt"
 DRILL_MARKER = ".fault-drill-done"
 CHECKPOINT_PREFIX = "checkpoint_"
-STAGING_PREFIX = "fatlib-ckpt-"  # + the saving worker's pid: a checkpoint before Ray copies it
+STAGING_PREFIX = "fatlib-ckpt-"  # + pid and process space: a checkpoint before Ray copies it
 # What torch.load raises on a truncated or corrupted state.pt (a full disk, a killed copy).
 _UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError)
 OOF = "oof.parquet"  # the best epoch's validation scores: out-of-fold scores of a K-fold run
@@ -96,12 +99,17 @@ def report_epoch(rank: int, model, optimizer, scheduler, history: list[dict],
     if average is not None:
         state |= {"trained": state["model"], **average.state_dict()}  # its model and updates
     remove_orphan_staging()
-    with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as folder:
+    with tempfile.TemporaryDirectory(prefix=staging_prefix()) as folder:
         torch.save(state, os.path.join(folder, STATE_FILE))
         try:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         except OSError as e:  # its copy to the run directory failed: a full disk, no permission
             raise _checkpoint_not_written(metrics["epoch"], e) from None
+
+
+def staging_prefix(pid: int | None = None) -> str:
+    """The name prefix of a checkpoint staging folder saved by process pid (this one)."""
+    return f"{STAGING_PREFIX}{os.getpid() if pid is None else pid}-{_process_space()}-"
 
 
 def remove_orphan_staging(root: str | None = None) -> list[str]:
@@ -110,17 +118,30 @@ def remove_orphan_staging(root: str | None = None) -> list[str]:
 
     A worker killed while Ray Train copies its checkpoint (a lost node, a preemption, the fault
     drill) leaves its folder behind, a whole state.pt (134 MB for ResNet-18): each save on the
-    node clears those of dead workers, so they do not pile up in /tmp."""
+    node clears those of dead workers, so they do not pile up in /tmp. Only this process
+    space's are judged: in a /tmp shared with other containers, their pids mean nothing here."""
     root = root or tempfile.gettempdir()
     removed = []
     for name in os.listdir(root):
-        pid = name[len(STAGING_PREFIX):].split("-", 1)[0]
+        pid, space, _ = (name[len(STAGING_PREFIX):].split("-", 2) + ["", ""])[:3]
         # A pid of another user's live process counts as alive (psutil: EPERM = exists).
-        if not (name.startswith(STAGING_PREFIX) and pid.isdigit()) or psutil.pid_exists(int(pid)):
+        if not (name.startswith(STAGING_PREFIX) and pid.isdigit() and space == _process_space()
+                and not psutil.pid_exists(int(pid))):
             continue
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
         removed.append(name)
     return removed
+
+
+@functools.cache
+def _process_space() -> str:
+    """A short tag of the pid namespace this process lives in: its host and, on Linux, the
+    namespace's inode, so containers on one host that share /tmp tell their pids apart."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux, or no /proc: the host alone
+        namespace = ""
+    return hashlib.sha1(f"{socket.gethostname()}/{namespace}".encode()).hexdigest()[:8]
 
 
 def _checkpoint_not_written(epoch: int, error: OSError) -> storage.StorageError:

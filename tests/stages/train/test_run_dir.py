@@ -38,17 +38,21 @@ def test_resume_refuses_checkpoints_without_validation_scores(tmp_path):
 
 
 def test_checkpoint_staging_of_killed_workers_is_removed_and_a_live_ones_kept(tmp_path):
-    import os
     import subprocess
 
-    from fatlib.stages.train.checkpoints import STAGING_PREFIX, remove_orphan_staging
+    from fatlib.stages.train import checkpoints
+    from fatlib.stages.train.checkpoints import STAGING_PREFIX, staging_prefix
 
     gone = subprocess.Popen(["true"])
     gone.wait()  # a worker killed while Ray copied its checkpoint: its folder stays
-    names = [f"{STAGING_PREFIX}{gone.pid}-x1", f"{STAGING_PREFIX}{os.getpid()}-x2",
-             f"{STAGING_PREFIX}notapid", "checkpoint_2026-01-01"]
+    elsewhere = staging_prefix(gone.pid).split("-")
+    elsewhere[3] = "0" * len(elsewhere[3])  # the same dead pid in another container's /tmp
+    names = [f"{staging_prefix(gone.pid)}x1", f"{staging_prefix()}x2", "-".join(elsewhere) + "x3",
+             f"{STAGING_PREFIX}{gone.pid}-x4",  # no process space: judged by nobody
+             f"{STAGING_PREFIX}notapid",
+             "checkpoint_2026-01-01"]
     for name in names:
         (tmp_path / name).mkdir()
         (tmp_path / name / STATE_FILE).write_bytes(b"state")
-    assert remove_orphan_staging(str(tmp_path)) == [names[0]]
+    assert checkpoints.remove_orphan_staging(str(tmp_path)) == [names[0]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
