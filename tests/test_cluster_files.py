@@ -38,3 +38,19 @@ def test_units_and_runtime_env():
     assert "flock -n" in (ROOT / "cluster" / "crontab").read_text()
     runtime_env = yaml.safe_load((ROOT / "cluster" / "runtime_env.yaml").read_text())
     assert {".venv/", "demo/"} <= set(runtime_env["excludes"])
+
+
+def test_every_cluster_script_parses_and_the_gpu_ones_refuse_a_missing_site(tmp_path):
+    # A device call is minutes of a 15-minute loan: a script that cannot start wastes one.
+    for script in sorted((ROOT / "cluster").glob("*.sh")):
+        parsed = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert parsed.returncode == 0, f"{script.name}: {parsed.stderr}"
+    for script, name in [("gpu-check.sh", "gpu-check"), ("gpu-sweep.sh", "gpu-sweep")]:
+        copy = tmp_path / name
+        (copy / "cluster").mkdir(parents=True)
+        (copy / "cluster" / script).write_text((ROOT / "cluster" / script).read_text())
+        run = subprocess.run(["bash", str(copy / "cluster" / script)], capture_output=True,
+                             text=True, env={**os.environ, "OUT": str(tmp_path / "out"),
+                                             "RUNS": str(tmp_path / "runs")})
+        assert (run.returncode, run.stdout.strip()) == (
+            2, f"{name}: .gpu/site.tar.xz missing (see the header)")
