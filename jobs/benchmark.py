@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     inf.add_argument("--actors", default="1", help="with --device: scoring actor counts to "
                      "time, comma-separated (on a GPU they share the card)")
     tta = add("tta", "test lwlrap per TTA crop count and combination, over all clips and over "
-                     "single- and multi-label clips apart")
+                     "single- and multi-label clips apart; how often a clip's labels are its "
+                     "top scores, and the classes its single-label clips miss")
     tta.add_argument("--model", required=True, help="model artifact, or a training or K-fold "
                      "run directory (its ensemble, as jobs/infer.py scores it)")
     tta.add_argument("--features", required=True, help="feature store holding the split")
@@ -113,7 +114,9 @@ def main() -> None:
         from fatlib.tools import bench_input
     elif args.bench == "scale":
         from fatlib.tools import bench_scale
-    elif getattr(args, "device", None):  # the tta benchmark has no --device
+    elif args.bench == "tta":
+        from fatlib.tools import bench_tta
+    elif getattr(args, "device", None):
         from fatlib.tools import bench_stage
     else:
         from fatlib.tools import bench_model
@@ -138,8 +141,8 @@ def main() -> None:
     elif args.bench == "infer":
         result = bench_model.bench_infer(args.clips or 400, ints(args.tta))
     else:
-        result = bench_model.bench_tta(args.model, args.features, args.truth, args.split,
-                                       ints(args.crops), args.whole_clip)
+        result = bench_tta.bench_tta(args.model, args.features, args.truth, args.split,
+                                     ints(args.crops), args.whole_clip)
     print(result.format())
 
 

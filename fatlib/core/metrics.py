@@ -31,6 +31,16 @@ def per_class_lwlrap(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray,
     return per_class, weights
 
 
+def labels_on_top(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per clip, whether its true labels score above all its other classes (a clip of k labels:
+    they are its top k), ties counted against, as lwlrap counts them."""
+    positives = np.asarray(truth) > 0
+    scores = np.asarray(scores, dtype=np.float64)
+    lowest_true = np.where(positives, scores, np.inf).min(axis=1)
+    highest_false = np.where(positives, -np.inf, scores).max(axis=1)
+    return positives.any(axis=1) & (lowest_true > highest_false)
+
+
 def _label_precisions(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Precision at the rank of each true label ((n, C), zero elsewhere) and the truth mask."""
     positives = np.asarray(truth) > 0

@@ -1,4 +1,4 @@
-"""Benchmarks of the model path behind BENCHMARKS.md (training steps, TTA quality, the
+"""Benchmarks of the model path behind BENCHMARKS.md (training steps, the
 inference stage); jobs/benchmark.py prints their results."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fatlib.core.config import TTA_COMBINATIONS, MelConfig
-from fatlib.core.metrics import lwlrap
+from fatlib.core.config import MelConfig
 from fatlib.tools.seed import seed_log_mel
 from fatlib.tools.synth import SOUND_CLASSES, SynthConfig
 
@@ -126,96 +125,6 @@ def _ray_training_steps(config: dict) -> None:
     # Train V2 keeps the metrics of reports that carry a checkpoint only.
     with tempfile.TemporaryDirectory() as folder:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-
-WHOLE_CLIP = "whole clip"  # TtaBench's row of clips scored whole (`jobs/infer.py --whole-clip`)
-
-
-def label_split_lwlrap(truth: np.ndarray, scores: np.ndarray) -> tuple[float, ...]:
-    """lwlrap of scores (n_clips, n_classes) against 0/1 truth: (all clips, the clips with one
-    label, those with two or more), or (all clips,) when the truth lacks either kind."""
-    n_labels = (np.asarray(truth) > 0).sum(axis=1)
-    single, multi = n_labels == 1, n_labels >= 2
-    if not (single.any() and multi.any()):
-        return (lwlrap(truth, scores),)
-    return (lwlrap(truth, scores), lwlrap(truth[single], scores[single]),
-            lwlrap(truth[multi], scores[multi]))
-
-
-@dataclass
-class TtaBench:
-    """Test lwlrap per number of TTA crops (and whole clips) and per way of combining them, as
-    scored and with each class standardised over the clips (`jobs/infer.py
-    --standardise-classes`); over all clips and the single- and multi-label ones apart."""
-
-    n_clips: int
-    n_models: int
-    # (n_crops or WHOLE_CLIP, combination) -> label_split_lwlrap: all[, singles, multi]
-    lwlrap: dict[tuple[int | str, str], tuple[float, ...]]
-    standardised: dict[tuple[int | str, str], tuple[float, ...]]  # with --standardise-classes
-    n_multi_label: int = 0  # clips with two or more labels
-
-    def format(self) -> str:
-        """Two tables: one row per crop count (and whole clips), one column per combination,
-        split into all / singles / multi when the truth has both kinds of clip."""
-        split = 0 < self.n_multi_label < self.n_clips
-        lines = [f"{self.n_clips} clips, {self.n_models} model(s); lwlrap by TTA crops (rows) "
-                 "and combination (columns)" + (
-                     f"; {self.n_clips - self.n_multi_label} single-label clips (singles), "
-                     f"{self.n_multi_label} multi-label (multi)" if split else "")]
-        width, sub = (23, f"{'all':>7} {'singles':>7} {'multi':>7}") if split else (12, "")
-        for title, table in (("as scored", self.lwlrap),
-                             ("classes standardised over the clips", self.standardised)):
-            lines += [title, f"{'crops':>10}  " + "  ".join(f"{c:>{width}}"
-                                                             for c in TTA_COMBINATIONS)]
-            lines += [" " * 12 + "  ".join([sub] * len(TTA_COMBINATIONS))] if split else []
-            for row in dict.fromkeys(n for n, _ in table):
-                cells = [table[(row, c)] for c in TTA_COMBINATIONS]
-                lines.append(f"{row:>10}  " + "  ".join(
-                    " ".join(f"{v:>7.4f}" for v in cell) if split else f"{cell[0]:>12.4f}"
-                    for cell in cells))
-        return "\n".join(lines)
-
-
-def bench_tta(
-    model_uri: str, features: str, truth_csv: str | None = None, split: str = "test",
-    crops: tuple[int, ...] = (1, 2, 4, 8), whole_clip: bool = False,
-) -> TtaBench:
-    """lwlrap of a model (or a run's fold ensemble, as inference averages it) on a feature
-    split for each TTA crop count (and each clip whole) and combination, as scored and
-    class-standardised."""
-    from fatlib.core.inputs import batch_stats
-    from fatlib.core.labels import multi_hot
-    from fatlib.core.scoring import clip_logits, combine, ensemble
-    from fatlib.io.artifact import load_model, model_artifacts
-    from fatlib.io.dataset import read_truth
-    from fatlib.io.feature_rows import feature_columns
-    from fatlib.io.feature_store import FeatureStore
-
-    models = [load_model(uri) for uri in model_artifacts(model_uri)]
-    mel = models[0][0].mel
-    columns = feature_columns(FeatureStore.open(features, mel).table(split))
-    if truth_csv:
-        labels = read_truth(truth_csv)
-        if labels is None:
-            raise FileNotFoundError(f"{truth_csv}: no such truth CSV")
-    else:
-        labels = dict(zip(columns["fname"], columns["labels"], strict=True))
-    keep = np.array([bool(labels.get(f)) for f in columns["fname"]])
-    rows = {name: values[keep] for name, values in columns.items()}
-    truth = multi_hot([labels[f] for f in rows["fname"]], models[0][0].classes)
-    stats = batch_stats(rows, mel.n_mels)
-    results, standardised = {}, {}
-    for n in [*sorted(crops), *([WHOLE_CLIP] if whole_clip else [])]:
-        logits = [clip_logits(model, rows["logmel"], rows["n_frames"], stats, mel.n_mels,
-                              meta.crop_frames, None if n == WHOLE_CLIP else n,
-                              torch.device("cpu")) for meta, model in models]
-        for how in TTA_COMBINATIONS:
-            each = np.stack([combine(x, how) for x in logits])
-            results[(n, how)] = label_split_lwlrap(truth, ensemble(each))
-            standardised[(n, how)] = label_split_lwlrap(truth, ensemble(each, standardise=True))
-    return TtaBench(n_clips=len(rows["fname"]), n_models=len(models), lwlrap=results,
-                    standardised=standardised, n_multi_label=int((truth.sum(axis=1) > 1).sum()))
 
 
 @dataclass

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import label_ranking_average_precision_score
 
-from fatlib.core.metrics import lwlrap, per_class_lwlrap
+from fatlib.core.metrics import labels_on_top, lwlrap, per_class_lwlrap
 
 
 def _official_per_class_lwlrap(truth, scores):
@@ -87,3 +87,20 @@ def test_clear_errors():
         lwlrap(np.zeros((2, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="NaN"):
         lwlrap(np.ones((1, 2)), np.array([[np.nan, 1.0]]))
+
+
+def test_labels_on_top_means_a_clip_of_k_labels_has_them_as_its_top_k():
+    truth = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0], [1, 1, 1]])
+    scores = np.array([[0.9, 0.2, 0.1],
+                       [0.7, 0.6, 0.5],  # both labels above the third class
+                       [0.9, 0.1, 0.5],  # one label below a wrong class
+                       [0.5, 0.5, 0.1],  # tied with a wrong class: counted against, as lwlrap
+                       [0.5, 0.4, 0.1],  # no label: never on top
+                       [0.1, 0.2, 0.3]])  # every class true
+    assert labels_on_top(truth, scores).tolist() == [True, True, False, False, False, True]
+    # Where every clip is on top, every label is ranked within its clip's labels: lwlrap 1.
+    rng = np.random.default_rng(0)
+    truth = (rng.random((50, 6)) < 0.3).astype(int)
+    truth[truth.sum(axis=1) == 0, 0] = 1
+    assert labels_on_top(truth, truth + rng.random((50, 6)) * 0.5).all()
+    assert lwlrap(truth, truth + rng.random((50, 6)) * 0.5) == 1.0
