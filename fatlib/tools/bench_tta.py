@@ -18,8 +18,7 @@ WHOLE_CLIP = "whole clip"  # TtaBench's row of clips scored whole (`jobs/infer.p
 def label_split_lwlrap(truth: np.ndarray, scores: np.ndarray) -> tuple[float, ...]:
     """lwlrap of scores (n_clips, n_classes) against 0/1 truth: (all clips, the clips with one
     label, those with two or more), or (all clips,) when the truth lacks either kind."""
-    n_labels = (np.asarray(truth) > 0).sum(axis=1)
-    single, multi = n_labels == 1, n_labels >= 2
+    single, multi = _label_kinds(truth)
     if not (single.any() and multi.any()):
         return (lwlrap(truth, scores),)
     return (lwlrap(truth, scores), lwlrap(truth[single], scores[single]),
@@ -115,9 +114,10 @@ def bench_tta(
                               torch.device("cpu")) for meta, model in models]
         for how in TTA_COMBINATIONS:
             each = np.stack([combine(x, how) for x in logits])
-            results[(n, how)] = label_split_lwlrap(truth, ensemble(each))
+            scores = ensemble(each)
+            results[(n, how)] = label_split_lwlrap(truth, scores)
             standardised[(n, how)] = label_split_lwlrap(truth, ensemble(each, standardise=True))
-            ranked = ensemble(each) if ranked is None else ranked  # first crops, first way
+            ranked = scores if ranked is None else ranked  # first crops, first way
     on_top, misses = rank_summary(truth, ranked, models[0][0].classes)
     return TtaBench(n_clips=len(rows["fname"]), n_models=len(models), lwlrap=results,
                     standardised=standardised, n_multi_label=int((truth.sum(axis=1) > 1).sum()),
@@ -129,10 +129,15 @@ def rank_summary(truth: np.ndarray, scores: np.ndarray, classes: list[str],
     """(share of clips with every label on top: all[, singles, multi]; per class, the share of
     its single-label clips not ranked first) of scores against 0/1 truth."""
     top = labels_on_top(truth, scores)
-    n_labels = (np.asarray(truth) > 0).sum(axis=1)
-    single, multi = n_labels == 1, n_labels >= 2
+    single, multi = _label_kinds(truth)
     shares = (float(top.mean()),) + ((float(top[single].mean()), float(top[multi].mean()))
                                      if single.any() and multi.any() else ())
     misses = {name: float(1 - top[single & (truth[:, c] > 0)].mean())
               for c, name in enumerate(classes) if (single & (truth[:, c] > 0)).any()}
     return shares, misses
+
+
+def _label_kinds(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the clips with one label and of those with two or more."""
+    n_labels = (np.asarray(truth) > 0).sum(axis=1)
+    return n_labels == 1, n_labels >= 2
