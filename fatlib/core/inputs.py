@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fatlib.core.augment import Compose
+from fatlib.core.augment import Compose, frequency_shift
 from fatlib.core.config import PADDINGS
 from fatlib.core.features import CLIP_STATS
 from fatlib.core.frontend import Frontend, Normalisation
@@ -37,6 +37,7 @@ class InputSpec:
     noisy_smoothing: float = 0.0  # rows marked noisy train on t (1 - s) + s / 2
     resized_crop: float = 0.0  # crops span crop x U(1 - r, 1 + r) frames, resized to crop
     mix: SoundMix | None = None  # crops mixed as sounds add, in dB before the normalisation
+    source_shift: int = 0  # each crop moved up to this many mel bins before the mixing
 
 
 @dataclass
@@ -83,6 +84,11 @@ def to_device(host: HostBatch, spec: InputSpec, rng: np.random.Generator,
         return t.to(device, non_blocking=True)
 
     crops, stats, y, w = (move(t) for t in (host.crops, host.stats, host.targets, host.weights))
+    if spec.source_shift > 0:
+        # Before the mixing, so the two sources of a mix move apart like two voices; a gather
+        # over mel bins commutes with the per-crop normalisation, so unmixed crops are shifted
+        # as the augmentation after it would.
+        crops = frequency_shift(crops[:, None], rng, spec.source_shift)[:, 0]
     if spec.mix is not None:
         crops, stats, y, w = spec.mix(crops, stats, y, w, rng)
     frontend = Frontend(spec.norm)

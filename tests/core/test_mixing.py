@@ -121,3 +121,21 @@ def test_sound_centres_are_where_the_power_is():
     centre, spread = sound_centres(db)
     assert abs(float(centre[0]) - 13.0) < 1e-3 and 0.8 < float(spread[0]) < 0.9
     assert abs(float(centre[1]) - 9.5) < 1e-3  # silence: the middle
+
+
+def test_shifted_sources_move_apart_before_the_mix():
+    # Two crops with one band at bin 10: shifted after the mix they stay one band; shifted
+    # each on its own first, the mix holds two bands (two voices) within the shift's reach.
+    band = np.full((32, 16), SILENCE_DB)
+    band[10] = -20.0
+    crops = torch.tensor(np.stack([band, band]), dtype=torch.float16)
+    host = HostBatch(crops, crop_stats(crops.float()), torch.eye(2), torch.ones(2))
+    spec = InputSpec(n_mels=32, crop_frames=16, norm=Normalisation("clip"),
+                     mix=SoundMix(p=1.0, max_gain_db=0.0), source_shift=3)
+    bands = []
+    for seed in range(8):
+        x, y, _ = to_device(host, spec, np.random.default_rng(seed), torch.device("cpu"))
+        loud = {int(b) for b in np.flatnonzero((x[0, 0] > 0).any(1).numpy())}
+        assert loud and all(7 <= b <= 13 for b in loud) and y[0].tolist() == [1.0, 1.0]
+        bands.append(len(loud))
+    assert max(bands) == 2

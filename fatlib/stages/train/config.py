@@ -99,6 +99,10 @@ class TrainConfig:
                                     "0: off)", minimum=0, metavar="BINS",
                                     default_text=f"{DEFAULT_FREQ_SHIFT}; 0 with --recipe seed",
                                     seed_recipe=0)
+    shift_sources: bool = option(False, "with --freq-shift and --sound-mix: each crop shifted "
+                                 "before the mixing, so a mix holds two sources shifted apart "
+                                 "(two voices), instead of the mix shifted as one",
+                                 seed_recipe=False)
     ema: float = option(0.0, "validate and export an exponential moving average of the weights "
                         "spanning about this many epochs of steps (0: off)", minimum=0,
                         metavar="EPOCHS", seed_recipe=0.0)
@@ -160,6 +164,8 @@ class TrainConfig:
             (not offences, f"--recipe seed has no {', '.join(offences)} (it is the seed "
              "kernel's recipe)"),
             (not self.deltas or self.crop_frames >= 9, "deltas need crops of >= 9 frames"),
+            (not self.shift_sources or self.freq_shift != 0,
+             "--shift-sources shifts each source by --freq-shift: it needs --freq-shift > 0"),
             (self.freq_shift is None or self.freq_shift < self.mel.n_mels,
              f"--freq-shift must be below the {self.mel.n_mels} mel bins, got {self.freq_shift}"),
             (not self.arch.startswith("cnn10") or min(self.crop_frames, self.mel.n_mels) >=
@@ -209,7 +215,7 @@ class TrainConfig:
             steps.append(("mixup", {"alpha": self.mixup}))
         if self.specaugment:
             steps.append(("specaugment", {}))
-        if self.freq_shift > 0:
+        if self.freq_shift > 0 and not self.shift_sources:
             steps.append(("frequency_shift", {"max_bins": self.freq_shift}))
         return steps
 

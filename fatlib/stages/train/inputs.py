@@ -50,6 +50,7 @@ def input_spec(cfg: TrainConfig, norm: Normalisation) -> InputSpec:
     return InputSpec(n_mels=cfg.mel.n_mels, crop_frames=cfg.crop_frames, norm=norm,
                      augment=compose(cfg.augmentations()), pad=cfg.pad,
                      noisy_smoothing=cfg.smoothing, resized_crop=cfg.resized_crop,
+                     source_shift=cfg.freq_shift if cfg.shift_sources else 0,
                      mix=SoundMix(cfg.sound_mix, cfg.sound_mix_gain, cfg.sound_mix_overlap)
                      if cfg.sound_mix > 0 else None)
 

@@ -156,6 +156,9 @@ def test_the_default_recipe_mixes_sounds_and_shifts_frequencies_and_the_seed_rec
     assert (resolved.noisy, resolved.sound_mix, resolved.freq_shift) == ("mix", 0.0, 8)
     assert resolved.smoothing == 0.2  # the default recipe's soft targets for noisy clips
     assert resolved.with_recipe(store_has_noisy=True) == resolved  # decided once, kept
+    # Each source shifted before the mixing instead: not again after it.
+    apart = TrainConfig(features="f", out="o", shift_sources=True).with_recipe(True)
+    assert apart.augmentations() == []
     for noisy in ("mix", "warmup"):
         with pytest.raises(ConfigError, match=f"--noisy {noisy} needs train_noisy"):
             TrainConfig(features="f", out="o", noisy=noisy).with_recipe(store_has_noisy=False)
@@ -178,6 +181,7 @@ def test_the_default_recipe_mixes_sounds_and_shifts_frequencies_and_the_seed_rec
      ({"recipe": "seed", "sound_mix": 0.5}, "seed has no --sound-mix "),
      ({"noisy": "warmup", "noisy_warmup": 4}, "--noisy-warmup must leave at least one"),
      ({"arch": "cnn10", "crop_frames": 8}, "cnn10 models need crops of >= 16 frames"),
+     ({"shift_sources": True, "freq_shift": 0}, "^--shift-sources shifts each source by "),
      ({"freq_shift": 128}, "^--freq-shift must be below the 128 mel bins, got 128$"),
      ({"seed": 2**32}, "^--seed must be <= 4294967295, got 4294967296$")],
 )
