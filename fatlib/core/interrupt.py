@@ -9,18 +9,46 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 # Long enough for a KeyboardInterrupt to unwind a stage (Ray calls return at once), short
 # enough that Ctrl-C still feels like it works.
 GRACE_S = 5.0
+# What a forced exit still waits for: releases of shared state (an s3:// lock left behind
+# blocks the next job until its TTL runs out); a hung request must not keep Ctrl-C from ending.
+RELEASE_S = 3.0
+_releases: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def released_on_forced_exit(release: Callable[[], None]) -> Iterator[None]:
+    """A block during which release() also runs (for at most RELEASE_S) if Ctrl-C's grace
+    period runs out: the forced exit skips every finally block, the block's own included."""
+    _releases.append(release)
+    try:
+        yield
+    finally:
+        _releases.remove(release)
+
+
+def _release_all() -> None:
+    """Run the registered releases, most recent first, in a thread waited on RELEASE_S."""
+    def run() -> None:
+        for release in reversed(list(_releases)):
+            with contextlib.suppress(Exception):
+                release()
+
+    worker = threading.Thread(target=run, name="fatlib-release", daemon=True)
+    worker.start()
+    worker.join(RELEASE_S)
 
 
 @contextlib.contextmanager
 def ctrl_c_ends(name: str) -> Iterator[None]:
     """A block where Ctrl-C raises KeyboardInterrupt as usual, that block exits with it even if
     the exception was swallowed, and the process ends with status 130 (after
-    "<name>: interrupted") if the exception has not left the block GRACE_S seconds later.
+    "<name>: interrupted" and the releases of `released_on_forced_exit`) if the exception has
+    not left the block GRACE_S seconds later.
 
     Python raises a signal's exception wherever the main thread is: inside an at-fork hook (Ray
     starts its processes with a preexec_fn, so logging's lock release runs after each fork) it
@@ -50,6 +78,7 @@ def ctrl_c_ends(name: str) -> Iterator[None]:
             elif time.monotonic() > deadline:
                 print(f"{name}: interrupted", file=sys.stderr, flush=True)
                 sys.stdout.flush()
+                _release_all()
                 os._exit(130)
 
     def on_ctrl_c(signum: int, frame: object) -> None:

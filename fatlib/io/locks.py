@@ -25,6 +25,7 @@ from operator import attrgetter
 from typing import Any
 
 from fatlib.core.errors import UserError, redact
+from fatlib.core.interrupt import released_on_forced_exit
 from fatlib.io import storage
 
 LOCK_FILE = "_LOCK"  # not data: readers of a run, store or predictions root skip it
@@ -61,7 +62,11 @@ def hold(uri: str, job: str, *, ttl: float = TTL_SECONDS,
         return
     lock.acquire()
     try:
-        yield
+        # A local flock dies with the process; a remote lock would outlive a forced exit
+        # (Ctrl-C's grace run out) and block the next job for its TTL.
+        remote = storage.is_remote(uri)
+        with released_on_forced_exit(lock.release) if remote else contextlib.nullcontext():
+            yield
     finally:
         lock.release()
 

@@ -53,11 +53,15 @@ class S3Lock:
         self.stop.set()
         if self.beat is not None:
             self.beat.join()
-        with self.guard, contextlib.suppress(botocore.exceptions.ClientError,
-                                             botocore.exceptions.BotoCoreError):
-            if self.etag is not None:  # If-Match: a lock taken over from us stays its owner's
-                self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
-        self.etag = None
+        # Taken under the guard: a forced exit (Ctrl-C) may release from another thread too.
+        with self.guard:
+            etag, self.etag = self.etag, None
+        if etag is None:
+            return
+        with contextlib.suppress(botocore.exceptions.ClientError,
+                                 botocore.exceptions.BotoCoreError):
+            # If-Match: a lock taken over from us stays its owner's.
+            self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)
 
     def _take(self) -> None:
         """Create the lock object, or take over a stale one; locks.DirectoryInUse if it is live."""

@@ -175,6 +175,34 @@ def test_a_crashed_jobs_s3_lock_is_taken_over_and_not_deleted_by_it(s3_bucket, c
     assert _lock_object(s3_bucket, "runs/r1") is None
 
 
+def test_a_job_ended_by_ctrl_c_after_its_grace_leaves_no_s3_lock(s3_bucket):
+    # The stage swallows Ctrl-C and goes on, so the job is ended by a forced exit that skips
+    # every finally block: the lock must still go, or the next job waits out its TTL.
+    job = (
+        "import sys, time\n"
+        "from fatlib.core import interrupt\n"
+        "from fatlib.core.cli import run_job\n"
+        "from fatlib.io.locks import hold\n"
+        "def stage():\n"
+        "    with hold(sys.argv[1], 'train'):\n"
+        "        try:\n"
+        "            print('ready', flush=True)\n"
+        "            time.sleep(30)\n"
+        "        except KeyboardInterrupt:\n"
+        "            time.sleep(30)\n"
+        "interrupt.GRACE_S = 0.5\n"
+        "sys.exit(run_job('train', stage, str))\n")
+    run = subprocess.Popen([sys.executable, "-c", job, f"{s3_bucket}/runs/r1"], cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert run.stdout.readline() == "ready\n"
+    assert _lock_object(s3_bucket, "runs/r1")["pid"] == run.pid
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=20)
+    assert run.returncode == 130 and err.strip().splitlines() == ["train: interrupted"]
+    assert _lock_object(s3_bucket, "runs/r1") is None
+
+
 def test_the_s3_heartbeat_refreshes_the_lock(s3_bucket):
     with hold(f"{s3_bucket}/run", "tune", heartbeat=0.2):
         first = _lock_object(s3_bucket, "run")["heartbeat"]
