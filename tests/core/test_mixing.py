@@ -139,3 +139,17 @@ def test_shifted_sources_move_apart_before_the_mix():
         assert loud and all(7 <= b <= 13 for b in loud) and y[0].tolist() == [1.0, 1.0]
         bands.append(len(loud))
     assert max(bands) == 2
+
+
+def test_more_sources_add_more_partners_with_all_their_labels():
+    db, stats = _batch([np.full((4, 6), -20.0)] * 3)
+    y, w = torch.eye(3), torch.tensor([1.0, 0.5, 0.25])
+    out, _, out_y, out_w = sound_mix(db, stats, y, w, np.random.default_rng(0), p=1.0,
+                                     max_gain_db=0.0, sources=3)
+    # Three sounds in every row (p = 1): +4.8 dB. Partners are drawn per source, so a row
+    # may draw the same one twice: 2 or 3 labels, and the lowest weight among them.
+    np.testing.assert_allclose(out.numpy(), -20.0 + 10 * np.log10(3), atol=1e-4)
+    n = out_y.sum(1).numpy()
+    assert set(n) <= {2.0, 3.0} and 3.0 in n
+    lowest = [float(w[out_y[row] > 0].min()) for row in range(3)]
+    assert out_w.tolist() == lowest

@@ -94,6 +94,9 @@ class TrainConfig:
     sound_mix_overlap: bool = option(False, "the added crop's sound placed over the crop's own "
                                      "(power-weighted centres within one spread) instead of "
                                      "anywhere in the crop", seed_recipe=False)
+    sound_mix_sources: int = option(2, "the most sources a mixed crop holds: past the "
+                                    "second, each is added with probability --sound-mix again",
+                                    minimum=2, metavar="N")
     freq_shift: int | None = option(None, "move each crop up or down the mel axis by up to "
                                     "this many bins, at random (speaker and pitch variation; "
                                     "0: off)", minimum=0, metavar="BINS",

@@ -51,7 +51,8 @@ def input_spec(cfg: TrainConfig, norm: Normalisation) -> InputSpec:
                      augment=compose(cfg.augmentations()), pad=cfg.pad,
                      noisy_smoothing=cfg.smoothing, resized_crop=cfg.resized_crop,
                      source_shift=cfg.freq_shift if cfg.shift_sources else 0,
-                     mix=SoundMix(cfg.sound_mix, cfg.sound_mix_gain, cfg.sound_mix_overlap)
+                     mix=SoundMix(cfg.sound_mix, cfg.sound_mix_gain, cfg.sound_mix_overlap,
+                                  cfg.sound_mix_sources)
                      if cfg.sound_mix > 0 else None)
 
 
