@@ -32,7 +32,7 @@ def released_on_forced_exit(release: Callable[[], None]) -> Iterator[None]:
 
 
 def _release_all() -> None:
-    """Run the registered releases, most recent first, in a thread waited on RELEASE_S."""
+    """Run the registered releases, most recent first, waiting for them RELEASE_S at most."""
     def run() -> None:
         for release in reversed(list(_releases)):
             with contextlib.suppress(Exception):

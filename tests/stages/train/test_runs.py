@@ -83,7 +83,8 @@ def test_every_recipe_option_trains_and_lands_in_the_artifact(features, tmp_path
     out = tmp_path / "options"
     cfg = train_cfg(features, out, workers=1, epochs=3, arch="resnet18-timepool", pad="random",
                     deltas=True, noisy="warmup", noisy_warmup=1, noisy_smoothing=0.1, mixup=0.4,
-                    specaugment=True, sound_mix=0.5, sound_mix_overlap=True, freq_shift=2,
+                    specaugment=True, sound_mix=0.5, sound_mix_overlap=True,
+                    sound_mix_sources=3, freq_shift=2, shift_sources=True,
                     normalisation="clip", centre_bands=True)
     result = train(cfg)
     # Epoch 1 is one pass over train_noisy, then the curated training fold.
@@ -103,8 +104,8 @@ def test_every_recipe_option_trains_and_lands_in_the_artifact(features, tmp_path
     assert (config["noisy"], config["noisy_warmup"], config["noisy_smoothing"]) == (
         "warmup", 1, 0.1)
     assert (config["mixup"], config["specaugment"], config["sound_mix"],
-            config["sound_mix_overlap"], config["freq_shift"], config["pad"]) == (
-        0.4, True, 0.5, True, 2, "random")
+            config["sound_mix_overlap"], config["sound_mix_sources"], config["freq_shift"],
+            config["shift_sources"], config["pad"]) == (0.4, True, 0.5, True, 3, 2, True, "random")
     _, model = load_model(str(out / "model"))
     with torch.no_grad():
         assert model(torch.zeros(1, 128, 50), torch.ones(1, 4)).shape[1] == len(meta["classes"])
