@@ -120,7 +120,7 @@ def bench_tta(
             ranked = scores if ranked is None else ranked  # first crops, first way
     on_top, misses = rank_summary(truth, ranked, models[0][0].classes)
     return TtaBench(n_clips=len(rows["fname"]), n_models=len(models), lwlrap=results,
-                    standardised=standardised, n_multi_label=int((truth.sum(axis=1) > 1).sum()),
+                    standardised=standardised, n_multi_label=int(_label_kinds(truth)[1].sum()),
                     on_top=on_top, single_misses=misses)
 
 
