@@ -7,6 +7,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
 
 # The benchmarks that start Ray as the jobs do (stages.runtime). `preprocess` keeps the bare
 # Ray it has been timed on since issue 3 (no dashboard); the others start no Ray.
@@ -84,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     tta.add_argument("--whole-clip", action="store_true",
                      help="also score each clip whole (a 'whole clip' row, as jobs/infer.py "
                           "--whole-clip scores)")
+    mixes = add("mixes", "a test split of overlapping pairs of a run's held-out curated clips "
+                         "(fsdd-poly's recipe), to score with `tta`: hearing two sounds at once "
+                         "in sources the model was trained on")
+    mixes.add_argument("--data", required=True, help="the dataset the run's store was made from")
+    mixes.add_argument("--run", required=True, help="one training run (a fold of a K-fold run)")
+    mixes.add_argument("--out", required=True, help="new folder for the split (a dataset)")
+    mixes.add_argument("--pairs", type=int, default=240, help="overlapping pairs to make")
+    mixes.add_argument("--seed", type=int, default=0, help="seed of the draws")
     scale = add("scale", "preprocessing and inference time and peak memory against the number "
                          "of clips (FAT2019's clip lengths), a table and a log-log PNG")
     scale.add_argument("--sizes", default=None,
@@ -116,6 +125,8 @@ def main() -> None:
         from fatlib.tools import bench_scale
     elif args.bench == "tta":
         from fatlib.tools import bench_tta
+    elif args.bench == "mixes":
+        from fatlib.tools import heldout_mixes
     elif getattr(args, "device", None):
         from fatlib.tools import bench_stage
     else:
@@ -140,6 +151,11 @@ def main() -> None:
                                                ints(args.tta)[0], ints(args.actors))
     elif args.bench == "infer":
         result = bench_model.bench_infer(args.clips or 400, ints(args.tta))
+    elif args.bench == "mixes":  # a folder a user names: their mistakes are one line, exit 2
+        from fatlib.core.cli import run_job
+
+        sys.exit(run_job("mixes", lambda: heldout_mixes.build_heldout_mixes(
+            args.data, args.run, args.out, args.pairs, args.seed), lambda r: r.format()))
     else:
         result = bench_tta.bench_tta(args.model, args.features, args.truth, args.split,
                                      ints(args.crops), args.whole_clip)
