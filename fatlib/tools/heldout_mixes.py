@@ -3,19 +3,19 @@ a model hears two sounds at once in sources it was trained on, apart from unseen
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import soundfile as sf
 
 from fatlib.core.audio import decode, resample
 from fatlib.core.errors import UserError
-from fatlib.core.labels import join_labels
 from fatlib.io import storage
-from fatlib.io.dataset import SUBMISSION_CSV, class_vocabulary, read_split
+from fatlib.io.dataset import SUBMISSION_CSV, TRUTH_CSV, class_vocabulary, read_split
 from fatlib.stages.train.checkpoints import OOF, read_oof
+from fatlib.tools.synth import write_labels_csv, write_submission_template
 
 # fsdd-poly's test recipe (its README): each part at an RMS of 0.5-1.0 x -20 dBFS, so two parts
 # are within 6 dB of each other; the shorter part starts at a random offset inside the longer.
@@ -108,12 +108,10 @@ def build_heldout_mixes(data: str, run: str, out: str, pairs: int = 240,
         truth.append((name, tuple(sorted({*curated[a].labels, *curated[b].labels}))))
         recipe.append((name, parts[0][0], f"{parts[0][2]:.9g}", parts[1][0],
                        f"{parts[1][2]:.9g}", str(offset)))
-    _write_csv(root / "test_truth.csv", ["fname", "labels"],
-               [(name, join_labels(list(labels))) for name, labels in truth])
-    _write_csv(root / SUBMISSION_CSV, ["fname", *classes],
-               [(name, *[0] * len(classes)) for name, _ in truth])
-    _write_csv(root / RECIPE, ["fname", "source", "gain", "inside", "inside_gain",
-                               "offset_samples"], recipe)
+    write_labels_csv(root / TRUTH_CSV, [(name, list(labels)) for name, labels in truth])
+    write_submission_template(root / SUBMISSION_CSV, [name for name, _ in truth], classes)
+    pd.DataFrame(recipe, columns=["fname", "source", "gain", "inside", "inside_gain",
+                                  "offset_samples"]).to_csv(root / RECIPE, index=False)
     return HeldoutMixes(out=out, run=run, singles=len(held), pairs=pairs)
 
 
@@ -126,10 +124,3 @@ def _disjoint_pair(held: list[str], curated: dict, rng: np.random.Generator) -> 
     raise MixesError("the run's held-out clips share labels too often to draw pairs of "
                      "different sounds")
 
-
-def _write_csv(path: Path, header: list[str], rows: list[tuple]) -> None:
-    """A CSV with a header row."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)

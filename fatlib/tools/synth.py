@@ -99,13 +99,10 @@ def generate_dataset(
     rows["train_noisy"], summary.wrong_noisy_labels = _corrupt_labels(
         rows["train_noisy"], classes, cfg.noisy_label_error, noisy_rng
     )
-    _write_labels_csv(root / "train_curated.csv", rows["train_curated"])
-    _write_labels_csv(root / "train_noisy.csv", rows["train_noisy"])
-    _write_labels_csv(root / TRUTH_CSV, rows["test"])
-    with open(root / SUBMISSION_CSV, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["fname", *classes])
-        writer.writerows([fname, *([0] * len(classes))] for fname, _ in rows["test"])
+    write_labels_csv(root / "train_curated.csv", rows["train_curated"])
+    write_labels_csv(root / "train_noisy.csv", rows["train_noisy"])
+    write_labels_csv(root / TRUTH_CSV, rows["test"])
+    write_submission_template(root / SUBMISSION_CSV, [fname for fname, _ in rows["test"]], classes)
     return summary
 
 
@@ -264,7 +261,15 @@ def _clear_layout(root: Path, overwrite: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _write_labels_csv(path: Path, rows: list[tuple[str, list[str]]]) -> None:
+def write_submission_template(path: Path, fnames: list[str], classes: list[str]) -> None:
+    """sample_submission.csv: fname and a zero column per class, the test clips in order."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["fname", *classes])
+        writer.writerows([fname, *([0] * len(classes))] for fname in fnames)
+
+
+def write_labels_csv(path: Path, rows: list[tuple[str, list[str]]]) -> None:
     """fname,labels with the labels comma-joined in one quoted field, rows sorted by fname."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
