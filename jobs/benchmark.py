@@ -9,6 +9,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import sys  # noqa: E402
 
+from fatlib.core.cli import number  # noqa: E402
+
 # The benchmarks that start Ray as the jobs do (stages.runtime). `preprocess` keeps the bare
 # Ray it has been timed on since issue 3 (no dashboard); the others start no Ray.
 RAY_BENCHES = ("train", "infer", "scale")
@@ -91,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     mixes.add_argument("--data", required=True, help="the dataset the run's store was made from")
     mixes.add_argument("--run", required=True, help="one training run (a fold of a K-fold run)")
     mixes.add_argument("--out", required=True, help="new folder for the split (a dataset)")
-    mixes.add_argument("--pairs", type=int, default=240, help="overlapping pairs to make")
+    mixes.add_argument("--pairs", type=number(int, minimum=0), default=240,
+                       help="overlapping pairs to make")
     mixes.add_argument("--seed", type=int, default=0, help="seed of the draws")
     scale = add("scale", "preprocessing and inference time and peak memory against the number "
                          "of clips (FAT2019's clip lengths), a table and a log-log PNG")

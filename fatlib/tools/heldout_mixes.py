@@ -73,6 +73,9 @@ def build_heldout_mixes(data: str, run: str, out: str, pairs: int = 240,
             f"{run}: no {OOF}; give one training run (a fold of a K-fold run, e.g. "
             f"<out>/fold-0): its validation clips are the held-out ones, while a K-fold "
             f"ensemble has trained on every curated clip")
+    if storage.is_remote(out):
+        raise MixesError(f"{out}: write the split to a local folder (preprocess reads it from "
+                         f"there or from wherever you copy it)")
     root = Path(out)
     if root.exists() and any(root.iterdir()):
         raise MixesError(f"{out} is not empty: choose a new folder")
@@ -117,6 +120,8 @@ def build_heldout_mixes(data: str, run: str, out: str, pairs: int = 240,
 
 def _disjoint_pair(held: list[str], curated: dict, rng: np.random.Generator) -> tuple[str, str]:
     """Two different held-out clips with no label in common, drawn at random."""
+    if len(held) < 2:
+        raise MixesError(f"the run held out {len(held)} clip: pairs need two or more")
     for _ in range(1000):
         a, b = rng.choice(len(held), size=2, replace=False)
         if not set(curated[held[a]].labels) & set(curated[held[b]].labels):

@@ -96,3 +96,10 @@ def test_a_k_fold_ensemble_or_a_used_folder_is_refused_in_one_line(dataset_and_r
     with pytest.raises(MixesError, match="is not empty"):
         build_heldout_mixes(str(root / "data"), str(root / "run"), str(tmp_path / "used"))
     assert (tmp_path / "used" / "mine.txt").read_text() == "keep"
+    with pytest.raises(MixesError, match="to a local folder"):
+        build_heldout_mixes(str(root / "data"), str(root / "run"), "s3://bucket/mixes")
+    one = tmp_path / "one-clip-run"
+    one.mkdir()
+    pd.read_parquet(root / "run" / "oof.parquet")[:1].to_parquet(one / "oof.parquet")
+    with pytest.raises(MixesError, match="held out 1 clip: pairs need two or more"):
+        build_heldout_mixes(str(root / "data"), str(one), str(tmp_path / "y"))
