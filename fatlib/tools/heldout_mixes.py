@@ -87,11 +87,14 @@ def build_heldout_mixes(data: str, run: str, out: str, pairs: int = 240,
         raise MixesError(f"{run} validated on {missing[0]}, which {data}'s train_curated does "
                          f"not hold: give the dataset the run's feature store was made from")
     rng = np.random.default_rng(seed)
-    audio = {f: decode(storage.read_bytes(curated[f].uri), name=f) for f in held}
+
+    def audio(fname: str) -> tuple[np.ndarray, int]:  # read when used: memory stays 2 clips
+        return decode(storage.read_bytes(curated[fname].uri), name=fname)
+
     (root / "test").mkdir(parents=True)
     truth, recipe = [], []
     for i, f in enumerate(held):
-        y, sr = audio[f]
+        y, sr = audio(f)
         gain = rng.uniform(MIN_GAIN, 1.0)
         name = f"single-{i:05d}.wav"
         sf.write(root / "test" / name, at_level(y, gain), sr, subtype="FLOAT")
@@ -99,7 +102,7 @@ def build_heldout_mixes(data: str, run: str, out: str, pairs: int = 240,
         recipe.append((name, f, f"{gain:.9g}", "", "", ""))
     for i in range(pairs):
         a, b = _disjoint_pair(held, curated, rng)
-        (ya, sr), (yb, sr_b) = audio[a], audio[b]
+        (ya, sr), (yb, sr_b) = audio(a), audio(b)
         yb = resample(yb, sr_b, sr) if sr_b != sr else yb
         gains = rng.uniform(MIN_GAIN, 1.0, size=2)
         parts = [(a, at_level(ya, gains[0]), gains[0]), (b, at_level(yb, gains[1]), gains[1])]
