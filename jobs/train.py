@@ -1,6 +1,7 @@
 """Train a ResNet on the feature store with Ray Train (DDP); export the best model artifact.
-With --folds all, train every fold as one distributed job and ensemble them; with --self-train,
-a K-fold teacher relabels train_noisy for a K-fold student."""
+Where the store has train_noisy, the default recipe self-trains: a K-fold teacher relabels
+train_noisy for a K-fold student (--no-self-train: one model). With --folds all, train every
+fold as one distributed job and ensemble them."""
 
 import argparse
 import sys
@@ -17,14 +18,21 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespac
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write report.html with the run's pictures in each run directory "
                         "(default: on)")
-    p.add_argument("--self-train", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--self-train", action=argparse.BooleanOptionalAction, default=None,
                    help="K-fold teacher in <out>/teacher, train_noisy relabelled by its ensemble "
                         "(<out>/noisy_labels.csv), K-fold student in <out>/student on the "
-                        "curated and relabelled clips; resumable (default: off)")
+                        "curated and relabelled clips (infer.py --model <out>); resumable "
+                        "(default: on where the store has train_noisy, unless --recipe seed, "
+                        "--noisy, --noisy-labels or --folds all asks for something else, or "
+                        "--out holds a one-model or K-fold run)")
     p.add_argument("--agree", type=number(float, above=0, maximum=1), default=0.5, metavar="SCORE",
                    help="with --self-train: the teacher's score that confirms a noisy label or "
                         "assigns one (default: 0.5)")
+    p.set_defaults(fold=None)  # unset: 0/5 for one model, K = 2 for self-training
     args = p.parse_args(argv)
+    args.fold_given = args.fold is not None
+    if not args.fold_given:
+        args.fold = (TrainConfig.fold, TrainConfig.n_folds)
     return from_args(TrainConfig, args), args
 
 
@@ -34,13 +42,19 @@ def main() -> int:
     # The stage and the report load Ray, torch and matplotlib: only after the flags parse.
     from fatlib.report.run_report import write_report
     from fatlib.stages import console
-    from fatlib.stages.self_train.self_training import self_train
+    from fatlib.stages.self_train.self_training import choose, self_train
     from fatlib.stages.train.driver import train
     from fatlib.stages.train.kfold import train_folds
 
     def stage() -> str:
-        if args.self_train:
-            result = self_train(cfg, args.agree)
+        run_cfg, self_training = choose(cfg, args.self_train, args.fold_given)
+        if self_training and args.self_train is None:
+            # The default's choice costs ~6x one model: say so before the first epoch.
+            print(f"train_noisy in the store: self-training ({run_cfg.n_folds}-fold teacher, "
+                  f"noisy split relabelled, {run_cfg.n_folds}-fold student; --no-self-train "
+                  "trains one model)", flush=True)
+        if self_training:
+            result = self_train(run_cfg, args.agree)
             student = result.student
             runs = fold_runs_to_report(student.out, len(student.fold_lwlrap), student.trained)
             summary = result.summary()

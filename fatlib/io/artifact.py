@@ -31,6 +31,7 @@ ARTIFACT_FORMAT = 2  # format 1 (meta.json unsealed) is refused: re-train to exp
 WEIGHTS = "weights.pt"
 META = "meta.json"
 ENSEMBLE = "ensemble.json"  # in a K-fold run directory: its fold artifacts, relative paths
+STUDENT = "student"  # in a self-training directory: the K-fold run inference uses
 
 
 class ArtifactError(UserError):
@@ -110,7 +111,8 @@ def save_artifact(uri: str, meta: ModelMeta, state_dict: dict) -> None:
 
 def model_artifacts(uri: str) -> list[str]:
     """The artifacts a --model location stands for: an artifact itself, a training run
-    directory (its model/), or a K-fold run directory (every fold's, from ensemble.json)."""
+    directory (its model/), a K-fold run directory (every fold's, from ensemble.json), or a
+    self-training directory (its student's folds)."""
     if storage.is_file(storage.join(uri, META)):
         return [uri]
     if storage.is_file(storage.join(uri, ENSEMBLE)):
@@ -124,8 +126,11 @@ def model_artifacts(uri: str) -> list[str]:
         return [storage.join(uri, *parts) for parts in members]
     if storage.is_file(storage.join(uri, "model", META)):
         return [storage.join(uri, "model")]
-    raise ArtifactError(f"{uri}: not a model artifact ({META} missing), a training run or a "
-                        f"K-fold run ({ENSEMBLE} missing)")
+    if storage.is_file(storage.join(uri, STUDENT, ENSEMBLE)):
+        return model_artifacts(storage.join(uri, STUDENT))
+    raise ArtifactError(f"{uri}: not a model artifact ({META} missing), a training run, a "
+                        f"K-fold run ({ENSEMBLE} missing) or a self-training run ({STUDENT}/"
+                        f"{ENSEMBLE} missing)")
 
 
 def load_meta(uri: str) -> ModelMeta:

@@ -1,6 +1,7 @@
 """Jobs run as users run them: `python jobs/x.py ...`, output and exit codes checked."""
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -80,7 +81,8 @@ def test_preprocess_and_train_consoles_hold_their_summaries_and_ray_logs_only_wi
     # --verbose: Ray's own logs on the console, and so no line naming their file.
     assert "\tINFO " in verbose.stderr and "ray: logs in" not in verbose.stderr
     done = _run("jobs/train.py", "--features", str(features), "--out", str(run),
-                "--epochs", "2", "--batch-size", "4", "--workers", "1", "--no-report")
+                "--epochs", "2", "--batch-size", "4", "--workers", "1", "--no-report",
+                "--no-self-train")
     assert done.returncode == 0, done.stderr
     console = (done.stdout + done.stderr).splitlines()
     assert len(console) <= 8, console
@@ -95,6 +97,25 @@ def test_preprocess_and_train_consoles_hold_their_summaries_and_ray_logs_only_wi
     # The default recipe, as the run records it (and --resume compares).
     recorded = json.loads((run / "run_config.json").read_text())
     assert (recorded["noisy"], recorded["sound_mix"], recorded["freq_shift"]) == ("off", 0.5, 4)
+    # Without --no-self-train the store's noisy clips make the default self-train: said first,
+    # then (here) its own refusal, one line, before any training.
+    done = _run("jobs/train.py", "--features", str(features), "--out", str(tmp_path / "st"),
+                "--fold", "0/20")
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.splitlines() == [
+        "train_noisy in the store: self-training (20-fold teacher, noisy split relabelled, "
+        "20-fold student; --no-self-train trains one model)"]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"train: {features}: train_curated has 10 clips, too few for 20 folds (need >= 40)")
+    assert not (tmp_path / "st" / "teacher").exists()
+
+
+def test_train_leaves_the_fold_count_to_the_recipe_unless_given():
+    parse = runpy.run_path(str(ROOT / "jobs" / "train.py"))["parse"]
+    cfg, args = parse(["--features", "f", "--out", "o"])
+    assert (cfg.fold, cfg.n_folds, args.fold_given, args.self_train) == (0, 5, False, None)
+    cfg, args = parse(["--features", "f", "--out", "o", "--fold", "1/3", "--no-self-train"])
+    assert (cfg.fold, cfg.n_folds, args.fold_given, args.self_train) == (1, 3, True, False)
 
 
 def test_every_job_help_shows_defaults_without_loading_torch_or_ray():

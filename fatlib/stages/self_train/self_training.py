@@ -19,6 +19,7 @@ import pandas as pd
 from fatlib.core.config import ConfigError
 from fatlib.core.labels import join_labels
 from fatlib.io import predictions, storage
+from fatlib.io.artifact import ENSEMBLE, STUDENT
 from fatlib.io.feature_store import FeatureStore
 from fatlib.io.locks import holding
 from fatlib.stages.infer.config import InferConfig
@@ -28,7 +29,7 @@ from fatlib.stages.train.kfold import KFoldResult, fold_dir, train_folds
 from fatlib.stages.train.run_dir import has_run
 
 TEACHER = "teacher"
-STUDENT = "student"
+FOLDS = 2  # K of the teacher and the student unless --fold says: what was measured (README)
 SCORES_ROOT = "noisy-scores"  # an inference predictions root; the teacher's run is SCORES_RUN
 SCORES_RUN = "teacher"
 NOISY_LABELS = "noisy_labels.csv"
@@ -85,6 +86,27 @@ class SelfTrainResult:
             "noisy labels come from teachers that saw each student fold's validation clips)"])
 
 
+def self_trains(cfg: TrainConfig, store_has_noisy: bool) -> bool:
+    """Whether the default recipe self-trains: the store has train_noisy and no flag asked for
+    the seed recipe, another use of the noisy split (--noisy, --noisy-labels) or a K-fold
+    ensemble of the curated clips (--folds all)."""
+    return (store_has_noisy and cfg.recipe != "seed" and cfg.noisy is None
+            and cfg.noisy_labels is None and cfg.folds == "one")
+
+
+def choose(cfg: TrainConfig, asked: bool | None, fold_given: bool) -> tuple[TrainConfig, bool]:
+    """The config to run and whether it self-trains. asked: --self-train / --no-self-train, or
+    None for the default recipe's choice (self_trains), kept to one model where --out already
+    holds one or a K-fold run (so --resume continues it); fold_given: --fold was on the command
+    line, else a self-training job has FOLDS folds."""
+    if asked is None:
+        asked = (self_trains(cfg, FeatureStore.open(cfg.features, cfg.mel).has("train_noisy"))
+                 and _other_run(cfg.out) is None)
+    if asked and not fold_given:
+        cfg = replace(cfg, fold=0, n_folds=FOLDS)
+    return cfg, asked
+
+
 @holding("train --self-train")  # <out>; the teacher, scoring and student hold their own dirs
 def self_train(cfg: TrainConfig, agree: float = 0.5) -> SelfTrainResult:
     """Teacher folds, the noisy split scored and relabelled, student folds: each step that has
@@ -92,6 +114,10 @@ def self_train(cfg: TrainConfig, agree: float = 0.5) -> SelfTrainResult:
     if not 0 < agree <= 1:
         raise ConfigError(f"--agree must be in (0, 1] (got {agree})")
     out = storage.absolute(cfg.out)
+    other = _other_run(out)
+    if other is not None:
+        raise RunDirError(f"{out} holds {other}, not a self-training run; self-train into "
+                          "another --out (or --no-self-train to go on with that run)")
     cfg = replace(cfg, features=storage.absolute(cfg.features), out=out, folds="all")
     if not FeatureStore.open(cfg.features, cfg.mel).has("train_noisy"):
         raise ConfigError(f"{cfg.features}: self-training relabels train_noisy, and this "
@@ -199,3 +225,13 @@ def _require_no_student(cfg: TrainConfig) -> None:
         raise RunDirError(f"{student}: folds {started} trained on an earlier relabelling of "
                           f"train_noisy (another --agree, or another teacher); remove {student} "
                           "to train a student on the new labels")
+
+
+def _other_run(out: str) -> str | None:
+    """What else a self-training directory holds where training of another kind ran into it:
+    'a one-model run' or 'a K-fold run', else None."""
+    if has_run(out):
+        return "a one-model run"
+    if storage.is_file(storage.join(out, ENSEMBLE)) or has_run(fold_dir(out, 0)):
+        return "a K-fold run"
+    return None

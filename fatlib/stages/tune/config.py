@@ -145,5 +145,6 @@ PLOT = "lwlrap_vs_lr.png"  # drawn by the job (fatlib.report.figures.tune_figure
 def train_command(cfg: TrainConfig) -> str:
     """The jobs/train.py command line that runs cfg (the searched settings always shown)."""
     # A trial's CPU share fits beside the other trials; the reproduced run takes the default.
+    # A trial is one model: without --no-self-train, train.py self-trains on a noisy split.
     return command("jobs/train.py", cfg, exclude=("cpus_per_worker", "resume", "folds"),
-                   always=_SHOWN)
+                   always=_SHOWN) + " --no-self-train"

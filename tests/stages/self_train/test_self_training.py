@@ -4,6 +4,7 @@ rule and --noisy-labels on their own, without Ray."""
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,14 @@ from fatlib.io.feature_store import FeatureStore, SplitInfo, new_manifest
 from fatlib.io.store_commits import commit_split
 from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.infer.pipeline import infer
-from fatlib.stages.self_train.self_training import relabel, self_train, write_labels_csv
-from fatlib.stages.train.config import TrainConfig
+from fatlib.stages.self_train.self_training import (
+    choose,
+    relabel,
+    self_train,
+    self_trains,
+    write_labels_csv,
+)
+from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.datasets import _noisy_labels, _select
 from fatlib.stages.train.run_dir import RUN_CONFIG
 from tests.conftest import SMALL_STORE
@@ -120,6 +127,49 @@ def test_self_training_refuses_a_store_without_noisy_clips_before_any_work(tmp_p
     assert not (tmp_path / "st" / "teacher").exists()
 
 
+def test_the_default_self_trains_where_the_store_has_noisy_clips_and_no_flag_says_otherwise():
+    cfg = TrainConfig(features="f", out="o")
+    assert self_trains(cfg, store_has_noisy=True)
+    assert not self_trains(cfg, store_has_noisy=False)
+    for other in ({"recipe": "seed"}, {"noisy": "off"}, {"noisy": "mix"}, {"noisy": "warmup"},
+                  {"noisy_labels": "labels.csv"}, {"folds": "all"}):
+        assert not self_trains(replace(cfg, **other), store_has_noisy=True), other
+
+
+def test_self_training_has_two_folds_unless_given_and_leaves_other_runs_alone(small_store,
+                                                                               tmp_path):
+    cfg = TrainConfig(features=str(small_store / "features"), out=str(tmp_path / "run"))
+    chosen, self_training = choose(cfg, None, fold_given=False)
+    assert self_training and (chosen.fold, chosen.n_folds) == (0, 2)
+    given = replace(cfg, fold=1, n_folds=3)
+    assert choose(given, None, fold_given=True) == (given, True)
+    assert choose(cfg, True, fold_given=True) == (cfg, True)  # --self-train --fold 0/5
+    assert choose(cfg, False, fold_given=False) == (cfg, False)
+    # --out holds a one-model run (an earlier default's): the default goes on with it (--resume),
+    # and self-training into it is refused before any work.
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "model" / "meta.json").write_text("{}")
+    assert choose(cfg, None, fold_given=False) == (cfg, False)
+    with pytest.raises(RunDirError, match=r"holds a one-model run, not a self-training run; "
+                                          r"self-train into another --out \(or --no-self-train"):
+        self_train(cfg)
+    kfold = replace(cfg, out=str(tmp_path / "cv"))
+    (tmp_path / "cv").mkdir()
+    (tmp_path / "cv" / "ensemble.json").write_text("{}")
+    assert choose(kfold, None, fold_given=False) == (kfold, False)
+    with pytest.raises(RunDirError, match="holds a K-fold run"):
+        self_train(kfold)
+    assert sorted(p.name for p in (tmp_path / "cv").iterdir()) == ["ensemble.json"]
+
+
+def test_without_noisy_clips_the_default_trains_one_model(tmp_path):
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "_MANIFEST.json").write_text(
+        json.dumps(new_manifest(MelConfig(), CLASSES, "synthetic")))
+    cfg = TrainConfig(features=str(tmp_path / "features"), out=str(tmp_path / "run"))
+    assert choose(cfg, None, fold_given=False) == (cfg, False)
+
+
 @pytest.mark.slow
 def test_teacher_relabels_the_noisy_split_and_the_student_is_an_ensemble(self_trained, tmp_path):
     root, cfg, result = self_trained
@@ -143,7 +193,8 @@ def test_teacher_relabels_the_noisy_split_and_the_student_is_an_ensemble(self_tr
     assert teacher["noisy"] == "off"  # it judges noisy labels it never learned
     assert result.ensemble == str(st / "student" / "ensemble.json")
     assert "student - teacher out-of-fold lwlrap" in result.summary()
-    scored = infer(InferConfig(models=(str(st / "student"),), data=str(root / "data"),
+    # --model <out>: the self-training directory stands for its student's ensemble.
+    scored = infer(InferConfig(models=(str(st),), data=str(root / "data"),
                                out=str(tmp_path), run_id="student", tta=1))
     assert scored.models == 2 and scored.scored == SMALL_STORE["n_test"]
 

@@ -102,6 +102,7 @@ def test_printed_command_is_a_valid_train_command(experiment, features):
     assert cfg.lr == pytest.approx(best["config"]["lr"])
     assert cfg.specaugment is True  # the trials' --specaugments
     assert cfg.workers == 1 and cfg.epochs == 2 and flags.report
+    assert flags.self_train is False  # one model, as the trial was
 
 
 @pytest.mark.slow
@@ -179,6 +180,8 @@ def test_the_search_table_is_what_trials_sample_and_results_show(tmp_path):
                                            "specaugment": False})
     args = shlex.split(train_command(default))
     assert {"--lr", "--crop-frames", "--mixup", "--no-specaugment"} <= set(args)
+    # One model, as the trial was, where train.py's default would self-train.
+    assert args[-1] == "--no-self-train"
 
 
 @pytest.mark.bad_input
