@@ -11,14 +11,15 @@
 #
 # Each run trains with `jobs/train.py --workers 1 --gpus-per-worker 1` (its own embedded Ray;
 # PARALLEL runs share the card) and is scored on the CPU by `jobs/benchmark.py tta --crops 1`:
-# a training run's model, or a --self-train run's teacher and student ensembles. No run starts
+# a training run's model, or a self-training run's teacher and student ensembles. No run starts
 # after BUDGET_S; one still training then is stopped at BUDGET_S + GRACE_S. Writes
-# results.tsv (recipe, model, seed, set, fastest epoch (a --self-train run's: its teacher's),
+# results.tsv (recipe, model, seed, set, fastest epoch (a self-training run's: its teacher's),
 # wall, test lwlrap all / singles / multi) and
 # each run's logs to $OUT (default /tmp/gpu-sweep); run directories go to $RUNS, not $OUT.
 #
-# RECIPES: "name=flags;name=flags" (default: seed recipe, default, cnn10, cnn10-att,
-# self-training); SEEDS (0 1 2); SETS (poly); EPOCHS (30); PARALLEL (4).
+# RECIPES: "name=flags;name=flags" (default: seed recipe, the default's one model, cnn10,
+# cnn10-att, the default: self-training on the stores' noisy split); SEEDS (0 1 2); SETS (poly);
+# EPOCHS (30); PARALLEL (4).
 # DRY_RUN=1: one epoch of two recipes, one seed, on this machine's CPU with PY (.venv/bin/python).
 set -u
 cd "$(dirname "$0")/.."
@@ -27,11 +28,11 @@ RUNS=${RUNS:-/tmp/gpu-sweep-runs}
 FEATURES=${FEATURES:-.gpu}
 if [ "${DRY_RUN:-0}" = 1 ]; then
   RUN=("${PY:-.venv/bin/python}"); GPUS=0; EPOCHS=${EPOCHS:-1}; SEEDS=${SEEDS:-0}
-  RECIPES=${RECIPES:-"seed=--recipe seed;default="}; PARALLEL=${PARALLEL:-1}
+  RECIPES=${RECIPES:-"seed=--recipe seed;one-model=--no-self-train"}; PARALLEL=${PARALLEL:-1}
   BUDGET_S=${BUDGET_S:-900}
 else
   RUN=(bash .gpu/with-site.sh python3); GPUS=1; EPOCHS=${EPOCHS:-30}; SEEDS=${SEEDS:-"0 1 2"}
-  RECIPES=${RECIPES:-"seed=--recipe seed;default=;cnn10=--arch cnn10;cnn10-att=--arch cnn10-att;self-train=--self-train --fold 0/2"}
+  RECIPES=${RECIPES:-"seed=--recipe seed;one-model=--no-self-train;cnn10=--arch cnn10 --no-self-train;cnn10-att=--arch cnn10-att --no-self-train;default="}
   PARALLEL=${PARALLEL:-4}; BUDGET_S=${BUDGET_S:-420}
   [ -f .gpu/site.tar.xz ] || { echo "gpu-sweep: .gpu/site.tar.xz missing (see the header)"; exit 2; }
 fi

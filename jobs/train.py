@@ -19,16 +19,18 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespac
                    help="write report.html with the run's pictures in each run directory "
                         "(default: on)")
     p.add_argument("--self-train", action=argparse.BooleanOptionalAction, default=None,
-                   help="K-fold teacher in <out>/teacher, train_noisy relabelled by its ensemble "
+                   help="K-fold teacher (K = 2 unless --fold k/K) in <out>/teacher, train_noisy "
+                        "relabelled by its ensemble "
                         "(<out>/noisy_labels.csv), K-fold student in <out>/student on the "
                         "curated and relabelled clips (infer.py --model <out>); resumable "
                         "(default: on where the store has train_noisy, unless --recipe seed, "
-                        "--noisy, --noisy-labels or --folds all asks for something else, or "
-                        "--out holds a one-model or K-fold run)")
+                        "--noisy, --noisy-labels, --fold or --folds all asks for something "
+                        "else, or --out holds a one-model or K-fold run)")
     p.add_argument("--agree", type=number(float, above=0, maximum=1), default=0.5, metavar="SCORE",
                    help="with --self-train: the teacher's score that confirms a noisy label or "
                         "assigns one (default: 0.5)")
-    p.set_defaults(fold=None)  # unset: 0/5 for one model, K = 2 for self-training
+    # Unset: 0/5 for one model, K = 2 for self-training; given, it names one model's fold.
+    p.set_defaults(fold=None)
     args = p.parse_args(argv)
     args.fold_given = args.fold is not None
     if not args.fold_given:

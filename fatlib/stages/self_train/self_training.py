@@ -96,12 +96,14 @@ def self_trains(cfg: TrainConfig, store_has_noisy: bool) -> bool:
 
 def choose(cfg: TrainConfig, asked: bool | None, fold_given: bool) -> tuple[TrainConfig, bool]:
     """The config to run and whether it self-trains. asked: --self-train / --no-self-train, or
-    None for the default recipe's choice (self_trains), kept to one model where --out already
-    holds one or a K-fold run (so --resume continues it); fold_given: --fold was on the command
-    line, else a self-training job has FOLDS folds."""
+    None for the default recipe's choice; fold_given: --fold k/K was on the command line.
+
+    The default self-trains where self_trains says so, unless --fold names one model's
+    validation fold or --out already holds a one-model or K-fold run (so --resume continues
+    it). A self-training job has FOLDS folds unless --fold gives K."""
     if asked is None:
-        asked = (self_trains(cfg, FeatureStore.open(cfg.features, cfg.mel).has("train_noisy"))
-                 and _other_run(cfg.out) is None)
+        asked = (not fold_given and _other_run(cfg.out) is None
+                 and self_trains(cfg, FeatureStore.open(cfg.features, cfg.mel).has("train_noisy")))
     if asked and not fold_given:
         cfg = replace(cfg, fold=0, n_folds=FOLDS)
     return cfg, asked
@@ -127,6 +129,7 @@ def self_train(cfg: TrainConfig, agree: float = 0.5) -> SelfTrainResult:
                           noisy=cfg.noisy if cfg.noisy == "warmup" else "mix",
                           noisy_labels=storage.join(out, NOISY_LABELS))
     student_cfg.check()  # before the teacher trains: a refusal costs nothing yet
+    _step(1, f"teacher, {cfg.n_folds} folds on the curated clips ({out}/{TEACHER})")
     # The teacher never sees the noisy split: it judges labels it has not learned.
     teacher = train_folds(replace(cfg, out=storage.join(out, TEACHER), noisy="off",
                                   noisy_labels=None))
@@ -136,12 +139,16 @@ def self_train(cfg: TrainConfig, agree: float = 0.5) -> SelfTrainResult:
         storage.join(scores_run, predictions.SUCCESS))
     relabelling = None if scored else _recorded(out, agree)
     relabelled = relabelling is None
+    _step(2, "train_noisy " + ("scored and relabelled by the teacher's ensemble" if relabelled
+                               else "relabelled before"))
     if relabelling is None:
         _require_no_student(cfg)  # before anything is scored or rewritten
         storage.remove(storage.join(out, RELABEL))  # pending until written again, last
         if scored:
             _score_noisy(cfg)
         relabelling = _relabel_noisy(cfg, scores_run, agree)
+    _step(3, f"student, {cfg.n_folds} folds on the curated and relabelled noisy clips "
+             f"({out}/{STUDENT})")
     student = train_folds(student_cfg)
     return SelfTrainResult(out=out, teacher=teacher, relabelling=relabelling, student=student,
                            scored=scored, relabelled=relabelled)
@@ -227,9 +234,16 @@ def _require_no_student(cfg: TrainConfig) -> None:
                           "to train a student on the new labels")
 
 
+def _step(k: int, what: str) -> None:
+    """Say which of the three steps starts: four epoch tables in a row name no run."""
+    print(f"self-training {k}/3: {what}", flush=True)
+
+
 def _other_run(out: str) -> str | None:
     """What else a self-training directory holds where training of another kind ran into it:
     'a one-model run' or 'a K-fold run', else None."""
+    if storage.is_file(out):
+        return None  # no run in it: the job's lock refuses an --out that is a file
     if has_run(out):
         return "a one-model run"
     if storage.is_file(storage.join(out, ENSEMBLE)) or has_run(fold_dir(out, 0)):

@@ -142,8 +142,9 @@ def test_self_training_has_two_folds_unless_given_and_leaves_other_runs_alone(sm
     chosen, self_training = choose(cfg, None, fold_given=False)
     assert self_training and (chosen.fold, chosen.n_folds) == (0, 2)
     given = replace(cfg, fold=1, n_folds=3)
-    assert choose(given, None, fold_given=True) == (given, True)
-    assert choose(cfg, True, fold_given=True) == (cfg, True)  # --self-train --fold 0/5
+    assert choose(given, None, fold_given=True) == (given, False)  # one model's fold 1 of 3
+    assert choose(given, True, fold_given=True) == (given, True)  # --self-train: 3 folds
+    assert choose(cfg, True, fold_given=False) == (chosen, True)
     assert choose(cfg, False, fold_given=False) == (cfg, False)
     # --out holds a one-model run (an earlier default's): the default goes on with it (--resume),
     # and self-training into it is refused before any work.
@@ -200,7 +201,7 @@ def test_teacher_relabels_the_noisy_split_and_the_student_is_an_ensemble(self_tr
 
 
 @pytest.mark.slow
-def test_a_rerun_trains_only_the_unfinished_student_fold(self_trained):
+def test_a_rerun_trains_only_the_unfinished_student_fold(self_trained, capsys):
     _, cfg, _ = self_trained
     st = Path(cfg.out)
     done = [*(st / "teacher").rglob("*"), *(st / "noisy-scores").rglob("*"),
@@ -211,7 +212,14 @@ def test_a_rerun_trains_only_the_unfinished_student_fold(self_trained):
     shutil.rmtree(st / "student" / "fold-1")  # as if the job died while fold 1 trained...
     (st / "student" / "fold-1").mkdir()  # ...before its first checkpoint: its settings only
     (st / "student" / "fold-1" / RUN_CONFIG).write_text("{}")
+    capsys.readouterr()
     again = self_train(cfg, agree=AGREE)
+    steps = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("self-training ")]
+    assert steps == [f"self-training 1/3: teacher, 2 folds on the curated clips ({st}/teacher)",
+                     "self-training 2/3: train_noisy relabelled before",
+                     "self-training 3/3: student, 2 folds on the curated and relabelled noisy "
+                     f"clips ({st}/student)"]
     assert again.teacher.trained == [] and again.student.trained == [1]
     assert not again.scored and not again.relabelled
     assert "(trained before)" in again.summary() and "(relabelled before)" in again.summary()
