@@ -49,12 +49,9 @@ def main() -> int:
     from fatlib.stages.train.kfold import train_folds
 
     def stage() -> str:
-        run_cfg, self_training = choose(cfg, args.self_train, args.fold_given)
-        if self_training and args.self_train is None:
-            # The default's choice costs ~6x one model: say so before the first epoch.
-            print(f"train_noisy in the store: self-training ({run_cfg.n_folds}-fold teacher, "
-                  f"noisy split relabelled, {run_cfg.n_folds}-fold student; --no-self-train "
-                  "trains one model)", flush=True)
+        run_cfg, self_training, why = choose(cfg, args.self_train, args.fold_given)
+        if why:  # the default's choice (self-training costs ~6x one model): said up front
+            print(why, flush=True)
         if self_training:
             result = self_train(run_cfg, args.agree)
             student = result.student

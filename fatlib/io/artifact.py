@@ -124,9 +124,15 @@ def model_artifacts(uri: str) -> list[str]:
         if not members:
             raise ArtifactError(f"{where}: lists no models")
         return [storage.join(uri, *parts) for parts in members]
-    if storage.is_file(storage.join(uri, "model", META)):
+    run_model = storage.is_file(storage.join(uri, "model", META))
+    student = storage.is_file(storage.join(uri, STUDENT, ENSEMBLE))
+    if run_model and student:  # two kinds of training ran into one directory: say which
+        raise ArtifactError(f"{uri} holds a training run's model/ and a self-training run's "
+                            f"{STUDENT}/: give --model {storage.join(uri, 'model')} or "
+                            f"{storage.join(uri, STUDENT)}")
+    if run_model:
         return [storage.join(uri, "model")]
-    if storage.is_file(storage.join(uri, STUDENT, ENSEMBLE)):
+    if student:
         return model_artifacts(storage.join(uri, STUDENT))
     raise ArtifactError(f"{uri}: not a model artifact ({META} missing), a training run, a "
                         f"K-fold run ({ENSEMBLE} missing) or a self-training run ({STUDENT}/"

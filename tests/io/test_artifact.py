@@ -124,3 +124,24 @@ def test_unreadable_ensembles_are_refused_in_one_line(tmp_path):
     (tmp_path / "ensemble.json").write_text('{"models": []}')
     with pytest.raises(ArtifactError, match=r"ensemble\.json: lists no models"):
         model_artifacts(str(tmp_path))
+
+
+def test_a_self_training_directory_stands_for_its_students_folds(tmp_path):
+    student = tmp_path / "st" / "student"
+    student.mkdir(parents=True)
+    (student / "ensemble.json").write_text(
+        json.dumps({"models": [{"artifact": "fold-0/model"}, {"artifact": "fold-1/model"}]}))
+    assert model_artifacts(str(tmp_path / "st")) == [str(student / "fold-0" / "model"),
+                                                     str(student / "fold-1" / "model")]
+    # A one-model run trained into the same directory too: neither is chosen silently.
+    (tmp_path / "st" / "model").mkdir()
+    (tmp_path / "st" / "model" / "meta.json").write_text("{}")
+    with pytest.raises(ArtifactError) as both:
+        model_artifacts(str(tmp_path / "st"))
+    assert str(both.value) == (
+        f"{tmp_path / 'st'} holds a training run's model/ and a self-training run's student/: "
+        f"give --model {tmp_path / 'st' / 'model'} or {student}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match=r"or a self-training run \(student/ensemble\.json "
+                                            r"missing\)"):
+        model_artifacts(str(tmp_path / "empty"))

@@ -26,7 +26,7 @@ from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.infer.pipeline import infer
 from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.kfold import KFoldResult, fold_dir, train_folds
-from fatlib.stages.train.run_dir import has_run
+from fatlib.stages.train.run_dir import RUN_CONFIG, has_run
 
 TEACHER = "teacher"
 FOLDS = 2  # K of the teacher and the student unless --fold says: what was measured (README)
@@ -94,19 +94,76 @@ def self_trains(cfg: TrainConfig, store_has_noisy: bool) -> bool:
             and cfg.noisy_labels is None and cfg.folds == "one")
 
 
-def choose(cfg: TrainConfig, asked: bool | None, fold_given: bool) -> tuple[TrainConfig, bool]:
-    """The config to run and whether it self-trains. asked: --self-train / --no-self-train, or
-    None for the default recipe's choice; fold_given: --fold k/K was on the command line.
+ONE_MODEL, K_FOLD, SELF_TRAINING = "a one-model run", "a K-fold run", "a self-training run"
 
-    The default self-trains where self_trains says so, unless --fold names one model's
-    validation fold or --out already holds a one-model or K-fold run (so --resume continues
-    it). A self-training job has FOLDS folds unless --fold gives K."""
-    if asked is None:
-        asked = (not fold_given and _other_run(cfg.out) is None
-                 and self_trains(cfg, FeatureStore.open(cfg.features, cfg.mel).has("train_noisy")))
-    if asked and not fold_given:
-        cfg = replace(cfg, fold=0, n_folds=FOLDS)
-    return cfg, asked
+
+def choose(cfg: TrainConfig, asked: bool | None,
+           fold_given: bool) -> tuple[TrainConfig, bool, str | None]:
+    """The config to run, whether it self-trains, and the line that says why where the default
+    chose. asked: --self-train / --no-self-train, or None for the default recipe's choice;
+    fold_given: --fold k/K was on the command line.
+
+    An --out that holds a run keeps its kind: the default goes on with it (so --resume
+    continues it), and a flag asking for another kind is refused in one line. Into a new --out
+    the default self-trains where self_trains says so, unless --fold names one model's
+    validation fold. A self-training job has FOLDS folds (or its recorded teacher's) unless
+    --fold gives K."""
+    kind = run_kind(cfg.out)
+    default, note = asked is None, None
+    if default:
+        if kind is None:
+            has_noisy = FeatureStore.open(cfg.features, cfg.mel).has("train_noisy")
+            asked = not fold_given and self_trains(cfg, has_noisy)
+        else:
+            asked = kind == SELF_TRAINING
+            note = f"{cfg.out} holds {kind}: going on with it"
+    if asked:
+        if kind in (ONE_MODEL, K_FOLD):
+            raise RunDirError(f"{cfg.out} holds {kind}, not a self-training run; self-train "
+                              "into another --out")
+        if cfg.resume and kind is None:
+            raise RunDirError(f"{cfg.out} holds no self-training run to resume (a killed one "
+                              "goes on when run again, with or without --resume)")
+        if not fold_given:
+            cfg = replace(cfg, fold=0, n_folds=_recorded_folds(cfg.out))
+        if default and kind is None:
+            note = (f"train_noisy in the store: self-training ({cfg.n_folds}-fold teacher, "
+                    f"noisy split relabelled, {cfg.n_folds}-fold student; --no-self-train "
+                    "trains one model)")
+        return cfg, True, note
+    wanted = K_FOLD if cfg.folds == "all" else ONE_MODEL
+    if kind is not None and kind != wanted:
+        hint = {SELF_TRAINING: "without --no-self-train, train.py goes on with it",
+                K_FOLD: "--folds all --fold 0/K goes on with it",
+                ONE_MODEL: "without --folds all, train.py goes on with it"}[kind]
+        raise RunDirError(f"{cfg.out} holds {kind}: train {wanted} into another --out ({hint})")
+    return cfg, False, note
+
+
+def run_kind(out: str) -> str | None:
+    """What training ran into the directory out: ONE_MODEL, K_FOLD, SELF_TRAINING, or None
+    (nothing, or a run that ended before its first checkpoint)."""
+    if storage.is_file(out):
+        return None  # no run in it: the job's lock refuses an --out that is a file
+    if has_run(out):
+        return ONE_MODEL
+    folds = [d for d in storage.list_dirs(out) if d.startswith("fold-")]
+    if storage.is_file(storage.join(out, ENSEMBLE)) or any(
+            has_run(storage.join(out, d)) for d in folds):
+        return K_FOLD
+    if {TEACHER, STUDENT} & set(storage.list_dirs(out)):
+        return SELF_TRAINING
+    return None
+
+
+def _recorded_folds(out: str) -> int:
+    """K of the self-training run in out (its teacher's first fold's settings), else FOLDS."""
+    teacher = storage.join(out, TEACHER)
+    for fold in storage.list_dirs(teacher):
+        recorded = storage.join(teacher, fold, RUN_CONFIG)
+        if fold.startswith("fold-") and storage.is_file(recorded):
+            return int(storage.read_json(recorded)["n_folds"])
+    return FOLDS
 
 
 @holding("train --self-train")  # <out>; the teacher, scoring and student hold their own dirs
@@ -116,10 +173,10 @@ def self_train(cfg: TrainConfig, agree: float = 0.5) -> SelfTrainResult:
     if not 0 < agree <= 1:
         raise ConfigError(f"--agree must be in (0, 1] (got {agree})")
     out = storage.absolute(cfg.out)
-    other = _other_run(out)
-    if other is not None:
-        raise RunDirError(f"{out} holds {other}, not a self-training run; self-train into "
-                          "another --out (or --no-self-train to go on with that run)")
+    kind = run_kind(out)
+    if kind in (ONE_MODEL, K_FOLD):
+        raise RunDirError(f"{out} holds {kind}, not a self-training run; self-train into "
+                          "another --out")
     cfg = replace(cfg, features=storage.absolute(cfg.features), out=out, folds="all")
     if not FeatureStore.open(cfg.features, cfg.mel).has("train_noisy"):
         raise ConfigError(f"{cfg.features}: self-training relabels train_noisy, and this "
@@ -237,15 +294,3 @@ def _require_no_student(cfg: TrainConfig) -> None:
 def _step(k: int, what: str) -> None:
     """Say which of the three steps starts: four epoch tables in a row name no run."""
     print(f"self-training {k}/3: {what}", flush=True)
-
-
-def _other_run(out: str) -> str | None:
-    """What else a self-training directory holds where training of another kind ran into it:
-    'a one-model run' or 'a K-fold run', else None."""
-    if storage.is_file(out):
-        return None  # no run in it: the job's lock refuses an --out that is a file
-    if has_run(out):
-        return "a one-model run"
-    if storage.is_file(storage.join(out, ENSEMBLE)) or has_run(fold_dir(out, 0)):
-        return "a K-fold run"
-    return None

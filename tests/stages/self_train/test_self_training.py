@@ -136,31 +136,56 @@ def test_the_default_self_trains_where_the_store_has_noisy_clips_and_no_flag_say
         assert not self_trains(replace(cfg, **other), store_has_noisy=True), other
 
 
-def test_self_training_has_two_folds_unless_given_and_leaves_other_runs_alone(small_store,
-                                                                               tmp_path):
+def test_self_training_has_two_folds_unless_given(small_store, tmp_path):
     cfg = TrainConfig(features=str(small_store / "features"), out=str(tmp_path / "run"))
-    chosen, self_training = choose(cfg, None, fold_given=False)
+    chosen, self_training, said = choose(cfg, None, fold_given=False)
     assert self_training and (chosen.fold, chosen.n_folds) == (0, 2)
+    assert said == ("train_noisy in the store: self-training (2-fold teacher, noisy split "
+                    "relabelled, 2-fold student; --no-self-train trains one model)")
     given = replace(cfg, fold=1, n_folds=3)
-    assert choose(given, None, fold_given=True) == (given, False)  # one model's fold 1 of 3
-    assert choose(given, True, fold_given=True) == (given, True)  # --self-train: 3 folds
-    assert choose(cfg, True, fold_given=False) == (chosen, True)
-    assert choose(cfg, False, fold_given=False) == (cfg, False)
-    # --out holds a one-model run (an earlier default's): the default goes on with it (--resume),
-    # and self-training into it is refused before any work.
-    (tmp_path / "run" / "model").mkdir(parents=True)
-    (tmp_path / "run" / "model" / "meta.json").write_text("{}")
-    assert choose(cfg, None, fold_given=False) == (cfg, False)
-    with pytest.raises(RunDirError, match=r"holds a one-model run, not a self-training run; "
-                                          r"self-train into another --out \(or --no-self-train"):
-        self_train(cfg)
-    kfold = replace(cfg, out=str(tmp_path / "cv"))
-    (tmp_path / "cv").mkdir()
-    (tmp_path / "cv" / "ensemble.json").write_text("{}")
-    assert choose(kfold, None, fold_given=False) == (kfold, False)
-    with pytest.raises(RunDirError, match="holds a K-fold run"):
-        self_train(kfold)
-    assert sorted(p.name for p in (tmp_path / "cv").iterdir()) == ["ensemble.json"]
+    assert choose(given, None, fold_given=True) == (given, False, None)  # one model's fold 1/3
+    assert choose(given, True, fold_given=True) == (given, True, None)  # --self-train: 3 folds
+    assert choose(cfg, True, fold_given=False) == (chosen, True, None)
+    assert choose(cfg, False, fold_given=False) == (cfg, False, None)
+    with pytest.raises(RunDirError, match="holds no self-training run to resume"):
+        choose(replace(cfg, resume=True), None, fold_given=False)
+
+
+def _fake_run(run, files):
+    for name, text in files.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(text)
+
+
+@pytest.mark.parametrize("files, kind, goes_on, refused", [
+    ({"model/meta.json": "{}"}, "a one-model run", (False, False), [True, "all"]),
+    ({"fold-1/model/meta.json": "{}"}, "a K-fold run", None, [True, False]),
+    ({"teacher/fold-0/run_config.json": '{"n_folds": 3}'}, "a self-training run", (True, True),
+     [False]),
+])
+def test_an_out_holding_a_run_keeps_its_kind(small_store, tmp_path, files, kind, goes_on,
+                                             refused):
+    # Kinds never mix in one directory (inference could not tell which model it means): the
+    # default goes on with what is there, and asking for another kind is one line.
+    cfg = TrainConfig(features=str(small_store / "features"), out=str(tmp_path / "run"))
+    _fake_run(tmp_path / "run", files)
+    if goes_on is None:  # a K-fold run: the default would train one model beside its folds
+        with pytest.raises(RunDirError, match=r"holds a K-fold run: train a one-model run into "
+                                              r"another --out \(--folds all --fold 0/K goes"):
+            choose(cfg, None, fold_given=False)
+        assert choose(replace(cfg, folds="all"), None, fold_given=False)[1] is False
+    else:
+        chosen, self_training, said = choose(cfg, None, fold_given=False)
+        assert (self_training, chosen.n_folds == 3) == goes_on  # the recorded teacher's K
+        assert said == f"{cfg.out} holds {kind}: going on with it"
+    for asked in refused:
+        other = replace(cfg, folds="all") if asked == "all" else cfg
+        with pytest.raises(RunDirError, match=f"holds {kind}"):
+            choose(other, asked if asked != "all" else None, fold_given=False)
+    if kind != "a self-training run":
+        with pytest.raises(RunDirError, match=f"holds {kind}, not a self-training run"):
+            self_train(cfg)
+        assert not (tmp_path / "run" / "teacher").exists()
 
 
 def test_without_noisy_clips_the_default_trains_one_model(tmp_path):
@@ -168,7 +193,7 @@ def test_without_noisy_clips_the_default_trains_one_model(tmp_path):
     (tmp_path / "features" / "_MANIFEST.json").write_text(
         json.dumps(new_manifest(MelConfig(), CLASSES, "synthetic")))
     cfg = TrainConfig(features=str(tmp_path / "features"), out=str(tmp_path / "run"))
-    assert choose(cfg, None, fold_given=False) == (cfg, False)
+    assert choose(cfg, None, fold_given=False) == (cfg, False, None)
 
 
 @pytest.mark.slow

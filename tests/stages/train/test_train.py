@@ -269,7 +269,8 @@ def test_a_resource_shortfall_fails_fast_and_ctrl_c_stops_a_run(features, tmp_pa
     assert str(short.value) == (
         "training (3 workers) asks for 3 x {CPU 1} but the cluster has CPU 2 in 1 node(s); "
         "1 of 3 cannot be placed")
-    # Ctrl-C while the run trains: the job and its embedded Ray are gone within 10 s. SIGINT
+    # Ctrl-C while the run trains (the default: the store's noisy clips make it a self-training
+    # job, its teacher folds Ray tasks): the job and its embedded Ray are gone within 10 s. SIGINT
     # set back to its default in the child: a shell's background jobs inherit it ignored.
     run = subprocess.Popen([*base, "--out", str(tmp_path / "b"), "--epochs", "50"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
