@@ -14,7 +14,9 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespac
     """The training config and the job's own flags from the command line (sys.argv by
     default)."""
     p = job_parser(__doc__, verbose=True)
-    add_flags(p, TrainConfig)
+    # --fold unset: 0/5 for one model, 2 folds for self-training; given, it names one model's
+    # fold (or self-training's K with --self-train).
+    add_flags(p, TrainConfig, defaults={"fold": None})
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write report.html with the run's pictures in each run directory "
                         "(default: on)")
@@ -29,8 +31,6 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespac
     p.add_argument("--agree", type=number(float, above=0, maximum=1), default=0.5, metavar="SCORE",
                    help="with --self-train: the teacher's score that confirms a noisy label or "
                         "assigns one (default: 0.5)")
-    # Unset: 0/5 for one model, K = 2 for self-training; given, it names one model's fold.
-    p.set_defaults(fold=None)
     args = p.parse_args(argv)
     args.fold_given = args.fold is not None
     if not args.fold_given:

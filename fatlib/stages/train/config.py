@@ -55,7 +55,10 @@ class TrainConfig:
     crop_frames: int = option(128, "random crop length in frames (the seed's 128 = 2 s)", minimum=8)
     fold: int = option(0, "validation fold k of K stratified folds of train_curated",
                        parse=parse_fold, render=lambda v: f"{v[0]}/{v[1]}",
-                       sets=("fold", "n_folds"), metavar="k/K", minimum=0)
+                       sets=("fold", "n_folds"), metavar="k/K", minimum=0,
+                       # train.py's, which leaves it unset until given (self-training's K)
+                       default_text="0/5; self-training 2 folds; given, one model unless "
+                                    "--self-train")
     n_folds: int = option(5, cli=False, minimum=2)  # set by --fold k/K
     folds: str = option("one", "'all': train all K folds of --fold k/K as concurrent runs under "
                         "<out>/fold-<k>/, report the out-of-fold lwlrap, write the ensemble",
