@@ -68,7 +68,8 @@ class SelfTrainResult:
         return self.student.ensemble
 
     def summary(self) -> str:
-        """The teacher's figure, the relabelling, the student's folds and the gain."""
+        """The teacher's figure, the relabelling, the student's folds, the gain and what
+        inference takes."""
         r = self.relabelling
         done = "" if self.relabelled else " (relabelled before)"
         return "\n".join([
@@ -83,7 +84,8 @@ class SelfTrainResult:
             # validation clips: its out-of-fold figure leans optimistic.
             f"student - teacher out-of-fold lwlrap: "
             f"{self.student.oof_lwlrap - self.teacher.oof_lwlrap:+.4f} (optimistic: the "
-            "noisy labels come from teachers that saw each student fold's validation clips)"])
+            "noisy labels come from teachers that saw each student fold's validation clips)",
+            f"inference: infer.py --model {self.out} (the student's ensemble)"])
 
 
 def self_trains(cfg: TrainConfig, store_has_noisy: bool) -> bool:

@@ -219,6 +219,8 @@ def test_teacher_relabels_the_noisy_split_and_the_student_is_an_ensemble(self_tr
     assert teacher["noisy"] == "off"  # it judges noisy labels it never learned
     assert result.ensemble == str(st / "student" / "ensemble.json")
     assert "student - teacher out-of-fold lwlrap" in result.summary()
+    assert result.summary().splitlines()[-1] == (
+        f"inference: infer.py --model {st} (the student's ensemble)")
     # --model <out>: the self-training directory stands for its student's ensemble.
     scored = infer(InferConfig(models=(str(st),), data=str(root / "data"),
                                out=str(tmp_path), run_id="student", tta=1))
