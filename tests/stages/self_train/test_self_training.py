@@ -3,10 +3,7 @@ the curated and relabelled clips, and a re-run redoes only what did not finish; 
 rule and --noisy-labels on their own, without Ray."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +32,6 @@ from fatlib.stages.train.run_dir import RUN_CONFIG
 from tests.conftest import SMALL_STORE
 from tests.stages.conftest import AGREE
 
-ROOT = Path(__file__).resolve().parents[3]
 CLASSES = ["Bark", "Meow", "Purr"]
 N_NOISY = SMALL_STORE["n_noisy"]
 
@@ -232,9 +228,10 @@ def test_teacher_relabels_the_noisy_split_and_the_student_is_an_ensemble(self_tr
 
 
 @pytest.mark.slow
-def test_the_same_command_again_trains_only_the_unfinished_student_fold(self_trained):
-    # What a user does after a killed job: train.py again, as they first ran it. The directory
-    # is a self-training run, so the default goes on with it, with its teacher's K.
+def test_a_rerun_trains_only_the_unfinished_student_fold(self_trained, capsys):
+    # What train.py does after a killed job, run again as it was (the job's choice of going on
+    # with a self-training directory is test_an_out_holding_a_run_keeps_its_kind's; a job
+    # subprocess here cost twice the time, a third Ray on two cores).
     _, cfg, _ = self_trained
     st = Path(cfg.out)
     done = [*(st / "teacher").rglob("*"), *(st / "noisy-scores").rglob("*"),
@@ -245,22 +242,20 @@ def test_the_same_command_again_trains_only_the_unfinished_student_fold(self_tra
     shutil.rmtree(st / "student" / "fold-1")  # as if the job died while fold 1 trained...
     (st / "student" / "fold-1").mkdir()  # ...before its first checkpoint: its settings only
     (st / "student" / "fold-1" / RUN_CONFIG).write_text("{}")
-    command = [sys.executable, "jobs/train.py", "--features", cfg.features, "--out", str(st),
-               "--workers", "1", "--epochs", "1", "--batch-size", "8", "--crop-frames", "32",
-               "--valid-crops", "1", "--sound-mix", "0", "--freq-shift", "0",
-               "--agree", str(AGREE), "--no-report"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
-    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    lines = again.stdout.splitlines()
-    assert [line for line in lines if line.startswith(("self-training ", str(st)))] == [
-        f"{st} holds a self-training run: going on with it",
-        f"self-training 1/3: teacher, 2 folds on the curated clips ({st}/teacher)",
-        "self-training 2/3: train_noisy relabelled before",
-        f"self-training 3/3: student, 2 folds on the curated and relabelled noisy clips "
-        f"({st}/student)"]
-    summary = lines[lines.index("student:") - 2:]
+    chosen, self_training, said = choose(replace(cfg, fold=0, n_folds=5), None, fold_given=False)
+    assert self_training and chosen.n_folds == 2 and said == (
+        f"{st} holds a self-training run: going on with it")
+    capsys.readouterr()
+    again = self_train(chosen, agree=AGREE)
+    steps = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("self-training ")]
+    assert steps == [f"self-training 1/3: teacher, 2 folds on the curated clips ({st}/teacher)",
+                     "self-training 2/3: train_noisy relabelled before",
+                     "self-training 3/3: student, 2 folds on the curated and relabelled noisy "
+                     f"clips ({st}/student)"]
+    assert again.teacher.trained == [] and again.student.trained == [1]
+    assert not again.scored and not again.relabelled
+    summary = again.summary().splitlines()
     assert summary[0].startswith("teacher: ") and summary[0].endswith("(trained before)")
     assert "(relabelled before)" in summary[1]
     assert summary[4].split()[0] == "0" and summary[4].endswith("(finished before)")
