@@ -57,12 +57,12 @@ def main() -> int:
             student = result.student
             runs = fold_runs_to_report(student.out, len(student.fold_lwlrap), student.trained)
             summary = result.summary()
-        elif cfg.folds == "all":
-            result = train_folds(cfg)
+        elif run_cfg.folds == "all":
+            result = train_folds(run_cfg)
             runs = fold_runs_to_report(result.out, len(result.fold_lwlrap), result.trained)
             summary = result.summary()
         else:
-            result = train(cfg)
+            result = train(run_cfg)
             runs = [result.out]
             # The workers printed the epoch table as it grew: only the outcome here.
             summary = result.summary().removeprefix(result.table()).strip()

@@ -120,9 +120,7 @@ def choose(cfg: TrainConfig, asked: bool | None,
             asked = kind == SELF_TRAINING
             note = f"{cfg.out} holds {kind}: going on with it"
     if asked:
-        if kind in (ONE_MODEL, K_FOLD):
-            raise RunDirError(f"{cfg.out} holds {kind}, not a self-training run; self-train "
-                              "into another --out")
+        _require_self_training_dir(cfg.out, kind)
         if cfg.resume and kind is None:
             raise RunDirError(f"{cfg.out} holds no self-training run to resume (a killed one "
                               "goes on when run again, with or without --resume)")
@@ -149,13 +147,20 @@ def run_kind(out: str) -> str | None:
         return None  # no run in it: the job's lock refuses an --out that is a file
     if has_run(out):
         return ONE_MODEL
-    folds = [d for d in storage.list_dirs(out) if d.startswith("fold-")]
+    dirs = storage.list_dirs(out)
     if storage.is_file(storage.join(out, ENSEMBLE)) or any(
-            has_run(storage.join(out, d)) for d in folds):
+            has_run(storage.join(out, d)) for d in dirs if d.startswith("fold-")):
         return K_FOLD
-    if {TEACHER, STUDENT} & set(storage.list_dirs(out)):
+    if {TEACHER, STUDENT} & set(dirs):
         return SELF_TRAINING
     return None
+
+
+def _require_self_training_dir(out: str, kind: str | None) -> None:
+    """RunDirError when out (of run_kind kind) holds another kind of run than self-training."""
+    if kind in (ONE_MODEL, K_FOLD):
+        raise RunDirError(f"{out} holds {kind}, not a self-training run; self-train into "
+                          "another --out")
 
 
 def _recorded_folds(out: str) -> int:
@@ -175,10 +180,7 @@ def self_train(cfg: TrainConfig, agree: float = 0.5) -> SelfTrainResult:
     if not 0 < agree <= 1:
         raise ConfigError(f"--agree must be in (0, 1] (got {agree})")
     out = storage.absolute(cfg.out)
-    kind = run_kind(out)
-    if kind in (ONE_MODEL, K_FOLD):
-        raise RunDirError(f"{out} holds {kind}, not a self-training run; self-train into "
-                          "another --out")
+    _require_self_training_dir(out, run_kind(out))  # choose() checked the job's; any caller's
     cfg = replace(cfg, features=storage.absolute(cfg.features), out=out, folds="all")
     if not FeatureStore.open(cfg.features, cfg.mel).has("train_noisy"):
         raise ConfigError(f"{cfg.features}: self-training relabels train_noisy, and this "
