@@ -3,13 +3,16 @@ the curated and relabelled clips, and a re-run redoes only what did not finish; 
 rule and --noisy-labels on their own, without Ray."""
 
 import json
+import runpy
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import ray
 
 from fatlib.core.config import ConfigError, MelConfig
 from fatlib.core.features import CLIP_STATS
@@ -34,6 +37,7 @@ from tests.stages.conftest import AGREE
 
 CLASSES = ["Bark", "Meow", "Purr"]
 N_NOISY = SMALL_STORE["n_noisy"]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_a_noisy_clip_keeps_takes_or_loses_its_labels_by_the_teachers_scores():
@@ -263,3 +267,33 @@ def test_a_rerun_trains_only_the_unfinished_student_fold(self_trained, capsys):
     assert summary[-1] == f"inference: infer.py --model {st} (the student's ensemble)"
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing else rewritten
     assert (st / "student" / "fold-1" / "model" / "meta.json").exists()
+
+
+@pytest.mark.slow
+def test_the_train_job_goes_on_with_the_self_training_run_in_its_out(self_trained, capsys,
+                                                                       monkeypatch):
+    # The default `jobs/train.py --features F --out R` run again on a finished self-training
+    # run: the job's own path from its flags to its summary. In this process, on the tests'
+    # Ray (a job subprocess starts a Ray of its own: ~15 s more), with --verbose, which leaves
+    # the process's logging as it is.
+    _, cfg, _ = self_trained
+    st = Path(cfg.out)
+    models = {p: p.stat().st_mtime_ns for p in st.rglob("model/*")}
+    monkeypatch.setattr(sys, "argv", [
+        "jobs/train.py", "--features", cfg.features, "--out", str(st), "--workers", "1",
+        "--cpus-per-worker", str(cfg.cpus_per_worker), "--epochs", "1", "--batch-size", "8",
+        "--crop-frames", "32", "--valid-crops", "1", "--sound-mix", "0", "--freq-shift", "0",
+        "--agree", str(AGREE), "--no-report", "--verbose"])
+    context = ray.data.DataContext.get_current()
+    monkeypatch.setattr(context, "raise_original_map_exception",
+                        context.raise_original_map_exception)  # which the job sets
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(ROOT / "jobs" / "train.py"), run_name="__main__")
+    out = capsys.readouterr().out.splitlines()
+    assert exited.value.code == 0, out
+    assert out[0] == f"{st} holds a self-training run: going on with it"
+    assert [line.split(":")[0] for line in out if line.startswith("self-training ")] == [
+        "self-training 1/3", "self-training 2/3", "self-training 3/3"]
+    assert out[-1] == f"inference: infer.py --model {st} (the student's ensemble)"
+    assert {p: p.stat().st_mtime_ns for p in models} == models  # nothing trained again
