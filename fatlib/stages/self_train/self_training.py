@@ -25,7 +25,7 @@ from fatlib.io.locks import holding
 from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.infer.pipeline import infer
 from fatlib.stages.train.config import RunDirError, TrainConfig
-from fatlib.stages.train.kfold import KFoldResult, fold_dir, train_folds
+from fatlib.stages.train.kfold import KFoldResult, fold_dir, is_fold_dir, train_folds
 from fatlib.stages.train.run_dir import RUN_CONFIG, has_run
 
 TEACHER = "teacher"
@@ -105,20 +105,20 @@ def choose(cfg: TrainConfig, asked: bool | None,
     chose. asked: --self-train / --no-self-train, or None for the default recipe's choice;
     fold_given: --fold k/K was on the command line.
 
-    An --out that holds a run keeps its kind: the default goes on with it (so --resume
-    continues it), and a flag asking for another kind is refused in one line. Into a new --out
-    the default self-trains where self_trains says so, unless --fold names one model's
-    validation fold. A self-training job has FOLDS folds (or its recorded teacher's) unless
-    --fold gives K."""
+    An --out that holds a run keeps its kind: the default goes on with a one-model or
+    self-training run (so --resume continues it) and with a K-fold run given --folds all, and a
+    flag asking for another kind is refused in one line. Into a new --out the default
+    self-trains where self_trains says so, unless --fold names one model's validation fold. A
+    self-training job has FOLDS folds (or its recorded teacher's) unless --fold gives K."""
     kind = run_kind(cfg.out)
-    default, note = asked is None, None
+    default = asked is None
+    going_on = f"{cfg.out} holds {kind}: going on with it" if default and kind else None
     if default:
         if kind is None:
             has_noisy = FeatureStore.open(cfg.features, cfg.mel).has("train_noisy")
             asked = not fold_given and self_trains(cfg, has_noisy)
         else:
             asked = kind == SELF_TRAINING
-            note = f"{cfg.out} holds {kind}: going on with it"
     if asked:
         _require_self_training_dir(cfg.out, kind)
         if cfg.resume and kind is None:
@@ -126,18 +126,18 @@ def choose(cfg: TrainConfig, asked: bool | None,
                               "goes on when run again, with or without --resume)")
         if not fold_given:
             cfg = replace(cfg, fold=0, n_folds=_recorded_folds(cfg.out))
-        if default and kind is None:
-            note = (f"train_noisy in the store: self-training ({cfg.n_folds}-fold teacher, "
-                    f"noisy split relabelled, {cfg.n_folds}-fold student; --no-self-train "
-                    "trains one model)")
-        return cfg, True, note
+        if default and kind is None:  # the default's choice costs ~6x one model: said first
+            return cfg, True, (f"train_noisy in the store: self-training ({cfg.n_folds}-fold "
+                               f"teacher, noisy split relabelled, {cfg.n_folds}-fold student; "
+                               "--no-self-train trains one model)")
+        return cfg, True, going_on
     wanted = K_FOLD if cfg.folds == "all" else ONE_MODEL
     if kind is not None and kind != wanted:
         hint = {SELF_TRAINING: "without --no-self-train, train.py goes on with it",
                 K_FOLD: "--folds all --fold 0/K goes on with it",
                 ONE_MODEL: "without --folds all, train.py goes on with it"}[kind]
         raise RunDirError(f"{cfg.out} holds {kind}: train {wanted} into another --out ({hint})")
-    return cfg, False, note
+    return cfg, False, going_on
 
 
 def run_kind(out: str) -> str | None:
@@ -149,7 +149,7 @@ def run_kind(out: str) -> str | None:
         return ONE_MODEL
     dirs = storage.list_dirs(out)
     if storage.is_file(storage.join(out, ENSEMBLE)) or any(
-            has_run(storage.join(out, d)) for d in dirs if d.startswith("fold-")):
+            has_run(storage.join(out, d)) for d in dirs if is_fold_dir(d)):
         return K_FOLD
     if {TEACHER, STUDENT} & set(dirs):
         return SELF_TRAINING
@@ -168,7 +168,7 @@ def _recorded_folds(out: str) -> int:
     teacher = storage.join(out, TEACHER)
     for fold in storage.list_dirs(teacher):
         recorded = storage.join(teacher, fold, RUN_CONFIG)
-        if fold.startswith("fold-") and storage.is_file(recorded):
+        if is_fold_dir(fold) and storage.is_file(recorded):
             return int(storage.read_json(recorded)["n_folds"])
     return FOLDS
 
@@ -200,8 +200,9 @@ def self_train(cfg: TrainConfig, agree: float = 0.5) -> SelfTrainResult:
         storage.join(scores_run, predictions.SUCCESS))
     relabelling = None if scored else _recorded(out, agree)
     relabelled = relabelling is None
-    _step(2, "train_noisy " + ("scored and relabelled by the teacher's ensemble" if relabelled
-                               else "relabelled before"))
+    _step(2, "train_noisy " + ("scored and relabelled by the teacher's ensemble" if scored
+                               else "relabelled by the teacher's ensemble (scored before)"
+                               if relabelled else "relabelled before"))
     if relabelling is None:
         _require_no_student(cfg)  # before anything is scored or rewritten
         storage.remove(storage.join(out, RELABEL))  # pending until written again, last

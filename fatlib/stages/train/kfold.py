@@ -51,6 +51,11 @@ def fold_dir(out: str, fold: int) -> str:
     return storage.join(out, f"fold-{fold}")
 
 
+def is_fold_dir(name: str) -> bool:
+    """Whether a directory's name is fold_dir's, of some fold."""
+    return name.startswith("fold-") and name[len("fold-"):].isdigit()
+
+
 @holding("train --folds all")  # the K-fold root; each fold's task holds its own fold-<k>
 def train_folds(cfg: TrainConfig) -> KFoldResult:
     """Train the folds that have not finished, then score and list all K of them."""
