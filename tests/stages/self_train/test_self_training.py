@@ -22,13 +22,8 @@ from fatlib.io.feature_store import FeatureStore, SplitInfo, new_manifest
 from fatlib.io.store_commits import commit_split
 from fatlib.stages.infer.config import InferConfig
 from fatlib.stages.infer.pipeline import infer
-from fatlib.stages.self_train.self_training import (
-    choose,
-    relabel,
-    self_train,
-    self_trains,
-    write_labels_csv,
-)
+from fatlib.stages.self_train.relabel import relabel, write_labels_csv
+from fatlib.stages.self_train.self_training import choose, self_train, self_trains
 from fatlib.stages.train.config import RunDirError, TrainConfig
 from fatlib.stages.train.datasets import _noisy_labels, _select
 from fatlib.stages.train.run_dir import RUN_CONFIG
